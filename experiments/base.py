@@ -1,0 +1,109 @@
+"""The builtin base: built once per recipe, cached on disk by the recipe's hash, logged to MLflow.
+
+``backbone: builtin`` is the default recipe; ``backbone: builtin:tiny`` is a seconds-long build
+with the same code path, for fast tests (not competent). The cache lives under
+``$HARNESS_CACHE_DIR`` (default ``~/.cache/paradigm-harness``); a file lock keeps parallel
+workers from building the same base twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from paradigms.builtin.recipe import TINY_RECIPE, BaseRecipe
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+EXPERIMENT = "builtin-base"
+RECIPES: dict[str, BaseRecipe] = {"builtin": BaseRecipe(), "builtin:tiny": TINY_RECIPE}
+COMPETENCE_FILE = "competence.json"
+
+
+def is_builtin(backbone: str) -> bool:
+    return backbone in RECIPES
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paradigm-harness")
+
+
+def base_dir(recipe: BaseRecipe) -> Path:
+    return cache_root() / "builtin" / recipe.digest()
+
+
+def read_competence(directory: Path) -> dict | None:
+    path = directory / COMPETENCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@contextmanager
+def _build_lock(directory: Path):
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, force: bool = False) -> Path:
+    """The directory of the built base for ``spec``, building (and logging) it first if needed.
+
+    A built base is a Hugging Face model directory plus ``competence.json`` (its skill figures
+    and build time) and ``recipe.json``.
+    """
+    recipe = RECIPES[spec]
+    directory = base_dir(recipe)
+    if not force and read_competence(directory) is not None:
+        return directory
+    with _build_lock(directory):
+        if not force and read_competence(directory) is not None:
+            return directory  # another process built it while we waited
+        from experiments.evaluation import base_competence
+        from paradigms.builtin.build import train_base
+
+        started = time.perf_counter()
+        model, tokenizer = train_base(recipe, directory, progress=progress)
+        build_seconds = time.perf_counter() - started
+        figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
+        (directory / "recipe.json").write_text(json.dumps({"spec": spec, "digest": recipe.digest(),
+                                                            **asdict(recipe)}, indent=2))
+        scratch = directory / f".{COMPETENCE_FILE}.tmp"
+        scratch.write_text(json.dumps(figures, indent=2))
+        scratch.rename(directory / COMPETENCE_FILE)
+        if tracker is not None:
+            _log_build(tracker, spec, recipe, directory, figures)
+    return directory
+
+
+def _log_build(tracker, spec: str, recipe: BaseRecipe, directory: Path, figures: dict) -> None:
+    run = tracker.start_run(EXPERIMENT, f"{spec.replace(':', '-')}-{recipe.digest()}",
+                            tags={"backbone": spec, "recipe_digest": recipe.digest()})
+    try:
+        run.log_params({f"recipe.{k}": v for k, v in asdict(recipe).items()})
+        run.log_metrics({f"base/{k}": v for k, v in figures.items()}, step=recipe.steps)
+        run.log_artifact(directory, "model")
+        run.finish()
+    except BaseException as error:
+        run.finish("FAILED", error=f"{type(error).__name__}: {error}")
+        raise
+
+
+def describe(spec: str = "builtin") -> dict:
+    """What ``harness base info`` prints: recipe, cache path and, once built, the figures."""
+    recipe = RECIPES[spec]
+    directory = base_dir(recipe)
+    return {
+        "spec": spec,
+        "digest": recipe.digest(),
+        "path": str(directory),
+        "built": read_competence(directory) is not None,
+        "recipe": asdict(recipe),
+        "competence": read_competence(directory),
+    }

@@ -1,0 +1,191 @@
+"""The ``harness`` command line.
+
+Exit status: 0 done; 2 bad input (config, file, argument), one line on stderr naming the field
+and the fix; 1 a run failed (its MLflow run is marked FAILED with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from experiments.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare how a personal LLM assistant learns its user: memory, full RL fine-tuning, "
+                       "or a LoRA adapter with RL.")
+base_app = typer.Typer(no_args_is_help=True, help="The builtin base model: build it or show its figures.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
+app.add_typer(base_app, name="base")
+app.add_typer(config_app, name="config")
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a field: KEY=VALUE, dotted keys.")]
+UriOption = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db "
+                                                                    "or $HARNESS_TRACKING_URI).")]
+
+
+def _fail(message: str, status: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(status)
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (deprecation notices, MLflow hints) out of the researcher's terminal."""
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    for name in ("mlflow", "alembic", "transformers", "trl", "datasets", "peft", "optuna", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+@app.command()
+def run(
+    file: Annotated[Path | None, typer.Argument(help="Experiment YAML file.")] = None,
+    set_: SetOption = None,
+    tracking_uri: UriOption = None,
+    from_run: Annotated[str | None, typer.Option("--from-run", help="Re-run exactly the config a logged run used.")]
+    = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Run an experiment file: its base config × grid × seeds, one MLflow child run each."""
+    from experiments.run import RunFailed, run_experiment
+
+    try:
+        if from_run is not None:
+            if file is not None:
+                raise ConfigError("pass either FILE or --from-run RUN_ID, not both")
+            experiment, tracker = _experiment_from_run(from_run, set_ or [], tracking_uri)
+        else:
+            if file is None:
+                raise ConfigError("missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml")
+            from experiments.config import load_experiment
+            from experiments.tracking import Tracker
+
+            experiment = load_experiment(file, set_ or [])
+            tracker = Tracker(tracking_uri)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    _quiet_libraries()
+    try:
+        results = run_experiment(experiment, tracker, progress=not quiet)
+    except RunFailed as error:
+        _fail(str(error), 1)
+    for result in results:
+        final = result.final
+        typer.echo(f"{result.name}: personal_accuracy={final.get('eval/personal_accuracy', float('nan')):.3f} "
+                   f"general_accuracy={final.get('eval/general_accuracy', float('nan')):.3f} "
+                   f"search_calls_per_query={final.get('eval/search_calls_per_query', float('nan')):.2f}")
+    typer.echo(f"{len(results)} runs logged to {tracker.uri} (experiment {experiment.name!r}); "
+               f"view them with: harness ui")
+
+
+def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from experiments.config import Experiment, apply_overrides, build_run_config, parse_override
+    from experiments.tracking import Tracker
+
+    tracker = Tracker(uri)
+    try:
+        logged = tracker.client.get_run(run_id)
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                    tracking_uri=tracker.uri)
+    except (MlflowException, OSError) as error:
+        raise ConfigError(f"--from-run {run_id}: no run with a config.yaml artifact in {tracker.uri} "
+                          f"({str(error).splitlines()[0]})") from None
+    raw = yaml.safe_load(Path(local).read_text())
+    raw = apply_overrides(raw, dict(parse_override(o) for o in overrides))
+    config = build_run_config(raw)
+    name = tracker.client.get_experiment(logged.info.experiment_id).name
+    experiment = Experiment(name=name, base=config, grid=[], seeds=[config.seed], raw=raw)
+    return experiment, tracker
+
+
+@config_app.command("show")
+def config_show(file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None) -> None:
+    """Print the validated, fully resolved config and the runs it expands to."""
+    from experiments.config import load_experiment
+
+    try:
+        experiment = load_experiment(file, set_ or [])
+    except ConfigError as error:
+        _fail(str(error), 2)
+    document = {
+        "name": experiment.name,
+        "seeds": experiment.seeds,
+        "grid": experiment.grid,
+        "config": experiment.base.model_dump(mode="json", exclude={"seed"}),
+        "runs": [r.run_name() for r in experiment.runs()],
+    }
+    if experiment.sweep is not None:
+        document["sweep"] = experiment.sweep
+    typer.echo(yaml.safe_dump(document, sort_keys=False).rstrip())
+
+
+@base_app.command("build")
+def base_build(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
+    spec: Annotated[str, typer.Option("--backbone", help="builtin, or builtin:tiny (seconds, for tests).")]
+    = "builtin",
+    tracking_uri: UriOption = None,
+) -> None:
+    """Build (or reuse) the cached builtin base and print its competence figures."""
+    from experiments.base import RECIPES, describe, ensure_base
+    from experiments.tracking import Tracker
+
+    if spec not in RECIPES:
+        _fail(f"--backbone: unknown builtin base {spec!r}; known: {', '.join(RECIPES)}", 2)
+    _quiet_libraries()
+    ensure_base(spec, tracker=Tracker(tracking_uri), progress=True, force=force)
+    typer.echo(json.dumps(describe(spec), indent=2))
+
+
+@base_app.command("info")
+def base_info(
+    spec: Annotated[str, typer.Option("--backbone", help="builtin, or builtin:tiny.")] = "builtin",
+) -> None:
+    """Show the builtin base's recipe, cache path and (once built) its competence figures."""
+    from experiments.base import RECIPES, describe
+
+    if spec not in RECIPES:
+        _fail(f"--backbone: unknown builtin base {spec!r}; known: {', '.join(RECIPES)}", 2)
+    info = describe(spec)
+    typer.echo(json.dumps(info, indent=2))
+    if not info["built"]:
+        typer.echo("not built yet: run `harness base build`", err=True)
+
+
+@app.command()
+def ui(
+    tracking_uri: UriOption = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the same store."""
+    from experiments.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)])
+
+
+def main() -> None:
+    """Console entry point: typer's usage errors exit 2 like every other bad input."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The one evaluator: every paradigm is measured by this code, on the same items, the same way.
+
+``Evaluator.evaluate`` answers the held-out personal items and the general probe through the
+shared rollout (greedy by default) with the paradigm's own context, scores them with the shared
+reward functions, and returns DESIGN.md's metrics. ``base_competence`` measures the builtin
+base's skills with the same rollout and scorer.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from experiments import metrics as m
+from paradigms.agent import Episode, GenerationSettings, rollout
+from paradigms.base import Paradigm
+from paradigms.session import Interaction, Session, item_columns
+from tasks import grammar, probes
+from tasks.items import Item
+from tasks.rewards import score
+from tasks.search import SearchTool
+from tasks.suites import resolve
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def exact(interaction: Interaction) -> list[float]:
+    """Per response: 1 when the value is right and the answer is in the wanted format."""
+    return [c * f for c, f in zip(interaction.components["correctness"], interaction.components["format"],
+                                  strict=True)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+@torch.no_grad()
+def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int = 64) -> float:
+    """Mean per-token KL(policy || reference) over the agent's own tokens of ``episodes``.
+
+    Both models read the same prompt and completion; tool tokens (env mask 0) are left out.
+    Exactly 0 when the two models have equal weights.
+    """
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(episodes), batch_size):
+        chunk = episodes[start : start + batch_size]
+        sequences = [e.prompt_ids + e.completion_ids for e in chunk]
+        width = max(len(s) for s in sequences)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)  # (B, T)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
+        # mask[b, t] = 1 where token t+1 is an agent token: logits at t predict token t+1
+        mask = torch.zeros_like(ids, dtype=torch.float32)  # (B, T)
+        for b, episode in enumerate(chunk):
+            start_t = len(episode.prompt_ids) - 1
+            mask[b, start_t : start_t + len(episode.env_mask)] = torch.tensor(episode.env_mask, dtype=torch.float32)
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attention).logits.float(), -1)  # (B, T, V)
+        logq = torch.log_softmax(reference(input_ids=ids, attention_mask=attention).logits.float(), -1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)  # (B, T)
+        total += float((kl * mask).sum())
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+@dataclass
+class Evaluator:
+    """Evaluates a paradigm's current policy on a run's fixed evaluation items.
+
+    ``personal_rows`` are phase-independent rows resolved against the user's profile at the
+    time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
+    was set in drift phase j (empty for single-phase suites).
+    """
+
+    session: Session
+    personal_rows: list[dict]
+    general: list[Item]
+    phases: list[list[Item]]
+    settings: GenerationSettings
+    reference: object | None = None
+    started: float = field(default_factory=time.perf_counter)
+    best_general: float = float("-inf")
+
+    def _answer(self, paradigm: Paradigm, items: list[Item], with_tool: bool = True) -> Interaction:
+        return self.session.interact(paradigm.model, paradigm.tokenizer, items, paradigm.context_for(items),
+                                     settings=self.settings, search=with_tool)
+
+    def evaluate(self, paradigm: Paradigm) -> dict[str, float]:
+        """DESIGN.md's eval and cost metrics for the paradigm's policy now."""
+        phase = self.session.phase
+        personal_items = [resolve(row, self.session.user, phase) for row in self.personal_rows]
+        personal = self._answer(paradigm, personal_items)
+        general = self._answer(paradigm, self.general, with_tool=False)
+        general_accuracy = _mean(exact(general))
+        self.best_general = max(self.best_general, general_accuracy)
+        reference = self.reference if self.reference is not None else paradigm.model
+        results = {
+            m.PERSONAL_ACCURACY: _mean(exact(personal)),
+            m.GENERAL_ACCURACY: general_accuracy,
+            m.FORGETTING: self.best_general - general_accuracy,
+            m.FORMAT_COMPLIANCE: _mean(personal.components["format"]),
+            m.SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in personal.episodes]),
+            m.KL_TO_BASE: kl_to_reference(paradigm.model, reference, paradigm.tokenizer, personal.episodes),
+            m.CONTEXT_TOKENS_PER_QUERY: _mean([e.context_tokens for e in personal.episodes]),
+            m.WALL_SECONDS: time.perf_counter() - self.started,
+            m.TRAIN_FLOPS: paradigm.train_flops(),
+            m.TRAINABLE_PARAMS: float(paradigm.trainable_parameters()),
+            m.STORAGE_BYTES: float(paradigm.storage_bytes()),
+            m.PEAK_RSS_BYTES: float(peak_rss_bytes()),
+        }
+        if len(self.phases) > 1:
+            for j, items in enumerate(self.phases):
+                if items:
+                    results[m.PHASE_ACCURACY.format(phase=j)] = _mean(exact(self._answer(paradigm, items)))
+        results.update(paradigm.extra_metrics())
+        return results
+
+
+def _probe(model, tokenizer, items: list[Item], settings: GenerationSettings) -> tuple[list[Episode], dict]:
+    """Answer probe items with their own notes; search answers from each item's own fact."""
+    tools = [
+        SearchTool((grammar.fact_line(grammar.USER_SUBJECT, i.item.split(":", 1)[1], i.gold),))
+        if i.needs_search else None
+        for i in items
+    ]
+    episodes = rollout(model, tokenizer, [i.query for i in items], tools, settings, [i.notes for i in items])
+    components, _ = score([e.prompt for e in episodes], [e.completion for e in episodes], {}, **item_columns(items))
+    return episodes, components
+
+
+def base_competence(model, tokenizer) -> dict[str, float]:
+    """The builtin base's skill figures (greedy, held-out), as logged under ``base/``.
+
+    - ``general_accuracy``: general probe, right value in the instructed (held-out) format;
+    - ``context_reading_accuracy``: the asked fact among 3-5 facts in context, answered right
+      without searching;
+    - ``search_call_rate``: a search call on a personal question whose fact is not in context;
+    - ``format_following``: right value in an explicitly instructed format;
+    - ``format_note_following``: the format a context note prefers for the question's kind.
+    """
+    greedy = GenerationSettings(max_new_tokens=32, temperature=0.0)
+    figures: dict[str, float] = {}
+    _, c = _probe(model, tokenizer, probes.general_probe(), greedy)
+    figures["general_accuracy"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
+    episodes, c = _probe(model, tokenizer, probes.context_reading_probe(), greedy)
+    figures["context_reading_accuracy"] = _mean(
+        [ok * (e.search_calls == 0) for ok, e in zip(c["correctness"], episodes, strict=True)])
+    episodes, _ = _probe(model, tokenizer, probes.search_probe(), greedy)
+    figures["search_call_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
+    _, c = _probe(model, tokenizer, probes.format_following_probe(), greedy)
+    figures["format_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
+    _, c = _probe(model, tokenizer, probes.format_note_probe(), greedy)
+    figures["format_note_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
+    return figures

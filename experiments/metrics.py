@@ -1,0 +1,57 @@
+"""Metric names (the contracts of DESIGN.md) and their directions, in one place."""
+
+from __future__ import annotations
+
+HIGHER, LOWER = "higher", "lower"
+
+PERSONAL_ACCURACY = "eval/personal_accuracy"
+GENERAL_ACCURACY = "eval/general_accuracy"
+FORGETTING = "eval/forgetting"
+FORMAT_COMPLIANCE = "eval/format_compliance"
+SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
+KL_TO_BASE = "eval/kl_to_base"
+PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
+
+TRAIN_REWARD = "train/reward"
+TRAIN_REWARD_COMPONENT = "train/reward/{component}"
+TRAIN_SEARCH_CALLS_PER_QUERY = "train/search_calls_per_query"
+
+WALL_SECONDS = "cost/wall_seconds"
+TRAIN_FLOPS = "cost/train_flops"
+TRAINABLE_PARAMS = "cost/trainable_params"
+CONTEXT_TOKENS_PER_QUERY = "cost/context_tokens_per_query"
+STORAGE_BYTES = "cost/storage_bytes"
+PEAK_RSS_BYTES = "cost/peak_rss_bytes"
+GENERATED_TOKENS = "cost/generated_tokens"
+PROMPT_TOKENS = "cost/prompt_tokens"
+
+#: Direction of every fixed metric name: is a higher value better or worse?
+DIRECTIONS: dict[str, str] = {
+    PERSONAL_ACCURACY: HIGHER,
+    GENERAL_ACCURACY: HIGHER,
+    FORGETTING: LOWER,
+    FORMAT_COMPLIANCE: HIGHER,
+    SEARCH_CALLS_PER_QUERY: LOWER,
+    KL_TO_BASE: LOWER,
+    TRAIN_REWARD: HIGHER,
+    TRAIN_SEARCH_CALLS_PER_QUERY: LOWER,
+    WALL_SECONDS: LOWER,
+    TRAIN_FLOPS: LOWER,
+    TRAINABLE_PARAMS: LOWER,
+    CONTEXT_TOKENS_PER_QUERY: LOWER,
+    STORAGE_BYTES: LOWER,
+    PEAK_RSS_BYTES: LOWER,
+    GENERATED_TOKENS: LOWER,
+    PROMPT_TOKENS: LOWER,
+}
+
+
+def direction(metric: str) -> str:
+    """``higher`` or ``lower`` for a metric name, templated names included."""
+    if metric.startswith("eval/phase_accuracy/"):
+        return HIGHER
+    if metric.startswith("train/reward/"):
+        return HIGHER
+    if metric not in DIRECTIONS:
+        raise KeyError(f"no direction known for metric {metric!r}; add it to experiments/metrics.py")
+    return DIRECTIONS[metric]

@@ -1,0 +1,10 @@
+"""Everything that acts and learns: backbones, the one rollout, the paradigms and the RL engine.
+
+Importing the package registers every builtin paradigm and algorithm.
+"""
+
+from paradigms import frozen, oracle  # noqa: F401  (registration)
+from paradigms.algorithms import ALGORITHMS
+from paradigms.base import PARADIGMS
+
+__all__ = ["ALGORITHMS", "PARADIGMS"]

@@ -1,0 +1,177 @@
+"""The one rollout: every paradigm and the evaluator generate through ``rollout``.
+
+Generation runs through Hugging Face ``generate`` (any causal LM), with a search-tool loop:
+whenever a completion closes ``<search> q </search>``, the environment appends the tool's reply
+``<result> ... </result>`` and generation resumes, until ``</answer>``, end of sequence, the
+token budget, or the per-query search cap. Tool output is marked 0 in ``env_mask`` so no
+learner trains on it (Search-R1 style masking); the agent's own tokens are marked 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from tasks import grammar
+from tasks.items import Query
+
+Tool = Callable[[str], list[str]]
+_STOPS = (grammar.SEARCH_CLOSE, grammar.ANSWER_CLOSE)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How the rollout samples. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    max_searches: int = 2
+
+
+@dataclass
+class Episode:
+    """One response to one query.
+
+    ``completion_ids`` holds the agent's tokens and the spliced tool output; ``env_mask[t]`` is 1
+    for agent tokens (trainable) and 0 for tool tokens. ``context_tokens`` counts the tokens of
+    the notes a paradigm added to the prompt.
+    """
+
+    prompt: str
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    completion: str = ""
+    search_queries: list[str] = field(default_factory=list)
+    context_tokens: int = 0
+    finished: bool = False
+
+    @property
+    def search_calls(self) -> int:
+        return len(self.search_queries)
+
+    @property
+    def agent_tokens(self) -> int:
+        return sum(self.env_mask)
+
+    @property
+    def tool_tokens(self) -> int:
+        return len(self.env_mask) - sum(self.env_mask)
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stops each row once its newly generated text contains a stop string.
+
+    Works with any tokenizer (word-level or BPE): it looks at decoded text, not token ids, and only
+    at the tokens generated in this round (the input may hold an earlier ``</search>``).
+    """
+
+    def __init__(self, tokenizer, input_width: int, window: int = 16):
+        self.tokenizer, self.input_width, self.window = tokenizer, input_width, window
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.input_width :]  # (B, T_new)
+        tails = self.tokenizer.batch_decode(new[:, -self.window :], skip_special_tokens=True)
+        return torch.tensor([any(stop in tail for stop in _STOPS) for tail in tails], device=input_ids.device)
+
+
+def _stop_reached(text: str) -> str | None:
+    """The stop string a finished generation round ended on (the last one in ``text``), if any."""
+    found = [(text.rfind(stop), stop) for stop in _STOPS if stop in text]
+    return max(found)[1] if found else None
+
+
+def _strip_padding(tokenizer, new_ids: list[int]) -> list[int]:
+    """Drop what ``generate`` appended after a sequence ended (its end-of-sequence token is kept)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    for i, token in enumerate(new_ids):
+        if token == eos:
+            return new_ids[: i + 1]
+        if token == pad:
+            return new_ids[:i]
+    return new_ids
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    tokenizer,
+    queries: Sequence[Query],
+    tools: Sequence[Tool | None],
+    settings: GenerationSettings,
+    contexts: Sequence[Sequence[str]] | None = None,
+) -> list[Episode]:
+    """Generate one episode per query (repeat a query in ``queries`` for a group).
+
+    ``tools[i]`` answers query i's searches (None: the tool replies ``nothing``);
+    ``contexts[i]`` are the notes a paradigm places in query i's prompt. Sampling uses torch's
+    global RNG, so a seeded run is reproducible.
+    """
+    contexts = contexts or [()] * len(queries)
+    episodes: list[Episode] = []
+    for query, notes in zip(queries, contexts, strict=True):
+        prompt = grammar.build_prompt(
+            query.question, search_enabled=query.search_enabled, notes=list(notes), instruction=query.instruction
+        )
+        context_tokens = len(tokenizer(" ".join(notes), add_special_tokens=False)["input_ids"]) if notes else 0
+        episodes.append(Episode(prompt, tokenizer(prompt)["input_ids"], context_tokens=context_tokens))
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(settings.max_searches + 2):
+            active = [i for i, e in enumerate(episodes) if not e.finished]
+            if not active:
+                break
+            _generate_round(model, tokenizer, [episodes[i] for i in active], [tools[i] for i in active], settings, device)
+    finally:
+        model.train(was_training)
+    for episode in episodes:
+        episode.completion = tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
+    return episodes
+
+
+def _generate_round(model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device) -> None:
+    """One ``generate`` call for every unfinished episode; handles a search call at its end."""
+    sequences = [e.prompt_ids + e.completion_ids for e in active]
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
+    attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+    budget = settings.max_new_tokens - min(len(e.env_mask) for e in active)
+    sampling = settings.temperature > 0
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention,
+        max_new_tokens=budget,
+        do_sample=sampling,
+        temperature=settings.temperature if sampling else None,
+        top_k=settings.top_k if sampling and settings.top_k else None,
+        top_p=None,
+        stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width)]),
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    for row, episode, tool in zip(output[:, width:].tolist(), active, tools, strict=True):
+        room = settings.max_new_tokens - len(episode.env_mask)
+        new_ids = _strip_padding(tokenizer, row[:room])
+        stop = _stop_reached(tokenizer.decode(new_ids, skip_special_tokens=True))
+        episode.completion_ids += new_ids
+        episode.env_mask += [1] * len(new_ids)
+        if stop == grammar.SEARCH_CLOSE:
+            query = grammar.search_queries(tokenizer.decode(new_ids, skip_special_tokens=True))
+            episode.search_queries.append(query[-1] if query else "")
+            allowed = tool is not None and episode.search_calls <= settings.max_searches
+            reply = grammar.search_result(tool(episode.search_queries[-1]) if allowed else [])
+            reply_ids = tokenizer(" " + reply, add_special_tokens=False)["input_ids"]
+            episode.completion_ids += reply_ids
+            episode.env_mask += [0] * len(reply_ids)
+            episode.finished = len(episode.env_mask) >= settings.max_new_tokens
+        else:
+            episode.finished = True

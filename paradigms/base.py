@@ -1,0 +1,84 @@
+"""The ``Paradigm`` protocol every way of learning a user implements, and the paradigm registry.
+
+A paradigm owns its learning loop: ``train(session)`` consumes the session's stream until the
+budget is spent, answering through ``session.interact`` (the one rollout and scorer) and calling
+``session.record`` after each batch. The evaluator reads the paradigm's current policy through
+``model``, ``tokenizer`` and ``context_for`` and never changes it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from paradigms.backbone import Backbone
+from paradigms.session import Session
+from tasks.items import Item
+from tasks.registry import Registry
+
+
+class ParadigmSettings(BaseModel):
+    """Base of every paradigm's config section (``paradigm:`` in an experiment file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+class Paradigm(ABC):
+    """A way of learning one user. Subclasses set ``Settings`` and ``uses_algorithm``."""
+
+    Settings: ClassVar[type[ParadigmSettings]]
+    #: Whether the paradigm trains with the config's ``algorithm`` (RL or SFT); others need ``none``.
+    uses_algorithm: ClassVar[bool] = False
+
+    def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
+        self.settings, self.backbone, self.algorithm = settings, backbone, algorithm
+        self.session: Session | None = None
+
+    @property
+    def model(self):
+        """The policy network answering now (the evaluator generates with it)."""
+        return self.backbone.model
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    def bind(self, session: Session) -> None:
+        """Attach the session (called by the runner before ``train`` and the first evaluation)."""
+        self.session = session
+
+    @abstractmethod
+    def train(self, session: Session) -> None:
+        """Consume ``session`` until ``session.done``, calling ``session.record`` after each batch."""
+
+    def context_for(self, items: Sequence[Item]) -> list[list[str]]:
+        """The notes this paradigm places in each item's prompt (read-only; default none)."""
+        return [[] for _ in items]
+
+    def trainable_parameters(self) -> int:
+        """Parameters the learning rule changes (0 for paradigms that never train)."""
+        return 0
+
+    def storage_bytes(self) -> int:
+        """Bytes of per-user state the paradigm keeps beyond the shared base."""
+        return 0
+
+    def train_flops(self) -> float:
+        """Estimated floating-point operations spent learning (updates), so far."""
+        return 0.0
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Paradigm-specific metrics the evaluator logs beside the shared ones."""
+        return {}
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write the per-user state (store, adapter, weights) under ``directory``; return the files."""
+        return []
+
+
+PARADIGMS: Registry[type[Paradigm]] = Registry("paradigm")

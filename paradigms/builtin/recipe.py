@@ -1,0 +1,42 @@
+"""The recipe of the builtin base model and its cache key."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import asdict, dataclass, field
+
+from tasks import corpus, grammar, world
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """Everything that determines the builtin base's weights (on CPU, bit for bit).
+
+    The defaults are the measured recipe (BASE-NOTES.md and the build's own figures): a
+    2-layer Llama, answer-token loss, a large share of dense associative-recall sequences.
+    """
+
+    n_layers: int = 2
+    hidden_size: int = 128
+    n_heads: int = 4
+    intermediate_size: int = 256
+    max_positions: int = 128
+    steps: int = 4000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    seed: int = 0
+    mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.CorpusGenerator.MIXTURE))
+
+    def digest(self) -> str:
+        """A short hash of the recipe and of the code that writes its corpus and vocabulary."""
+        sources = "".join(inspect.getsource(m) for m in (corpus, grammar, world))
+        payload = json.dumps(asdict(self), sort_keys=True) + sources
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+#: A few-second build for tests: same code path, far too short to be competent.
+TINY_RECIPE = BaseRecipe(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=30, batch_size=16)

@@ -1,0 +1,28 @@
+"""``oracle``: the control ceiling. The user's whole current profile is in every prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.frozen import answer_stream
+from paradigms.session import Session
+from tasks.items import Item
+
+
+class OracleSettings(ParadigmSettings):
+    name: Literal["oracle"] = "oracle"
+
+
+@PARADIGMS.register("oracle")
+class Oracle(Paradigm):
+    Settings = OracleSettings
+
+    def context_for(self, items: Sequence[Item]) -> list[list[str]]:
+        """The profile in force now (facts and format preferences), for every item."""
+        notes = self.session.user.profile(self.session.phase).notes()
+        return [list(notes) for _ in items]
+
+    def train(self, session: Session) -> None:
+        answer_stream(self, session)

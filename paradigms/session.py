@@ -1,0 +1,161 @@
+"""The user session a paradigm learns from: the ordered stream, the one rollout, the one scorer.
+
+The runner builds a ``Session`` and hands it to a paradigm's ``train``. The paradigm asks for
+the next items, answers them through ``interact`` (the shared rollout, reward scoring and user
+feedback), learns however it learns, and calls ``record`` after each batch: that counts the
+feedback events and calls the runner's callback, which decides when to evaluate and what to
+log. Nothing here knows about MLflow or the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+from paradigms.agent import Episode, GenerationSettings, rollout
+from tasks import grammar, rewards
+from tasks.items import Item
+from tasks.search import SearchTool
+from tasks.suites import Suite, TaskOptions, correction, phase_at, resolve
+from tasks.users import User
+
+
+@dataclass
+class Interaction:
+    """A batch of scored responses: ``episodes[i]`` answers ``items[i]`` (groups repeat an item)."""
+
+    items: list[Item]
+    episodes: list[Episode]
+    rewards: list[float]
+    components: dict[str, list[float]]
+    corrections: list[str | None]
+    phase: int
+
+    @property
+    def feedback_events(self) -> int:
+        return len(self.episodes)
+
+
+@dataclass
+class FeedbackReport:
+    """What the runner's callback receives after each batch of feedback events."""
+
+    events: int
+    interaction: Interaction
+    train_metrics: dict[str, float] = field(default_factory=dict)
+
+
+FeedbackCallback = Callable[[FeedbackReport], None]
+
+
+class BudgetExhausted(Exception):
+    """Raised by ``next_items`` when no feedback events remain; paradigms may also poll ``done``."""
+
+
+class Session:
+    """One user's stream under one seed, with a feedback-event budget."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        user: User,
+        stream: Dataset,
+        options: TaskOptions,
+        weights: Mapping[str, float],
+        generation: GenerationSettings,
+        budget: int,
+        batch_size: int,
+        on_feedback: FeedbackCallback,
+    ):
+        self.suite, self.user, self.stream, self.options = suite, user, stream, options
+        self.weights, self.generation, self.budget = dict(weights), generation, budget
+        #: Queries answered between two learning steps; the same for every paradigm.
+        self.batch_size = batch_size
+        self.on_feedback = on_feedback
+        self.events = 0
+        self.position = 0
+
+    # -- time -------------------------------------------------------------------------------
+    @property
+    def phase(self) -> int:
+        return phase_at(self.events, self.budget, self.suite.n_phases)
+
+    @property
+    def done(self) -> bool:
+        return self.events >= self.budget
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.events)
+
+    # -- the stream -------------------------------------------------------------------------
+    def next_items(self, n: int) -> list[Item]:
+        """The next ``n`` stream items in order, resolved for the current phase."""
+        if self.done:
+            raise BudgetExhausted
+        n = min(n, len(self.stream) - self.position)
+        rows = self.stream.select(range(self.position, self.position + n))
+        self.position += n
+        return [resolve(row, self.user, self.phase) for row in rows]
+
+    def tool(self) -> SearchTool | None:
+        """The search tool over the user's current knowledge base, or None when search is off."""
+        if not self.options.search:
+            return None
+        return SearchTool(tuple(self.user.profile(self.phase).fact_lines()), self.options.search_results)
+
+    # -- acting and scoring -----------------------------------------------------------------
+    def interact(
+        self,
+        model,
+        tokenizer,
+        items: Sequence[Item],
+        contexts: Sequence[Sequence[str]] | None = None,
+        group_size: int = 1,
+        settings: GenerationSettings | None = None,
+        search: bool = True,
+    ) -> Interaction:
+        """Answer ``items`` (each ``group_size`` times) through the one rollout and score them.
+
+        ``settings`` defaults to the run's sampling settings (the evaluator passes greedy ones);
+        ``search=False`` withholds the tool (the general probe).
+        """
+        repeated = [item for item in items for _ in range(group_size)]
+        repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
+        tool = self.tool() if search else None
+        episodes = rollout(
+            model, tokenizer, [i.query for i in repeated], [tool] * len(repeated), settings or self.generation,
+            repeated_contexts,
+        )
+        return self.score(repeated, episodes)
+
+    def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:
+        """Rewards, components and the user's corrections for already generated episodes."""
+        components, total = rewards.score(
+            [e.prompt for e in episodes], [e.completion for e in episodes], self.weights, **item_columns(items)
+        )
+        corrections: list[str | None] = []
+        for item, episode in zip(items, episodes, strict=True):
+            if self.options.feedback == "text":
+                parsed = grammar.parse_answer(episode.completion)
+                corrections.append(correction(item, parsed.value, parsed.format, self.user, self.phase))
+            else:
+                corrections.append(None)
+        return Interaction(list(items), list(episodes), total, components, corrections, self.phase)
+
+    def record(self, interaction: Interaction, train_metrics: Mapping[str, float] | None = None) -> None:
+        """Count the batch's feedback events and hand it to the runner's callback."""
+        self.events += interaction.feedback_events
+        self.on_feedback(FeedbackReport(self.events, interaction, dict(train_metrics or {})))
+
+
+def item_columns(items: Sequence[Item]) -> dict[str, list]:
+    """The per-completion answer-key columns the reward functions take."""
+    return {
+        "gold": [i.gold for i in items],
+        "wanted_format": [i.wanted_format for i in items],
+        "item": [i.item for i in items],
+        "needs_search": [i.needs_search for i in items],
+    }

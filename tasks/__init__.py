@@ -1,0 +1,1 @@
+"""The world and the simulated users: tasks, rewards, the search tool. Pure Python + datasets."""

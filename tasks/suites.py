@@ -1,0 +1,177 @@
+"""Task families: named generators of an ordered interaction stream and its evaluation sets.
+
+A suite turns a seed into the same user, the same ordered stream of questions and the same
+evaluation items for every paradigm. Stream rows are phase-independent (the question and what
+it asks); the answer key is resolved at serving time from the user's profile in the drift
+phase then in force (``resolve``), because phases are measured in feedback events.
+
+Families:
+
+- ``user_facts``: questions about the user's private facts (the search tool can look them up).
+- ``preferences``: world questions the base can answer, wanted in the user's hidden format.
+- ``search_or_answer``: a mix of world questions (searching is waste) and personal ones.
+- ``drift``: the mix, with facts and preferences changing over three phases.
+- ``default``: the mix with two phases: the suite the comparison runs on.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from datasets import Dataset
+
+from tasks import grammar
+from tasks.items import Item, Query
+from tasks.registry import Registry
+from tasks.users import Profile, User, make_user
+from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES, build_world
+
+#: Entities whose questions may appear in streams; the others are held out for evaluation.
+HELD_OUT_ENTITY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """The task knobs every suite shares (the config's ``task`` section)."""
+
+    search: bool = True
+    feedback: str = "text"
+    search_results: int = 2
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A task family: its mix of personal and world questions and its number of drift phases."""
+
+    name: str
+    personal_share: float
+    n_phases: int
+    description: str
+
+    # -- the user and the world split ---------------------------------------------------------
+    def user(self, seed: int) -> User:
+        return make_user(seed, n_phases=self.n_phases)
+
+    @staticmethod
+    def entity_split() -> tuple[list[str], list[str]]:
+        """(stream entities, held-out evaluation entities), fixed for the world."""
+        entities = list(build_world().entities)
+        n_held = round(len(entities) * HELD_OUT_ENTITY_SHARE)
+        return entities[n_held:], entities[:n_held]
+
+    # -- the stream ---------------------------------------------------------------------------
+    def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
+        """``length`` stream rows in order, deterministic in ``seed`` (columns: see ``_row``)."""
+        rng = random.Random(f"stream-{self.name}-{seed}")
+        stream_entities, _ = self.entity_split()
+        rows = []
+        for position in range(length):
+            if rng.random() < self.personal_share:
+                row = _row(grammar.USER_SUBJECT, rng.choice(list(USER_ATTRIBUTES)), options.search)
+            else:
+                row = _row(rng.choice(stream_entities), rng.choice(list(WORLD_ATTRIBUTES)), options.search)
+            rows.append({"position": position, **row})
+        return Dataset.from_list(rows)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
+        """Held-out personal evaluation rows.
+
+        Personal facts are asked with every explicit format instruction and without one (the
+        stream never instructs); preferences are asked on held-out entities (the stream never
+        asks about them), so a learned preference must generalize across entities.
+        """
+        _, held_out = self.entity_split()
+        rows = []
+        if self.personal_share > 0:
+            for attribute in USER_ATTRIBUTES:
+                for instruction in (None, *grammar.FORMATS):
+                    rows.append(_row(grammar.USER_SUBJECT, attribute, options.search, instruction))
+        if self.personal_share < 1:
+            rng = random.Random(f"eval-{self.name}-{seed}")
+            for entity in rng.sample(held_out, 8):
+                for kind in WORLD_ATTRIBUTES:
+                    rows.append(_row(entity, kind, options.search))
+        return Dataset.from_list(rows)
+
+    def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
+        """Per-phase items: ``[i]`` asks the items whose value was set in phase i, against that value."""
+        _, held_out = self.entity_split()
+        per_phase = []
+        for phase, changed in enumerate(user.changed_in):
+            items = []
+            for name in changed:
+                kind, key = name.split(":", 1)
+                if kind == "fact" and self.personal_share > 0:
+                    items.append(resolve(_row(grammar.USER_SUBJECT, key, options.search), user, phase))
+                elif kind == "format" and self.personal_share < 1:
+                    items += [resolve(_row(e, key, options.search), user, phase) for e in held_out[:4]]
+            per_phase.append(items)
+        return per_phase
+
+
+def _row(subject: str, attribute: str, search: bool, instruction: str | None = None) -> dict:
+    item = f"fact:{attribute}" if subject == grammar.USER_SUBJECT else f"world:{subject}:{attribute}"
+    return {
+        "question": grammar.question(subject, attribute),
+        "item": item,
+        "search_enabled": search,
+        "instruction": instruction,
+    }
+
+
+def resolve(row: dict, user: User, phase: int) -> Item:
+    """The answerable item for a stream or evaluation row, in drift phase ``phase``."""
+    profile: Profile = user.profile(phase)
+    kind, *rest = row["item"].split(":")
+    instruction = row["instruction"]
+    if kind == "fact":
+        attribute = rest[0]
+        gold, preference, needs_search, owner = profile.facts[attribute], None, True, f"fact:{attribute}"
+    else:
+        entity, attribute = rest
+        gold, preference, needs_search = build_world().value(entity, attribute), profile.formats[attribute], False
+        owner = f"format:{attribute}"
+    return Item(
+        query=Query(row["question"], bool(row["search_enabled"]), instruction),
+        item=row["item"],
+        gold=gold,
+        wanted_format=instruction or preference,
+        needs_search=needs_search,
+        phase=user.phase_of(owner, phase),
+        kind="personal" if kind == "fact" else "preference",
+    )
+
+
+def correction(item: Item, parsed_value: str | None, parsed_format: str | None, user: User, phase: int) -> str | None:
+    """The user's textual correction of a response, or None when there is nothing to correct.
+
+    A wrong value is corrected first (the fact, or the world fact); otherwise a format that
+    misses the user's hidden preference (explicit instructions are not corrected: they were
+    stated).
+    """
+    kind, *rest = item.item.split(":")
+    if parsed_value != item.gold:
+        if kind == "fact":
+            return user.correction(item.item, phase)
+        return grammar.fact_line(rest[0], rest[1], item.gold)
+    if item.query.instruction is None and item.wanted_format and parsed_format != item.wanted_format:
+        return user.correction(f"format:{rest[-1]}", phase)
+    return None
+
+
+SUITES: Registry[Suite] = Registry("task suite")
+for _suite in (
+    Suite("user_facts", 1.0, 1, "questions about the user's private facts"),
+    Suite("preferences", 0.0, 1, "world questions wanted in the user's hidden format"),
+    Suite("search_or_answer", 0.5, 1, "world questions (searching is waste) mixed with personal ones"),
+    Suite("drift", 0.5, 3, "the mix, with facts and preferences changing over three phases"),
+    Suite("default", 0.5, 2, "the mix with two drift phases: the comparison's suite"),
+):
+    SUITES.add(_suite.name, _suite)
+
+
+def phase_at(events: int, budget: int, n_phases: int) -> int:
+    """The drift phase in force after ``events`` feedback events of a ``budget``-event run."""
+    return min(n_phases - 1, events * n_phases // max(1, budget))

@@ -1,0 +1,91 @@
+"""Simulated users: private facts, hidden format preferences, a drift schedule, and feedback.
+
+A user is generated from a seed. Its profile is a list of phases: phase 0 is the initial
+profile, and each later phase changes some facts and preferences (each item changes at most
+once, so every item belongs to exactly one phase: the one where its current value was set).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from tasks import grammar
+from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user's state during one phase: private facts and format preference per question kind."""
+
+    facts: dict[str, str]
+    formats: dict[str, str]
+
+    def notes(self) -> list[str]:
+        """The whole profile as prompt notes (what the ``oracle`` control sees)."""
+        return [grammar.note_line(grammar.USER_SUBJECT, a, v) for a, v in self.facts.items()] + [
+            grammar.format_note(kind, fmt) for kind, fmt in self.formats.items()
+        ]
+
+    def fact_lines(self) -> list[str]:
+        """The profile's facts as search-result lines (the user's knowledge base)."""
+        return [grammar.fact_line(grammar.USER_SUBJECT, a, v) for a, v in self.facts.items()]
+
+
+@dataclass(frozen=True)
+class User:
+    """A simulated user: ``phases[i]`` is the profile in force during drift phase i.
+
+    ``changed_in[i]`` lists the items (``"fact:<attr>"`` or ``"format:<kind>"``) whose value was
+    set in phase i (phase 0: every item).
+    """
+
+    seed: int
+    phases: tuple[Profile, ...]
+    changed_in: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
+
+    def profile(self, phase: int) -> Profile:
+        return self.phases[min(phase, len(self.phases) - 1)]
+
+    def phase_of(self, item: str, phase: int) -> int:
+        """The phase in which ``item``'s value in force at ``phase`` was set."""
+        for p in range(min(phase, len(self.phases) - 1), -1, -1):
+            if item in self.changed_in[p]:
+                return p
+        raise KeyError(item)
+
+    def correction(self, item: str, phase: int) -> str:
+        """The user's textual correction for ``item``: ``my dog rex .`` / ``format color json .``."""
+        kind, name = item.split(":", 1)
+        profile = self.profile(phase)
+        if kind == "fact":
+            return grammar.fact_line(grammar.USER_SUBJECT, name, profile.facts[name])
+        return grammar.fact_line(grammar.FORMAT_KEY, name, profile.formats[name])
+
+
+def make_user(seed: int, n_phases: int = 1, change_fraction: float = 0.5) -> User:
+    """A user from ``seed`` with ``n_phases`` drift phases.
+
+    In each phase after the first, ``change_fraction`` of the not-yet-changed items get a new
+    value (different from the old one). Deterministic in ``seed``.
+    """
+    rng = random.Random(f"user-{seed}")
+    facts = {a: rng.choice(pool) for a, pool in USER_ATTRIBUTES.items()}
+    formats = {kind: rng.choice(grammar.FORMATS) for kind in WORLD_ATTRIBUTES}
+    phases = [Profile(dict(facts), dict(formats))]
+    items = [f"fact:{a}" for a in facts] + [f"format:{k}" for k in formats]
+    changed: list[tuple[str, ...]] = [tuple(items)]
+    unchanged = list(items)
+    for _ in range(1, n_phases):
+        n_change = max(1, round(change_fraction * len(items) / max(1, n_phases - 1)))
+        rng.shuffle(unchanged)
+        now, unchanged = unchanged[:n_change], unchanged[n_change:]
+        for item in now:
+            kind, name = item.split(":", 1)
+            if kind == "fact":
+                facts[name] = rng.choice([v for v in USER_ATTRIBUTES[name] if v != facts[name]])
+            else:
+                formats[name] = rng.choice([f for f in grammar.FORMATS if f != formats[name]])
+        phases.append(Profile(dict(facts), dict(formats)))
+        changed.append(tuple(sorted(now)))
+    return User(seed=seed, phases=tuple(phases), changed_in=tuple(changed))
