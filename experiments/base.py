@@ -72,8 +72,9 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         model, tokenizer = train_base(recipe, directory, progress=progress)
         build_seconds = time.perf_counter() - started
         figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
-        (directory / "recipe.json").write_text(json.dumps({"spec": spec, "digest": recipe.digest(),
-                                                            **asdict(recipe)}, indent=2))
+        (directory / "recipe.json").write_text(
+            json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
+        )
         scratch = directory / f".{COMPETENCE_FILE}.tmp"
         scratch.write_text(json.dumps(figures, indent=2))
         scratch.rename(directory / COMPETENCE_FILE)
@@ -83,8 +84,11 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
 
 
 def _log_build(tracker, spec: str, recipe: BaseRecipe, directory: Path, figures: dict) -> None:
-    run = tracker.start_run(EXPERIMENT, f"{spec.replace(':', '-')}-{recipe.digest()}",
-                            tags={"backbone": spec, "recipe_digest": recipe.digest()})
+    run = tracker.start_run(
+        EXPERIMENT,
+        f"{spec.replace(':', '-')}-{recipe.digest()}",
+        tags={"backbone": spec, "recipe_digest": recipe.digest()},
+    )
     try:
         run.log_params({f"recipe.{k}": v for k, v in asdict(recipe).items()})
         run.log_metrics({f"base/{k}": v for k, v in figures.items()}, step=recipe.steps)

@@ -18,17 +18,27 @@ import yaml
 
 from experiments.config import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compare how a personal LLM assistant learns its user: memory, full RL fine-tuning, "
-                       "or a LoRA adapter with RL.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compare how a personal LLM assistant learns its user: memory, full RL fine-tuning, "
+    "or a LoRA adapter with RL.",
+)
 base_app = typer.Typer(no_args_is_help=True, help="The builtin base model: build it or show its figures.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect experiment files.")
 app.add_typer(base_app, name="base")
 app.add_typer(config_app, name="config")
 
-SetOption = Annotated[list[str] | None, typer.Option("--set", help="Override a field: KEY=VALUE, dotted keys.")]
-UriOption = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db "
-                                                                    "or $HARNESS_TRACKING_URI).")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a field: KEY=VALUE, dotted keys.")
+]
+UriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db or $HARNESS_TRACKING_URI)."
+    ),
+]
 
 
 def _fail(message: str, status: int) -> None:
@@ -43,7 +53,16 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
-    for name in ("mlflow", "alembic", "transformers", "trl", "datasets", "peft", "optuna", "sentence_transformers"):
+    for name in (
+        "mlflow",
+        "alembic",
+        "transformers",
+        "trl",
+        "datasets",
+        "peft",
+        "optuna",
+        "sentence_transformers",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
@@ -55,8 +74,9 @@ def run(
     file: Annotated[Path | None, typer.Argument(help="Experiment YAML file.")] = None,
     set_: SetOption = None,
     tracking_uri: UriOption = None,
-    from_run: Annotated[str | None, typer.Option("--from-run", help="Re-run exactly the config a logged run used.")]
-    = None,
+    from_run: Annotated[
+        str | None, typer.Option("--from-run", help="Re-run exactly the config a logged run used.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
     """Run an experiment file: its base config × grid × seeds, one MLflow child run each."""
@@ -69,7 +89,9 @@ def run(
             experiment, tracker = _experiment_from_run(from_run, set_ or [], tracking_uri)
         else:
             if file is None:
-                raise ConfigError("missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml")
+                raise ConfigError(
+                    "missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml"
+                )
             from experiments.config import load_experiment
             from experiments.tracking import Tracker
 
@@ -84,11 +106,15 @@ def run(
         _fail(str(error), 1)
     for result in results:
         final = result.final
-        typer.echo(f"{result.name}: personal_accuracy={final.get('eval/personal_accuracy', float('nan')):.3f} "
-                   f"general_accuracy={final.get('eval/general_accuracy', float('nan')):.3f} "
-                   f"search_calls_per_query={final.get('eval/search_calls_per_query', float('nan')):.2f}")
-    typer.echo(f"{len(results)} runs logged to {tracker.uri} (experiment {experiment.name!r}); "
-               f"view them with: harness ui")
+        typer.echo(
+            f"{result.name}: personal_accuracy={final.get('eval/personal_accuracy', float('nan')):.3f} "
+            f"general_accuracy={final.get('eval/general_accuracy', float('nan')):.3f} "
+            f"search_calls_per_query={final.get('eval/search_calls_per_query', float('nan')):.2f}"
+        )
+    typer.echo(
+        f"{len(results)} runs logged to {tracker.uri} (experiment {experiment.name!r}); "
+        f"view them with: harness ui"
+    )
 
 
 def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
@@ -101,11 +127,14 @@ def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
     tracker = Tracker(uri)
     try:
         logged = tracker.client.get_run(run_id)
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
-                                                    tracking_uri=tracker.uri)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="config.yaml", tracking_uri=tracker.uri
+        )
     except (MlflowException, OSError) as error:
-        raise ConfigError(f"--from-run {run_id}: no run with a config.yaml artifact in {tracker.uri} "
-                          f"({str(error).splitlines()[0]})") from None
+        raise ConfigError(
+            f"--from-run {run_id}: no run with a config.yaml artifact in {tracker.uri} "
+            f"({str(error).splitlines()[0]})"
+        ) from None
     raw = yaml.safe_load(Path(local).read_text())
     raw = apply_overrides(raw, dict(parse_override(o) for o in overrides))
     config = build_run_config(raw)
@@ -115,7 +144,9 @@ def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
 
 
 @config_app.command("show")
-def config_show(file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None) -> None:
+def config_show(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None
+) -> None:
     """Print the validated, fully resolved config and the runs it expands to."""
     from experiments.config import load_experiment
 
@@ -138,8 +169,9 @@ def config_show(file: Annotated[Path, typer.Argument(help="Experiment YAML file.
 @base_app.command("build")
 def base_build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
-    spec: Annotated[str, typer.Option("--backbone", help="builtin, or builtin:tiny (seconds, for tests).")]
-    = "builtin",
+    spec: Annotated[
+        str, typer.Option("--backbone", help="builtin, or builtin:tiny (seconds, for tests).")
+    ] = "builtin",
     tracking_uri: UriOption = None,
 ) -> None:
     """Build (or reuse) the cached builtin base and print its competence figures."""
@@ -178,8 +210,21 @@ def ui(
 
     uri = resolve(tracking_uri)
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    )
 
 
 def main() -> None:

@@ -45,35 +45,55 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    suite: str = Field("default", description="Task family: user_facts, preferences, search_or_answer, drift, "
-                       "default (see tasks/suites.py).")
-    search: bool = Field(True, description="Whether the search tool over the user's knowledge base is offered.")
+    suite: str = Field(
+        "default",
+        description="Task family: user_facts, preferences, search_or_answer, drift, "
+        "default (see tasks/suites.py).",
+    )
+    search: bool = Field(
+        True, description="Whether the search tool over the user's knowledge base is offered."
+    )
     feedback: Literal["text", "scalar"] = Field(
-        "text", description="Feedback channel: reward components plus a textual correction, or the rewards only.")
+        "text",
+        description="Feedback channel: reward components plus a textual correction, or the rewards only.",
+    )
     search_results: int = Field(2, ge=1, description="Lines a search returns at most.")
-    max_searches: int = Field(2, ge=0, description="Search calls allowed per query; further calls get nothing.")
-    batch_size: int = Field(8, ge=1, description="Queries answered between two learning steps (every paradigm).")
+    max_searches: int = Field(
+        2, ge=0, description="Search calls allowed per query; further calls get nothing."
+    )
+    batch_size: int = Field(
+        8, ge=1, description="Queries answered between two learning steps (every paradigm)."
+    )
 
 
 class RewardWeights(_Section):
     correctness: float = Field(1.0, ge=0, description="Weight of answering the right value (0/1).")
     format: float = Field(0.5, ge=0, description="Weight of a well-formed answer in the wanted format (0/1).")
-    tool_efficiency: float = Field(0.2, ge=0, description="Weight of the penalty for wasted searches (-calls).")
+    tool_efficiency: float = Field(
+        0.2, ge=0, description="Weight of the penalty for wasted searches (-calls)."
+    )
     search_cost: float = Field(0.1, ge=0, description="Weight of the cost of every search call (-calls).")
 
 
 class RewardConfig(_Section):
-    weights: RewardWeights = Field(default_factory=RewardWeights,
-                                   description="Non-negative weight per reward component.")
+    weights: RewardWeights = Field(
+        default_factory=RewardWeights, description="Non-negative weight per reward component."
+    )
 
 
 class BudgetConfig(_Section):
-    feedback_events: int = Field(400, gt=0, description="Scored responses a run consumes (a group of 8 is 8).")
+    feedback_events: int = Field(
+        400, gt=0, description="Scored responses a run consumes (a group of 8 is 8)."
+    )
 
 
 class EvaluationConfig(_Section):
-    every: int = Field(100, gt=0, description="Evaluate after every this many feedback events (and at 0, end).")
-    general_items: int = Field(72, ge=1, le=144, description="General-probe questions per evaluation (of 144).")
+    every: int = Field(
+        100, gt=0, description="Evaluate after every this many feedback events (and at 0, end)."
+    )
+    general_items: int = Field(
+        72, ge=1, le=144, description="General-probe questions per evaluation (of 144)."
+    )
 
 
 class GenerationConfig(_Section):
@@ -91,12 +111,20 @@ class RunConfig(_Section):
     algorithm: SerializeAsAny[AlgorithmSettings] = Field(description="The learning algorithm and its knobs.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="How responses are scored.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="How long a run lasts.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="When and what to evaluate.")
-    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="How answers are sampled.")
-    backbone: str = Field("builtin", description="'builtin' (the harness's own tiny base), a hub id or a local "
-                          "directory holding a causal LM and its tokenizer.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
-                        description="auto, cpu, mps, cuda or cuda:N.")
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="When and what to evaluate."
+    )
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="How answers are sampled."
+    )
+    backbone: str = Field(
+        "builtin",
+        description="'builtin' (the harness's own tiny base), a hub id or a local "
+        "directory holding a causal LM and its tokenizer.",
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
     seed: int = Field(0, ge=0, description="Seeds the user, the stream and every random number generator.")
 
@@ -133,8 +161,9 @@ class Experiment(BaseModel):
         """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid."""
         points = self.grid or [{}]
         return [
-            build_run_config(apply_overrides(self.raw, {**point, **self.overrides, "seed": seed}),
-                             where=_where(point))
+            build_run_config(
+                apply_overrides(self.raw, {**point, **self.overrides, "seed": seed}), where=_where(point)
+            )
             for point in points
             for seed in self.seeds
         ]
@@ -183,7 +212,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section; cannot set {dotted}")
+                raise ConfigError(
+                    f"{'.'.join(parts[: i + 1])}: is a value, not a section; cannot set {dotted}"
+                )
             node = child
         node[parts[-1]] = value
     return tree
@@ -216,14 +247,19 @@ def _describe(error: ValidationError, root: type[BaseModel], prefix: str = "") -
     if kind == "extra_forbidden":
         valid = _fields_at(tuple(first["loc"]), root)
         close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f"did you mean {prefix + '.'.join((*loc[:-1], close[0]))!r}?" if close else \
-            f"valid keys here: {', '.join(valid)}"
+        hint = (
+            f"did you mean {prefix + '.'.join((*loc[:-1], close[0]))!r}?"
+            if close
+            else f"valid keys here: {', '.join(valid)}"
+        )
         return f"unknown key {field!r}: {hint}"
     if kind == "missing":
         return f"{field}: required field is missing; add it to the file or pass --set {field}=..."
     given = first.get("input")
     shown = json.dumps(given, default=str) if not isinstance(given, dict) else "a section"
-    return f"{field}: {first['msg'].lower()} (got {shown}); fix the value in the file or with --set {field}=..."
+    return (
+        f"{field}: {first['msg'].lower()} (got {shown}); fix the value in the file or with --set {field}=..."
+    )
 
 
 def _validate_named(section: Any, registry, field: str, default: str) -> Any:
@@ -251,15 +287,20 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     try:
         paradigm = _validate_named(tree.pop("paradigm", None), PARADIGMS, "paradigm", "frozen")
         paradigm_class = PARADIGMS[paradigm.name]
-        algorithm = _validate_named(tree.pop("algorithm", None), ALGORITHMS, "algorithm",
-                                    "grpo" if paradigm_class.uses_algorithm and "grpo" in ALGORITHMS else "none")
+        algorithm = _validate_named(
+            tree.pop("algorithm", None),
+            ALGORITHMS,
+            "algorithm",
+            "grpo" if paradigm_class.uses_algorithm and "grpo" in ALGORITHMS else "none",
+        )
         if paradigm_class.uses_algorithm != algorithm.trains:
             if paradigm_class.uses_algorithm:
                 fix = f"choose one of: {', '.join(n for n in ALGORITHMS.names() if n != 'none')}"
             else:
                 fix = "set algorithm.name=none (it learns without changing weights)"
-            raise ConfigError(f"algorithm.name: {algorithm.name!r} does not apply to paradigm "
-                              f"{paradigm.name!r}; {fix}")
+            raise ConfigError(
+                f"algorithm.name: {algorithm.name!r} does not apply to paradigm {paradigm.name!r}; {fix}"
+            )
         task = tree.get("task") or {}
         if isinstance(task, dict) and "suite" in task and task["suite"] not in SUITES:
             raise ConfigError(f"task.suite: {SUITES.unknown_message(str(task['suite']))}")
@@ -275,7 +316,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """The file's top-level mapping; a missing, unreadable or non-mapping file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file; pass the path of a YAML file (see experiments/*.yaml)")
+        raise ConfigError(
+            f"{path}: no such experiment file; pass the path of a YAML file (see experiments/*.yaml)"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -285,8 +328,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping of config keys (task:, paradigm:, ...), not a "
-                          f"{type(data).__name__}")
+        raise ConfigError(
+            f"{path}: must be a mapping of config keys (task:, paradigm:, ...), not a {type(data).__name__}"
+        )
     return data
 
 
@@ -303,26 +347,35 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     seeds = raw.get("seeds", [raw.get("seed", 0)])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
-        raise ConfigError(f"seeds: must be a non-empty list of non-negative integers, got {json.dumps(seeds)}")
+        raise ConfigError(
+            f"seeds: must be a non-empty list of non-negative integers, got {json.dumps(seeds)}"
+        )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: {seeds} repeats a seed; list each seed once")
     grid = raw.get("grid") or []
     if not isinstance(grid, list) or not all(isinstance(p, dict) for p in grid):
-        raise ConfigError("grid: must be a list of mappings of dotted overrides, e.g. - {paradigm.name: oracle}")
+        raise ConfigError(
+            "grid: must be a list of mappings of dotted overrides, e.g. - {paradigm.name: oracle}"
+        )
     for point in grid:
         for key in point:
             if not isinstance(key, str) or not key or key.split(".")[0] in _EXPERIMENT_KEYS:
-                raise ConfigError(f"grid: key {key!r} cannot be overridden per grid point; use a config field")
+                raise ConfigError(
+                    f"grid: key {key!r} cannot be overridden per grid point; use a config field"
+                )
     sweep = raw.get("sweep")
     if sweep is not None and not isinstance(sweep, dict):
         raise ConfigError("sweep: must be a section (see README, 'Sweeps')")
     body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
-    experiment = Experiment(name=name, base=base, grid=grid, seeds=seeds, sweep=sweep,
-                            overrides=run_overrides, raw=body)
+    experiment = Experiment(
+        name=name, base=base, grid=grid, seeds=seeds, sweep=sweep, overrides=run_overrides, raw=body
+    )
     experiment.runs()  # validate every grid point now, before anything is written
     return experiment
 

@@ -35,8 +35,10 @@ def peak_rss_bytes() -> int:
 
 def exact(interaction: Interaction) -> list[float]:
     """Per response: 1 when the value is right and the answer is in the wanted format."""
-    return [c * f for c, f in zip(interaction.components["correctness"], interaction.components["format"],
-                                  strict=True)]
+    return [
+        c * f
+        for c, f in zip(interaction.components["correctness"], interaction.components["format"], strict=True)
+    ]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -63,8 +65,12 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
         mask = torch.zeros_like(ids, dtype=torch.float32)  # (B, T)
         for b, episode in enumerate(chunk):
             start_t = len(episode.prompt_ids) - 1
-            mask[b, start_t : start_t + len(episode.env_mask)] = torch.tensor(episode.env_mask, dtype=torch.float32)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attention).logits.float(), -1)  # (B, T, V)
+            mask[b, start_t : start_t + len(episode.env_mask)] = torch.tensor(
+                episode.env_mask, dtype=torch.float32
+            )
+        logp = torch.log_softmax(
+            model(input_ids=ids, attention_mask=attention).logits.float(), -1
+        )  # (B, T, V)
         logq = torch.log_softmax(reference(input_ids=ids, attention_mask=attention).logits.float(), -1)
         kl = (logp.exp() * (logp - logq)).sum(-1)  # (B, T)
         total += float((kl * mask).sum())
@@ -91,8 +97,14 @@ class Evaluator:
     best_general: float = float("-inf")
 
     def _answer(self, paradigm: Paradigm, items: list[Item], with_tool: bool = True) -> Interaction:
-        return self.session.interact(paradigm.model, paradigm.tokenizer, items, paradigm.context_for(items),
-                                     settings=self.settings, search=with_tool)
+        return self.session.interact(
+            paradigm.model,
+            paradigm.tokenizer,
+            items,
+            paradigm.context_for(items),
+            settings=self.settings,
+            search=with_tool,
+        )
 
     def evaluate(self, paradigm: Paradigm) -> dict[str, float]:
         """DESIGN.md's eval and cost metrics for the paradigm's policy now."""
@@ -129,11 +141,14 @@ def _probe(model, tokenizer, items: list[Item], settings: GenerationSettings) ->
     """Answer probe items with their own notes; search answers from each item's own fact."""
     tools = [
         SearchTool((grammar.fact_line(grammar.USER_SUBJECT, i.item.split(":", 1)[1], i.gold),))
-        if i.needs_search else None
+        if i.needs_search
+        else None
         for i in items
     ]
     episodes = rollout(model, tokenizer, [i.query for i in items], tools, settings, [i.notes for i in items])
-    components, _ = score([e.prompt for e in episodes], [e.completion for e in episodes], {}, **item_columns(items))
+    components, _ = score(
+        [e.prompt for e in episodes], [e.completion for e in episodes], {}, **item_columns(items)
+    )
     return episodes, components
 
 
@@ -153,11 +168,14 @@ def base_competence(model, tokenizer) -> dict[str, float]:
     figures["general_accuracy"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
     episodes, c = _probe(model, tokenizer, probes.context_reading_probe(), greedy)
     figures["context_reading_accuracy"] = _mean(
-        [ok * (e.search_calls == 0) for ok, e in zip(c["correctness"], episodes, strict=True)])
+        [ok * (e.search_calls == 0) for ok, e in zip(c["correctness"], episodes, strict=True)]
+    )
     episodes, _ = _probe(model, tokenizer, probes.search_probe(), greedy)
     figures["search_call_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
     _, c = _probe(model, tokenizer, probes.format_following_probe(), greedy)
     figures["format_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
     _, c = _probe(model, tokenizer, probes.format_note_probe(), greedy)
-    figures["format_note_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
+    figures["format_note_following"] = _mean(
+        [a * b for a, b in zip(c["correctness"], c["format"], strict=True)]
+    )
     return figures

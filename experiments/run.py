@@ -53,12 +53,19 @@ def _backbone_source(config: RunConfig, tracker: Tracker | None, progress: bool)
 def _check_finite(values: dict[str, float], events: int) -> None:
     for key, value in values.items():
         if not math.isfinite(value):
-            raise Diverged(f"{key} became {value} after {events} feedback events; lower the learning rate "
-                           f"or the reward weights")
+            raise Diverged(
+                f"{key} became {value} after {events} feedback events; lower the learning rate "
+                f"or the reward weights"
+            )
 
 
-def execute(config: RunConfig, run: TrackedRun | None, tracker: Tracker | None = None, progress: bool = True,
-            on_eval: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+def execute(
+    config: RunConfig,
+    run: TrackedRun | None,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    on_eval: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
     """Run one config to the end and return its final evaluation metrics.
 
     Logs to ``run`` when given (metrics at ``step`` = feedback events consumed). ``on_eval``
@@ -67,15 +74,24 @@ def execute(config: RunConfig, run: TrackedRun | None, tracker: Tracker | None =
     seeds = seed_everything(config.seed)
     backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
     suite = SUITES[config.task.suite]
-    options = TaskOptions(search=config.task.search, feedback=config.task.feedback,
-                          search_results=config.task.search_results)
+    options = TaskOptions(
+        search=config.task.search, feedback=config.task.feedback, search_results=config.task.search_results
+    )
     user = suite.user(config.seed)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
-    generation = GenerationSettings(config.generation.max_new_tokens, config.generation.temperature,
-                                    config.generation.top_k, config.task.max_searches)
-    evaluation_settings = GenerationSettings(config.generation.max_new_tokens, config.generation.eval_temperature,
-                                             config.generation.top_k, config.task.max_searches)
+    generation = GenerationSettings(
+        config.generation.max_new_tokens,
+        config.generation.temperature,
+        config.generation.top_k,
+        config.task.max_searches,
+    )
+    evaluation_settings = GenerationSettings(
+        config.generation.max_new_tokens,
+        config.generation.eval_temperature,
+        config.generation.top_k,
+        config.task.max_searches,
+    )
     if run is not None:
         run.log_dict({"seeds": seeds}, "seeds.json")
         run.log_dataset(stream, f"{suite.name}-stream-s{config.seed}", "training")
@@ -105,21 +121,42 @@ def execute(config: RunConfig, run: TrackedRun | None, tracker: Tracker | None =
         interaction = report.interaction
         state["generated"] += sum(e.agent_tokens for e in interaction.episodes)
         state["prompt"] += sum(len(e.prompt_ids) for e in interaction.episodes)
-        values = {m.TRAIN_REWARD: _mean(interaction.rewards),
-                  m.TRAIN_SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in interaction.episodes])}
-        values.update({m.TRAIN_REWARD_COMPONENT.format(component=name): _mean(v)
-                       for name, v in interaction.components.items()})
+        values = {
+            m.TRAIN_REWARD: _mean(interaction.rewards),
+            m.TRAIN_SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in interaction.episodes]),
+        }
+        values.update(
+            {
+                m.TRAIN_REWARD_COMPONENT.format(component=name): _mean(v)
+                for name, v in interaction.components.items()
+            }
+        )
         values.update(report.train_metrics)
         _check_finite(values, report.events)
         log(values, report.events)
         if report.events >= state["next_eval"] or report.events >= config.budget.feedback_events:
             evaluate(report.events)
 
-    session = Session(suite, user, stream, options, config.reward.weights.model_dump(), generation,
-                      config.budget.feedback_events, config.task.batch_size, on_feedback)
+    session = Session(
+        suite,
+        user,
+        stream,
+        options,
+        config.reward.weights.model_dump(),
+        generation,
+        config.budget.feedback_events,
+        config.task.batch_size,
+        on_feedback,
+    )
     reference = backbone.reference() if paradigm_class.uses_algorithm else None
-    evaluator = Evaluator(session, personal_eval.to_list(), probes.general_probe(config.evaluation.general_items),
-                          suite.phase_eval(user, options), evaluation_settings, reference)
+    evaluator = Evaluator(
+        session,
+        personal_eval.to_list(),
+        probes.general_probe(config.evaluation.general_items),
+        suite.phase_eval(user, options),
+        evaluation_settings,
+        reference,
+    )
     paradigm.bind(session)
     evaluate(0)
     paradigm.train(session)
@@ -135,8 +172,9 @@ def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()
 
 
-def run_experiment(experiment: Experiment, tracker: Tracker, progress: bool = True,
-                   parent_name: str | None = None) -> list[RunResult]:
+def run_experiment(
+    experiment: Experiment, tracker: Tracker, progress: bool = True, parent_name: str | None = None
+) -> list[RunResult]:
     """Every (grid point, seed) of ``experiment`` as a child of one new parent run.
 
     A run that raises is marked FAILED (error in its ``error`` tag) and the others go on; a
@@ -144,18 +182,30 @@ def run_experiment(experiment: Experiment, tracker: Tracker, progress: bool = Tr
     at the end when any run failed.
     """
     configs = experiment.runs()
-    parent = tracker.start_run(experiment.name, parent_name or f"{experiment.name}-{len(configs)}-runs",
-                               tags={"kind": "experiment", "n_runs": len(configs)})
-    parent.log_dict({"name": experiment.name, "grid": experiment.grid, "seeds": experiment.seeds,
-                     "overrides": experiment.overrides, "base": experiment.base.model_dump(mode="json")},
-                    "experiment.yaml")
+    parent = tracker.start_run(
+        experiment.name,
+        parent_name or f"{experiment.name}-{len(configs)}-runs",
+        tags={"kind": "experiment", "n_runs": len(configs)},
+    )
+    parent.log_dict(
+        {
+            "name": experiment.name,
+            "grid": experiment.grid,
+            "seeds": experiment.seeds,
+            "overrides": experiment.overrides,
+            "base": experiment.base.model_dump(mode="json"),
+        },
+        "experiment.yaml",
+    )
     results: list[RunResult] = []
     child: TrackedRun | None = None
     try:
         for index, config in enumerate(configs):
             if progress:
                 print(f"[{index + 1}/{len(configs)}] {config.run_name()}", flush=True)
-            child = tracker.start_run(experiment.name, config.run_name(), tags=contract_tags(config), parent=parent)
+            child = tracker.start_run(
+                experiment.name, config.run_name(), tags=contract_tags(config), parent=parent
+            )
             child.log_params(config.flat())
             child.log_dict(config.model_dump(mode="json"), "config.yaml")
             try:
@@ -166,7 +216,9 @@ def run_experiment(experiment: Experiment, tracker: Tracker, progress: bool = Tr
                 raise
             except Exception as error:  # a failed run is recorded and the experiment goes on
                 child.finish("FAILED", error=_describe_error(error))
-                results.append(RunResult(config.run_name(), child.run_id, "FAILED", error=_describe_error(error)))
+                results.append(
+                    RunResult(config.run_name(), child.run_id, "FAILED", error=_describe_error(error))
+                )
             child = None
     except (KeyboardInterrupt, SystemExit):
         if child is not None:
@@ -175,8 +227,10 @@ def run_experiment(experiment: Experiment, tracker: Tracker, progress: bool = Tr
         raise
     failed = [r for r in results if r.status == "FAILED"]
     parent.set_tags({"n_failed": len(failed)})
-    parent.finish("FAILED" if failed else "FINISHED",
-                  error="; ".join(f"{r.name}: {r.error}" for r in failed) if failed else None)
+    parent.finish(
+        "FAILED" if failed else "FINISHED",
+        error="; ".join(f"{r.name}: {r.error}" for r in failed) if failed else None,
+    )
     if failed:
         raise RunFailed("; ".join(f"{r.name} failed ({r.error})" for r in failed))
     return results

@@ -26,15 +26,27 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRACKING_URI_ENV = "HARNESS_TRACKING_URI"
-_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "mlflow", "optuna", "faiss-cpu",
-             "sentence-transformers", "pandas", "numpy", "paradigm-harness")
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "mlflow",
+    "optuna",
+    "faiss-cpu",
+    "sentence-transformers",
+    "pandas",
+    "numpy",
+    "paradigm-harness",
+)
 MLFLOW_SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
 _MAX_BATCH = 1000
 _PARAM_LIMIT = 6000
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    """``--tracking-uri``, else ``$HARNESS_TRACKING_URI``, else ``sqlite:///mlflow.db`` (working directory)."""
+    """``--tracking-uri``, else ``$HARNESS_TRACKING_URI``, else ``sqlite:///mlflow.db`` (working dir)."""
     return explicit or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
 
 
@@ -42,10 +54,17 @@ def git_state(directory: Path | None = None) -> dict[str, str]:
     """``{"commit": sha, "dirty": "true"|"false"}`` of the project checkout (``unknown`` outside git)."""
     here = directory or Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, check=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
         return {"commit": commit, "dirty": "true" if status.strip() else "false"}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": "unknown"}
@@ -118,8 +137,12 @@ class TrackedRun:
         """Record a ``datasets.Dataset`` as a run input (``mlflow.log_input``), keyed by its fingerprint."""
         import mlflow.data
 
-        entity = mlflow.data.from_huggingface(dataset, name=name, digest=dataset._fingerprint[:16])._to_mlflow_entity()
-        self.client.log_inputs(self.run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+        entity = mlflow.data.from_huggingface(
+            dataset, name=name, digest=dataset._fingerprint[:16]
+        )._to_mlflow_entity()
+        self.client.log_inputs(
+            self.run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        )
 
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Flush and close the run as FINISHED, FAILED (``error`` becomes a tag) or KILLED."""
@@ -165,8 +188,9 @@ class Tracker:
         all_tags = {**provenance_tags(), **(tags or {}), MLFLOW_RUN_NAME: name}
         if parent is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
-        run = self.client.create_run(self.experiment_id(experiment), run_name=name,
-                                     tags={k: str(v) for k, v in all_tags.items()})
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=name, tags={k: str(v) for k, v in all_tags.items()}
+        )
         return TrackedRun(self.client, run.info.run_id, name)
 
     def find_runs(self, experiment: str, filter_string: str = "") -> list:

@@ -116,9 +116,14 @@ def rollout(
     episodes: list[Episode] = []
     for query, notes in zip(queries, contexts, strict=True):
         prompt = grammar.build_prompt(
-            query.question, search_enabled=query.search_enabled, notes=list(notes), instruction=query.instruction
+            query.question,
+            search_enabled=query.search_enabled,
+            notes=list(notes),
+            instruction=query.instruction,
         )
-        context_tokens = len(tokenizer(" ".join(notes), add_special_tokens=False)["input_ids"]) if notes else 0
+        context_tokens = (
+            len(tokenizer(" ".join(notes), add_special_tokens=False)["input_ids"]) if notes else 0
+        )
         episodes.append(Episode(prompt, tokenizer(prompt)["input_ids"], context_tokens=context_tokens))
 
     device = next(model.parameters()).device
@@ -129,7 +134,9 @@ def rollout(
             active = [i for i, e in enumerate(episodes) if not e.finished]
             if not active:
                 break
-            _generate_round(model, tokenizer, [episodes[i] for i in active], [tools[i] for i in active], settings, device)
+            _generate_round(
+                model, tokenizer, [episodes[i] for i in active], [tools[i] for i in active], settings, device
+            )
     finally:
         model.train(was_training)
     for episode in episodes:
@@ -137,7 +144,9 @@ def rollout(
     return episodes
 
 
-def _generate_round(model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device) -> None:
+def _generate_round(
+    model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device
+) -> None:
     """One ``generate`` call for every unfinished episode; handles a search call at its end."""
     sequences = [e.prompt_ids + e.completion_ids for e in active]
     width = max(len(s) for s in sequences)

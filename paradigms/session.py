@@ -126,7 +126,11 @@ class Session:
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         tool = self.tool() if search else None
         episodes = rollout(
-            model, tokenizer, [i.query for i in repeated], [tool] * len(repeated), settings or self.generation,
+            model,
+            tokenizer,
+            [i.query for i in repeated],
+            [tool] * len(repeated),
+            settings or self.generation,
             repeated_contexts,
         )
         return self.score(repeated, episodes)
@@ -134,7 +138,10 @@ class Session:
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:
         """Rewards, components and the user's corrections for already generated episodes."""
         components, total = rewards.score(
-            [e.prompt for e in episodes], [e.completion for e in episodes], self.weights, **item_columns(items)
+            [e.prompt for e in episodes],
+            [e.completion for e in episodes],
+            self.weights,
+            **item_columns(items),
         )
         corrections: list[str | None] = []
         for item, episode in zip(items, episodes, strict=True):

@@ -21,7 +21,9 @@ The mixture teaches the skills the paradigms rely on:
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from tasks import grammar
 from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES, World, build_world
@@ -31,6 +33,20 @@ from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES, World, build_world
 GUESS_INSTEAD_OF_SEARCH = 0.12
 #: Share of world questions (tool offered) where the corpus searches needlessly first.
 NEEDLESS_SEARCH = 0.08
+
+
+#: Share of each kind of example in the base's corpus.
+DEFAULT_MIXTURE: Mapping[str, float] = MappingProxyType(
+    {
+        "world": 0.14,
+        "format_note": 0.12,
+        "read": 0.16,
+        "search": 0.10,
+        "guess": 0.04,
+        "reflect": 0.04,
+        "recall": 0.40,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -71,20 +87,10 @@ def _sample(rng: random.Random, population, k_min: int, k_max: int) -> list:
 class CorpusGenerator:
     """Draws training examples; ``mixture`` maps example kind to its weight."""
 
-    MIXTURE: dict[str, float] = {
-        "world": 0.14,
-        "format_note": 0.12,
-        "read": 0.16,
-        "search": 0.10,
-        "guess": 0.04,
-        "reflect": 0.04,
-        "recall": 0.40,
-    }
-
-    def __init__(self, seed: int, mixture: dict[str, float] | None = None, world: World | None = None):
+    def __init__(self, seed: int, mixture: Mapping[str, float] | None = None, world: World | None = None):
         self.rng = random.Random(seed)
         self.world = world or build_world()
-        self.mixture = mixture or self.MIXTURE
+        self.mixture = dict(mixture or DEFAULT_MIXTURE)
         self._kinds = list(self.mixture)
         self._weights = [self.mixture[k] for k in self._kinds]
 

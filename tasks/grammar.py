@@ -43,10 +43,38 @@ FORMAT_KEY = "format"
 
 #: Words of the protocol itself (not of the world or the users).
 PROTOCOL_WORDS: tuple[str, ...] = (
-    SEARCH_OPEN, SEARCH_CLOSE, RESULT_OPEN, RESULT_CLOSE, ANSWER_OPEN, ANSWER_CLOSE,
-    "tools", "search", "none", "note", "use", "ask", "?", ".", USER_SUBJECT, FORMAT_KEY,
-    "{", "}", ":", "answer", "-", "it", "is", NO_RESULT,
-    "reflect", "said", "correction", "reward", "good", "bad", "lesson", *FORMATS,
+    SEARCH_OPEN,
+    SEARCH_CLOSE,
+    RESULT_OPEN,
+    RESULT_CLOSE,
+    ANSWER_OPEN,
+    ANSWER_CLOSE,
+    "tools",
+    "search",
+    "none",
+    "note",
+    "use",
+    "ask",
+    "?",
+    ".",
+    USER_SUBJECT,
+    FORMAT_KEY,
+    "{",
+    "}",
+    ":",
+    "answer",
+    "-",
+    "it",
+    "is",
+    NO_RESULT,
+    "reflect",
+    "said",
+    "correction",
+    "reward",
+    "good",
+    "bad",
+    "lesson",
+    *FORMATS,
 )
 
 
@@ -166,8 +194,9 @@ def reflection_prompt(question_text: str, response_answer: str, feedback: str) -
 def parse_lesson(text: str) -> str | None:
     """The first ``note s a v .`` line of a lesson completion, or None (``none`` or malformed)."""
     match = re.search(r"note (\S+) (\S+) (\S+) \.", normalize(text))
-    if not match or any(w in PROTOCOL_WORDS and w not in (USER_SUBJECT, FORMAT_KEY, *FORMATS)
-                        for w in match.groups()):
+    if not match or any(
+        w in PROTOCOL_WORDS and w not in (USER_SUBJECT, FORMAT_KEY, *FORMATS) for w in match.groups()
+    ):
         return None
     return match.group(0)
 

@@ -22,7 +22,9 @@ def general_probe(n: int | None = None, seed: int = 0) -> list[Item]:
     world = build_world()
     items = [
         Item(
-            query=Query(grammar.question(e, a), search_enabled=False, instruction=held_out_instruction(world, e, a)),
+            query=Query(
+                grammar.question(e, a), search_enabled=False, instruction=held_out_instruction(world, e, a)
+            ),
             item=f"world:{e}:{a}",
             gold=world.value(e, a),
             wanted_format=held_out_instruction(world, e, a),
@@ -56,8 +58,15 @@ def context_reading_probe(n: int = 200, seed: int = 1) -> list[Item]:
         rng.shuffle(shown)
         notes = tuple(grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in shown)
         items.append(
-            Item(Query(grammar.question(grammar.USER_SUBJECT, attribute), True), f"fact:{attribute}",
-                 facts[attribute], None, False, kind="reading", notes=notes)
+            Item(
+                Query(grammar.question(grammar.USER_SUBJECT, attribute), True),
+                f"fact:{attribute}",
+                facts[attribute],
+                None,
+                False,
+                kind="reading",
+                notes=notes,
+            )
         )
     return items
 
@@ -72,8 +81,15 @@ def search_probe(n: int = 200, seed: int = 2) -> list[Item]:
         others = rng.sample([a for a in facts if a != attribute], rng.randint(0, 2))
         notes = tuple(grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in others)
         items.append(
-            Item(Query(grammar.question(grammar.USER_SUBJECT, attribute), True), f"fact:{attribute}",
-                 facts[attribute], None, True, kind="search", notes=notes)
+            Item(
+                Query(grammar.question(grammar.USER_SUBJECT, attribute), True),
+                f"fact:{attribute}",
+                facts[attribute],
+                None,
+                True,
+                kind="search",
+                notes=notes,
+            )
         )
     return items
 
@@ -87,8 +103,14 @@ def format_following_probe(n: int = 200, seed: int = 3) -> list[Item]:
         entity, attribute = rng.choice(world.entities), rng.choice(list(WORLD_ATTRIBUTES))
         fmt = rng.choice(grammar.FORMATS)
         items.append(
-            Item(Query(grammar.question(entity, attribute), rng.random() < 0.5, fmt), f"world:{entity}:{attribute}",
-                 world.value(entity, attribute), fmt, False, kind="format")
+            Item(
+                Query(grammar.question(entity, attribute), rng.random() < 0.5, fmt),
+                f"world:{entity}:{attribute}",
+                world.value(entity, attribute),
+                fmt,
+                False,
+                kind="format",
+            )
         )
     return items
 
@@ -101,8 +123,14 @@ def unprompted_format_probe(n: int = 200, seed: int = 4) -> list[Item]:
     for _ in range(n):
         entity, attribute = rng.choice(world.entities), rng.choice(list(WORLD_ATTRIBUTES))
         items.append(
-            Item(Query(grammar.question(entity, attribute), False), f"world:{entity}:{attribute}",
-                 world.value(entity, attribute), None, False, kind="unprompted")
+            Item(
+                Query(grammar.question(entity, attribute), False),
+                f"world:{entity}:{attribute}",
+                world.value(entity, attribute),
+                None,
+                False,
+                kind="unprompted",
+            )
         )
     return items
 
@@ -125,7 +153,14 @@ def format_note_probe(n: int = 200, seed: int = 5) -> list[Item]:
         notes += [grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in rng.sample(list(facts), 2)]
         rng.shuffle(notes)
         items.append(
-            Item(Query(grammar.question(entity, attribute), rng.random() < 0.5), f"world:{entity}:{attribute}",
-                 world.value(entity, attribute), formats[attribute], False, kind="format_note", notes=tuple(notes))
+            Item(
+                Query(grammar.question(entity, attribute), rng.random() < 0.5),
+                f"world:{entity}:{attribute}",
+                world.value(entity, attribute),
+                formats[attribute],
+                False,
+                kind="format_note",
+                notes=tuple(notes),
+            )
         )
     return items

@@ -131,7 +131,11 @@ def resolve(row: dict, user: User, phase: int) -> Item:
         gold, preference, needs_search, owner = profile.facts[attribute], None, True, f"fact:{attribute}"
     else:
         entity, attribute = rest
-        gold, preference, needs_search = build_world().value(entity, attribute), profile.formats[attribute], False
+        gold, preference, needs_search = (
+            build_world().value(entity, attribute),
+            profile.formats[attribute],
+            False,
+        )
         owner = f"format:{attribute}"
     return Item(
         query=Query(row["question"], bool(row["search_enabled"]), instruction),
@@ -144,7 +148,9 @@ def resolve(row: dict, user: User, phase: int) -> Item:
     )
 
 
-def correction(item: Item, parsed_value: str | None, parsed_format: str | None, user: User, phase: int) -> str | None:
+def correction(
+    item: Item, parsed_value: str | None, parsed_format: str | None, user: User, phase: int
+) -> str | None:
     """The user's textual correction of a response, or None when there is nothing to correct.
 
     A wrong value is corrected first (the fact, or the world fact); otherwise a format that

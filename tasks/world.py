@@ -28,9 +28,31 @@ WORLD_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 USER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "dog": ("rex", "max", "bella", "luna", "charlie", "daisy", "milo", "rocky", "buddy", "coco"),
     "city": ("paris", "tokyo", "lima", "oslo", "cairo", "delhi", "quito", "seoul", "rome", "dublin"),
-    "job": ("nurse", "pilot", "chef", "baker", "lawyer", "farmer", "painter", "teacher", "plumber", "dentist"),
+    "job": (
+        "nurse",
+        "pilot",
+        "chef",
+        "baker",
+        "lawyer",
+        "farmer",
+        "painter",
+        "teacher",
+        "plumber",
+        "dentist",
+    ),
     "drink": ("tea", "coffee", "cocoa", "juice", "milk", "water", "cider", "lemonade", "kefir", "mate"),
-    "sport": ("tennis", "golf", "rugby", "chess", "hockey", "boxing", "rowing", "karate", "surfing", "fencing"),
+    "sport": (
+        "tennis",
+        "golf",
+        "rugby",
+        "chess",
+        "hockey",
+        "boxing",
+        "rowing",
+        "karate",
+        "surfing",
+        "fencing",
+    ),
 }
 
 N_ENTITIES = 48

@@ -48,8 +48,10 @@ def corpus_dataset(recipe: BaseRecipe, tokenizer) -> Dataset:
     """``steps * batch_size`` tokenized examples, in training order, deterministic in the seed."""
     generator = CorpusGenerator(seed=recipe.seed, mixture=recipe.mixture)
     vocab = tokenizer.get_vocab()
-    rows = [tokenize_example(generator.example(), vocab, tokenizer.bos_token_id)
-            for _ in range(recipe.steps * recipe.batch_size)]
+    rows = [
+        tokenize_example(generator.example(), vocab, tokenizer.bos_token_id)
+        for _ in range(recipe.steps * recipe.batch_size)
+    ]
     too_long = max(len(ids) for ids, _ in rows)
     if too_long > recipe.max_positions:
         raise ValueError(f"corpus example of {too_long} tokens exceeds max_positions={recipe.max_positions}")

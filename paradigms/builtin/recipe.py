@@ -29,7 +29,7 @@ class BaseRecipe:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     seed: int = 0
-    mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.CorpusGenerator.MIXTURE))
+    mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIXTURE))
 
     def digest(self) -> str:
         """A short hash of the recipe and of the code that writes its corpus and vocabulary."""

@@ -1,0 +1,90 @@
+"""Tracking round-trip against a real SQLite MLflow store: nesting, tags, params, steps, status."""
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from experiments.cli import app
+from experiments.config import load_experiment
+from experiments.run import RunFailed, run_experiment
+from experiments.tracking import Tracker
+from tests.conftest import SMOKE, TINY
+
+CONTRACT_TAGS = {
+    "paradigm",
+    "algorithm",
+    "task",
+    "seed",
+    "config_hash",
+    "backbone",
+    "mlflow.source.git.commit",
+    "git_dirty",
+}
+
+
+def children_of(client, experiment_name):
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_runs_nest_under_one_parent_with_contract_tags_params_and_steps(tracking_uri, tiny_base):
+    experiment = load_experiment(SMOKE, [TINY, "seeds=[0, 1]"])
+    run_experiment(experiment, Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    parents, children = children_of(client, "smoke")
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted(c.info.run_name for c in children) == ["frozen-default-s0", "frozen-default-s1"]
+    for child in children:
+        assert set(child.data.tags) >= CONTRACT_TAGS
+        assert child.info.status == "FINISHED"
+        assert child.data.params["reward.weights.search_cost"] == "0.1"
+        assert child.data.params["budget.feedback_events"] == "16"
+        assert "version.torch" in child.data.tags
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/personal_accuracy")]
+        assert steps == [0, 8, 16]  # evaluated at the start, every 8 feedback events, and at the end
+        train_steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/reward")]
+        assert train_steps == [4, 8, 12, 16]  # batches of 4 queries, one event each
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "seeds.json"} <= artifacts
+        assert len(client.get_run(child.info.run_id).inputs.dataset_inputs) == 2
+    assert children[0].data.tags["config_hash"] == children[1].data.tags["config_hash"]
+
+
+def test_a_run_that_raises_is_failed_with_its_error_and_the_cli_exits_1(tracking_uri, tiny_base, tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(RunFailed):
+        run_experiment(load_experiment(SMOKE, [f"backbone={missing}"]), Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    parents, children = children_of(client, "smoke")
+    assert children[0].info.status == "FAILED"
+    assert "no-such-model" in children[0].data.tags["error"]
+    assert parents[0].info.status == "FAILED"
+
+    result = CliRunner().invoke(app, ["run", str(SMOKE), "--set", f"backbone={missing}", "--quiet"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_from_run_reruns_the_logged_config(tracking_uri, tiny_base):
+    experiment = load_experiment(SMOKE, [TINY, "reward.weights.format=0.3"])
+    first = run_experiment(experiment, Tracker(tracking_uri), progress=False)[0]
+    result = CliRunner().invoke(app, ["run", "--from-run", first.run_id, "--quiet"])
+    assert result.exit_code == 0, result.output
+    client = mlflow.MlflowClient(tracking_uri)
+    _, children = children_of(client, "smoke")
+    assert len(children) == 2
+    assert {c.data.params["reward.weights.format"] for c in children} == {"0.3"}
+    assert len({c.data.tags["config_hash"] for c in children}) == 1
+
+
+def test_bad_input_writes_nothing_to_mlflow(tracking_uri, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("paradigm:\n  nmae: frozen\n")
+    result = CliRunner().invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2
+    assert not (tmp_path / "mlflow.db").exists()
