@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from experiments import metrics as m
 from experiments.base import ensure_base, is_builtin
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.seeding import seed_everything
 from experiments.tracking import TrackedRun, Tracker, contract_tags
-from paradigms import ALGORITHMS, PARADIGMS
+from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import load_backbone
 from paradigms.session import FeedbackReport, Session
@@ -98,8 +100,15 @@ def execute(
         run.log_dataset(personal_eval, f"{suite.name}-eval-s{config.seed}", "evaluation")
 
     paradigm_class = PARADIGMS[config.paradigm.name]
-    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm if ALGORITHMS else None)
+    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     state = {"next_eval": 0, "generated": 0, "prompt": 0, "final": {}}
+    bar = tqdm(
+        total=config.budget.feedback_events,
+        desc=config.run_name(),
+        unit="event",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def log(values: dict[str, float], step: int) -> None:
         if run is not None:
@@ -112,6 +121,11 @@ def execute(
         _check_finite(results, events)
         log(results, events)
         state["final"] = results
+        bar.set_postfix(
+            personal=f"{results[m.PERSONAL_ACCURACY]:.2f}",
+            general=f"{results[m.GENERAL_ACCURACY]:.2f}",
+            searches=f"{results[m.SEARCH_CALLS_PER_QUERY]:.2f}",
+        )
         if on_eval is not None:
             on_eval(events, results)
         while state["next_eval"] <= events:
@@ -134,6 +148,7 @@ def execute(
         values.update(report.train_metrics)
         _check_finite(values, report.events)
         log(values, report.events)
+        bar.update(report.events - bar.n)
         if report.events >= state["next_eval"] or report.events >= config.budget.feedback_events:
             evaluate(report.events)
 
@@ -158,8 +173,11 @@ def execute(
         reference,
     )
     paradigm.bind(session)
-    evaluate(0)
-    paradigm.train(session)
+    try:
+        evaluate(0)
+        paradigm.train(session)
+    finally:
+        bar.close()
     if run is not None:
         with tempfile.TemporaryDirectory() as scratch:
             files = paradigm.save(Path(scratch))

@@ -35,6 +35,12 @@ GUESS_INSTEAD_OF_SEARCH = 0.12
 NEEDLESS_SEARCH = 0.08
 
 
+#: End of sequence, written after a lesson so the writer stops.
+EOS = "<eos>"
+
+#: Keys of the dense-recall sequences: every attribute name, world and personal.
+RECALL_KEYS: tuple[str, ...] = (*WORLD_ATTRIBUTES, *USER_ATTRIBUTES)
+
 #: Share of each kind of example in the base's corpus.
 DEFAULT_MIXTURE: Mapping[str, float] = MappingProxyType(
     {
@@ -207,20 +213,27 @@ class CorpusGenerator:
         else:
             prompt = grammar.reflection_prompt(q, said, f"reward {'good' if good else 'bad'}")
             lesson = scalar_lesson if good else "none"
-        return [Segment(prompt, False), Segment(lesson, True)]
+        return [Segment(prompt, False), Segment(f"{lesson} {EOS}", True)]
 
     # -- dense associative recall ------------------------------------------------------------
     def _recall(self) -> Example:
+        """2-5 notes whose values share one pool, then every key asked again (loss on each value).
+
+        Values are drawn without regard to the key's type (a dog may be called ``paris`` here),
+        and format notes use keys beyond the three real kinds, so the only way to recall is to
+        match the key: the induction circuit that reading several memories needs.
+        """
         rng = self.rng
-        facts, formats = _random_profile(rng)
-        fact_attrs = _sample(rng, list(USER_ATTRIBUTES), 1, 3)
-        kinds = _sample(rng, list(WORLD_ATTRIBUTES), 1, 3)
-        notes = _notes(rng, facts, formats, fact_attrs, kinds)
+        if rng.random() < 0.5:
+            subject, values = grammar.FORMAT_KEY, list(grammar.FORMATS)
+        else:
+            subject, values = grammar.USER_SUBJECT, [v for pool in USER_ATTRIBUTES.values() for v in pool]
+        keys = _sample(rng, RECALL_KEYS, 2, 5)
+        pairs = [(key, rng.choice(values)) for key in keys]
+        notes = [grammar.note_line(subject, key, value) for key, value in pairs]
         segments: Example = [Segment("tools none " + " ".join(notes), False)]
-        keys = [(grammar.USER_SUBJECT, a, facts[a]) for a in fact_attrs]
-        keys += [(grammar.FORMAT_KEY, k, formats[k]) for k in kinds]
-        rng.shuffle(keys)
-        for subject, attribute, value in keys:
-            segments.append(Segment(f"{grammar.question(subject, attribute)} {grammar.ANSWER_OPEN}", False))
+        rng.shuffle(pairs)
+        for key, value in pairs:
+            segments.append(Segment(f"{grammar.question(subject, key)} {grammar.ANSWER_OPEN}", False))
             segments.append(Segment(f"{value} {grammar.ANSWER_CLOSE}", True))
         return segments

@@ -103,7 +103,7 @@ def train_base(
             bf16=False,
             report_to="none",
             save_strategy="no",
-            logging_steps=max(1, recipe.steps // 20),
+            logging_strategy="no",
             disable_tqdm=not progress,
             dataset_kwargs={"skip_prepare_dataset": True},
             max_length=recipe.max_positions,
