@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
@@ -24,6 +25,7 @@ from experiments.tracking import TrackedRun, Tracker, contract_tags
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import load_backbone
+from paradigms.base import Paradigm
 from paradigms.session import FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES, TaskOptions
@@ -61,6 +63,64 @@ def _check_finite(values: dict[str, float], events: int) -> None:
             )
 
 
+@dataclass
+class RunParts:
+    """Everything one run is made of, wired together but not started."""
+
+    config: RunConfig
+    seeds: dict
+    paradigm: Paradigm
+    session: Session
+    evaluator: Evaluator
+    stream: Dataset
+    personal_eval: Dataset
+
+
+def _generation(config: RunConfig, temperature: float) -> GenerationSettings:
+    return GenerationSettings(
+        config.generation.max_new_tokens, temperature, config.generation.top_k, config.task.max_searches
+    )
+
+
+def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool = True) -> RunParts:
+    """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
+
+    The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
+    """
+    seeds = seed_everything(config.seed)
+    backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
+    suite = SUITES[config.task.suite]
+    options = TaskOptions(
+        search=config.task.search, feedback=config.task.feedback, search_results=config.task.search_results
+    )
+    user = suite.user(config.seed)
+    stream = suite.stream(config.seed, config.budget.feedback_events, options)
+    personal_eval = suite.personal_eval(config.seed, options)
+    paradigm_class = PARADIGMS[config.paradigm.name]
+    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
+    session = Session(
+        suite,
+        user,
+        stream,
+        options,
+        config.reward.weights.model_dump(),
+        _generation(config, config.generation.temperature),
+        config.budget.feedback_events,
+        config.task.batch_size,
+        lambda report: None,
+    )
+    evaluator = Evaluator(
+        session,
+        personal_eval.to_list(),
+        probes.general_probe(config.evaluation.general_items),
+        suite.phase_eval(user, options),
+        _generation(config, config.generation.eval_temperature),
+        backbone.reference() if paradigm_class.uses_algorithm else None,
+    )
+    paradigm.bind(session)
+    return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
+
+
 def execute(
     config: RunConfig,
     run: TrackedRun | None,
@@ -73,34 +133,12 @@ def execute(
     Logs to ``run`` when given (metrics at ``step`` = feedback events consumed). ``on_eval``
     sees every evaluation (a sweep's pruner uses it).
     """
-    seeds = seed_everything(config.seed)
-    backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
-    suite = SUITES[config.task.suite]
-    options = TaskOptions(
-        search=config.task.search, feedback=config.task.feedback, search_results=config.task.search_results
-    )
-    user = suite.user(config.seed)
-    stream = suite.stream(config.seed, config.budget.feedback_events, options)
-    personal_eval = suite.personal_eval(config.seed, options)
-    generation = GenerationSettings(
-        config.generation.max_new_tokens,
-        config.generation.temperature,
-        config.generation.top_k,
-        config.task.max_searches,
-    )
-    evaluation_settings = GenerationSettings(
-        config.generation.max_new_tokens,
-        config.generation.eval_temperature,
-        config.generation.top_k,
-        config.task.max_searches,
-    )
+    parts = assemble(config, tracker, progress)
+    paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
-        run.log_dict({"seeds": seeds}, "seeds.json")
-        run.log_dataset(stream, f"{suite.name}-stream-s{config.seed}", "training")
-        run.log_dataset(personal_eval, f"{suite.name}-eval-s{config.seed}", "evaluation")
-
-    paradigm_class = PARADIGMS[config.paradigm.name]
-    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
+        run.log_dict({"seeds": parts.seeds}, "seeds.json")
+        run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
+        run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     state = {"next_eval": 0, "generated": 0, "prompt": 0, "final": {}}
     bar = tqdm(
         total=config.budget.feedback_events,
@@ -152,27 +190,7 @@ def execute(
         if report.events >= state["next_eval"] or report.events >= config.budget.feedback_events:
             evaluate(report.events)
 
-    session = Session(
-        suite,
-        user,
-        stream,
-        options,
-        config.reward.weights.model_dump(),
-        generation,
-        config.budget.feedback_events,
-        config.task.batch_size,
-        on_feedback,
-    )
-    reference = backbone.reference() if paradigm_class.uses_algorithm else None
-    evaluator = Evaluator(
-        session,
-        personal_eval.to_list(),
-        probes.general_probe(config.evaluation.general_items),
-        suite.phase_eval(user, options),
-        evaluation_settings,
-        reference,
-    )
-    paradigm.bind(session)
+    session.on_feedback = on_feedback
     try:
         evaluate(0)
         paradigm.train(session)

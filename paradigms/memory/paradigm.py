@@ -1,0 +1,184 @@
+"""``memory``: the model never changes; the agent learns by writing lessons to an external store
+and retrieving the most similar ones into its prompt.
+
+After each batch of feedback, every interaction the write policy admits is reflected on (see
+``reflection.py``) and the result is written to a FAISS-backed ``MemoryStore``. Before answering,
+the top-k memories most similar to the question are placed in the prompt as notes, through the
+shared rollout, and counted as context tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.memory import reflection
+from paradigms.memory.embedders import make_embedder
+from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
+from paradigms.session import Interaction, Session
+from tasks.items import Item
+
+
+class MemorySettings(ParadigmSettings):
+    name: Literal["memory"] = "memory"
+    top_k: int = Field(3, ge=0, description="Memories retrieved into each prompt.")
+    capacity: int | None = Field(256, ge=1, description="Most memories kept (None: unbounded).")
+    eviction: Literal["oldest", "least_retrieved"] = Field(
+        "oldest", description="Which memory goes when full."
+    )
+    index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="Exact (flat) or approximate index.")
+    dedup_threshold: float | None = Field(
+        0.95,
+        ge=-1,
+        le=1,
+        description="Cosine at which a memory with the same text is a duplicate (None: keep duplicates).",
+    )
+    contradiction: Literal["replace", "keep_both", "newest_first"] = Field(
+        "replace",
+        description="A new lesson about the same key replaces the old one, sits beside it, or "
+        "hides it in retrieval.",
+    )
+    reflection: Literal["llm", "template", "none"] = Field(
+        "llm", description="Who writes lessons: the backbone, a template, or nobody (raw experiences stored)."
+    )
+    write_policy: Literal["all", "failures", "corrected"] = Field(
+        "all", description="Which interactions are written: every one, failures only, corrected ones only."
+    )
+    embedder: Literal["minilm", "backbone"] = Field(
+        "minilm", description="MiniLM sentence embeddings or the backbone's mean-pooled hidden states."
+    )
+    min_similarity: float = Field(
+        -1.0, ge=-1, le=1, description="Retrieved memories below this cosine are left out of the prompt."
+    )
+
+
+@PARADIGMS.register("memory")
+class Memory(Paradigm):
+    Settings = MemorySettings
+
+    def __init__(self, settings: MemorySettings, backbone, algorithm=None):
+        super().__init__(settings, backbone, algorithm)
+        self.embedder = make_embedder(settings.embedder, backbone.model, backbone.tokenizer)
+        self.store = MemoryStore(
+            StoreSettings(
+                dim=self.embedder.dim,
+                index=settings.index,
+                capacity=settings.capacity,
+                eviction=settings.eviction,
+                dedup_threshold=settings.dedup_threshold,
+                contradiction=settings.contradiction,
+            ),
+            self.embedder,
+        )
+        self.latencies_ms: list[float] = []
+        self.relevant, self.retrieved = 0, 0
+        self.lessons_written = 0
+
+    # -- acting --------------------------------------------------------------------------------
+    def _retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
+        contexts = []
+        for item in items:
+            started = time.perf_counter()
+            hits = self.store.search(item.query.question, self.settings.top_k, update_counts=update_counts)
+            self.latencies_ms.append(1000 * (time.perf_counter() - started))
+            kept = [record for record, score in hits if score >= self.settings.min_similarity]
+            if update_counts:
+                self.retrieved += len(kept)
+                self.relevant += sum(_relevant(record.key, item) for record in kept)
+            contexts.append([record.text for record in kept])
+        return contexts
+
+    def context_for(self, items: Sequence[Item]) -> list[list[str]]:
+        """The top-k memories for each question; evaluation leaves retrieval counts untouched."""
+        return self._retrieve(items, update_counts=False)
+
+    # -- learning ------------------------------------------------------------------------------
+    def train(self, session: Session) -> None:
+        while not session.done:
+            items = session.next_items(min(session.batch_size, session.remaining))
+            interaction = session.interact(self.model, self.tokenizer, items, self._retrieve(items, True))
+            self._write(interaction, session.events + interaction.feedback_events)
+            session.record(interaction)
+
+    def _admits(self, components: dict[str, float], correction: str | None) -> bool:
+        policy = self.settings.write_policy
+        if policy == "failures":
+            return not reflection.succeeded(components)
+        if policy == "corrected":
+            return correction is not None
+        return True
+
+    def _write(self, interaction: Interaction, now: int) -> None:
+        """Reflect on every admitted interaction and store what it teaches."""
+        chosen = []
+        for index, (item, episode, correction) in enumerate(
+            zip(interaction.items, interaction.episodes, interaction.corrections, strict=True)
+        ):
+            components = {name: values[index] for name, values in interaction.components.items()}
+            if self._admits(components, correction):
+                chosen.append((index, item, episode, components, correction))
+        texts = self._lessons(chosen)
+        for (index, item, episode, components, correction), text in zip(chosen, texts, strict=True):
+            if text is None:
+                continue
+            lesson = text if self.settings.reflection != "none" else None
+            self.store.add(
+                MemoryRecord(
+                    text=text,
+                    key=reflection.key_of(text),
+                    query=episode.prompt,
+                    response=episode.completion,
+                    reward=interaction.rewards[index],
+                    components=components,
+                    correction=correction,
+                    lesson=lesson,
+                    time=now,
+                )
+            )
+            self.lessons_written += lesson is not None
+
+    def _lessons(self, chosen) -> list[str | None]:
+        mode = self.settings.reflection
+        if mode == "template":
+            return [reflection.template_lesson(item, e.completion, c, corr) for _, item, e, c, corr in chosen]
+        if mode == "none":
+            return [reflection.raw_experience(item, e.completion, c) for _, item, e, c, _ in chosen]
+        prompts = [
+            reflection.reflection_prompt(item, e.completion, c, corr) for _, item, e, c, corr in chosen
+        ]
+        return reflection.llm_lessons(self.model, self.tokenizer, prompts)
+
+    # -- accounting ----------------------------------------------------------------------------
+    def storage_bytes(self) -> int:
+        return self.store.nbytes()
+
+    def extra_metrics(self) -> dict[str, float]:
+        latencies = np.array(self.latencies_ms or [0.0])
+        return {
+            "memory/store_entries": float(len(self.store)),
+            "memory/store_bytes": float(self.store.nbytes()),
+            "memory/lessons_written": float(self.lessons_written),
+            "memory/retrieval_latency_p50_ms": float(np.percentile(latencies, 50)),
+            "memory/retrieval_latency_p95_ms": float(np.percentile(latencies, 95)),
+            "memory/retrieval_relevance": self.relevant / self.retrieved if self.retrieved else 0.0,
+        }
+
+    def save(self, directory: Path) -> list[Path]:
+        path = self.store.save(Path(directory) / "memory")
+        return sorted(p for p in Path(path).iterdir())
+
+
+def _relevant(key: str | None, item: Item) -> bool:
+    """A retrieved memory is relevant when it is about what the item asks (its fact or its format)."""
+    if key is None:
+        return False
+    kind, *rest = item.item.split(":")
+    if kind == "fact":
+        return key == item.item
+    return key in (f"format:{rest[1]}", item.item)

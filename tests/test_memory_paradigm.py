@@ -1,0 +1,98 @@
+"""The memory paradigm: a smoke run, bitwise-unchanged weights, each reflection mode, write policies."""
+
+import mlflow
+import pytest
+
+from experiments.config import load_experiment
+from experiments.run import assemble, run_experiment
+from experiments.tracking import Tracker
+from paradigms.backbone import weights_digest
+from paradigms.memory import reflection
+from tasks.items import Item, Query
+from tests.conftest import SMOKE, TINY
+
+PERSONAL = Item(Query("ask my dog ?", True), "fact:dog", "rex", None, True)
+PREFERENCE = Item(Query("ask kalo color ?", True), "world:kalo:color", "red", "json", False)
+GOOD = {"correctness": 1.0, "format": 1.0}
+WRONG_FORMAT = {"correctness": 1.0, "format": 0.0}
+
+
+def test_template_lessons():
+    assert (
+        reflection.template_lesson(
+            PERSONAL, "<answer> max </answer>", {"correctness": 0.0, "format": 1.0}, "my dog rex ."
+        )
+        == "note my dog rex ."
+    )
+    assert reflection.template_lesson(PERSONAL, "<answer> - rex </answer>", GOOD, None) == "note my dog rex ."
+    assert (
+        reflection.template_lesson(PREFERENCE, "<answer> { answer : red } </answer>", GOOD, None)
+        == "note format color json ."
+    )
+    assert reflection.template_lesson(PREFERENCE, "<answer> red </answer>", WRONG_FORMAT, None) is None
+
+
+def test_raw_experience_and_reflection_prompt():
+    assert (
+        reflection.raw_experience(PERSONAL, "<answer> max </answer>", WRONG_FORMAT)
+        == "ask my dog ? said max reward bad"
+    )
+    assert (
+        reflection.reflection_prompt(PERSONAL, "<answer> max </answer>", {}, "my dog rex .")
+        == "reflect ask my dog ? said max correction my dog rex . lesson"
+    )
+    assert reflection.key_of("note format color json .") == "format:color"
+    assert reflection.key_of("note my dog rex .") == "fact:dog"
+    assert reflection.key_of("ask my dog ?") is None
+
+
+@pytest.mark.parametrize("mode", ["llm", "template", "none"])
+def test_memory_leaves_weights_bitwise_unchanged_and_fills_its_store(mode, tiny_base):
+    config = load_experiment(
+        SMOKE, [TINY, "paradigm.name=memory", f"paradigm.reflection={mode}", "task.suite=user_facts"]
+    ).runs()[0]
+    parts = assemble(config, progress=False)
+    before = weights_digest(parts.paradigm.model)
+    parts.paradigm.train(parts.session)
+    assert weights_digest(parts.paradigm.model) == before
+    store = parts.paradigm.store
+    if mode == "none":
+        assert len(store) > 0 and all(r.lesson is None for r in store.records())
+    if mode == "template":  # every interaction was corrected or succeeded: a lesson per fact at most
+        assert 0 < len(store) <= 5 and all(r.key and r.key.startswith("fact:") for r in store.records())
+    metrics = parts.paradigm.extra_metrics()
+    assert metrics["memory/store_entries"] == len(store)
+    assert metrics["memory/store_bytes"] > 0
+
+
+def test_write_policy_corrected_only_stores_corrected_interactions(tiny_base):
+    config = load_experiment(
+        SMOKE,
+        [
+            TINY,
+            "paradigm.name=memory",
+            "paradigm.reflection=template",
+            "paradigm.write_policy=corrected",
+            "task.suite=user_facts",
+        ],
+    ).runs()[0]
+    parts = assemble(config, progress=False)
+    parts.paradigm.train(parts.session)
+    assert all(r.correction is not None for r in parts.paradigm.store.records())
+
+
+def test_memory_smoke_run_logs_its_store(tracking_uri, tiny_base):
+    run_experiment(
+        load_experiment(SMOKE, [TINY, "paradigm.name=memory"]), Tracker(tracking_uri), progress=False
+    )
+    client = mlflow.MlflowClient(tracking_uri)
+    [child] = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    assert child.info.status == "FINISHED"
+    assert {"memory/retrieval_latency_p95_ms", "memory/store_entries"} <= set(child.data.metrics)
+    stored = {a.path for a in client.list_artifacts(child.info.run_id, "state/memory")}
+    assert {"state/memory/index.faiss", "state/memory/memories.jsonl", "state/memory/store.json"} <= stored
+    assert child.data.metrics["eval/kl_to_base"] == 0.0
