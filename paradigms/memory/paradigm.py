@@ -124,7 +124,7 @@ class Memory(Paradigm):
             if self._admits(components, correction):
                 chosen.append((index, item, episode, components, correction))
         texts = self._lessons(chosen)
-        for (index, item, episode, components, correction), text in zip(chosen, texts, strict=True):
+        for (index, _item, episode, components, correction), text in zip(chosen, texts, strict=True):
             if text is None:
                 continue
             lesson = text if self.settings.reflection != "none" else None
