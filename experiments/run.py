@@ -26,6 +26,7 @@ from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import load_backbone
 from paradigms.base import Paradigm
+from paradigms.rl.learner import Diverged
 from paradigms.session import FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES, TaskOptions
@@ -33,10 +34,6 @@ from tasks.suites import SUITES, TaskOptions
 
 class RunFailed(RuntimeError):
     """One or more runs raised; each is marked FAILED in MLflow with its error."""
-
-
-class Diverged(RuntimeError):
-    """A run produced a non-finite reward or loss."""
 
 
 @dataclass
@@ -97,6 +94,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]
+    # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
+    reference = backbone.reference() if paradigm_class.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     session = Session(
         suite,
@@ -115,7 +114,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         probes.general_probe(config.evaluation.general_items),
         suite.phase_eval(user, options),
         _generation(config, config.generation.eval_temperature),
-        backbone.reference() if paradigm_class.uses_algorithm else None,
+        reference,
     )
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)

@@ -1,7 +1,8 @@
 """The algorithm registry: how a weight-changing paradigm turns feedback into updates.
 
-Each algorithm registers a settings model (its ``algorithm:`` config section). ``none`` is the
-choice of paradigms that never change weights (``frozen``, ``oracle``, ``memory``).
+Each entry is a ``Learner`` class carrying its config model as ``Settings`` (its ``algorithm:``
+section). ``none`` is the choice of paradigms that never change weights (``frozen``,
+``oracle``, ``memory``). The learners themselves live in ``paradigms/rl/``.
 """
 
 from __future__ import annotations
@@ -29,5 +30,11 @@ class NoAlgorithm(AlgorithmSettings):
     trains: ClassVar[bool] = False
 
 
-ALGORITHMS: Registry[type[AlgorithmSettings]] = Registry("algorithm")
-ALGORITHMS.add("none", NoAlgorithm)
+class NoLearner:
+    """The registry entry for ``none``: nothing to run."""
+
+    Settings = NoAlgorithm
+
+
+ALGORITHMS: Registry[type] = Registry("algorithm")
+ALGORITHMS.add("none", NoLearner)

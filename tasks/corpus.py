@@ -44,8 +44,8 @@ RECALL_KEYS: tuple[str, ...] = (*WORLD_ATTRIBUTES, *USER_ATTRIBUTES)
 #: Share of each kind of example in the base's corpus.
 DEFAULT_MIXTURE: Mapping[str, float] = MappingProxyType(
     {
-        "world": 0.14,
-        "format_note": 0.12,
+        "world": 0.12,
+        "format_note": 0.14,
         "read": 0.16,
         "search": 0.10,
         "guess": 0.04,
@@ -235,5 +235,6 @@ class CorpusGenerator:
         rng.shuffle(pairs)
         for key, value in pairs:
             segments.append(Segment(f"{grammar.question(subject, key)} {grammar.ANSWER_OPEN}", False))
-            segments.append(Segment(f"{value} {grammar.ANSWER_CLOSE}", True))
+            body = grammar.render_answer(value, rng.choice(grammar.FORMATS))
+            segments.append(Segment(f"{body} {grammar.ANSWER_CLOSE}", True))
         return segments

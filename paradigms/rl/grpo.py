@@ -1,0 +1,178 @@
+"""``grpo``: TRL's ``GRPOTrainer`` driven by the harness's stream, rollout and reward functions.
+
+The trainer owns the optimization loop; the harness supplies:
+
+- the training dataset: the stream's questions in order (``shuffle_dataset=False``), one row per
+  query, so the trainer's prompt order is the stream's order;
+- a ``rollout_func`` that takes the next items from the session (resolved for the drift phase
+  then in force), answers each ``group_size`` times through the shared rollout (search tool
+  included) and returns the env mask, so tool output is kept out of the loss, plus the answer
+  key columns the reward functions read;
+- the reward functions themselves (``tasks.rewards``) with the config's weights;
+- a callback that reports each optimizer step's batch to the session (feedback events, which
+  is where the runner evaluates), with TRL's loss, KL and clip figures.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Literal
+
+from datasets import Dataset
+from pydantic import Field
+from transformers import TrainerCallback
+
+from paradigms.algorithms import ALGORITHMS
+from paradigms.rl.learner import Diverged, Learner, RLSettings
+from paradigms.session import Interaction, Session, item_columns
+from tasks import grammar
+from tasks.rewards import REWARD_COMPONENTS
+
+
+class GRPOSettings(RLSettings):
+    name: Literal["grpo"] = "grpo"
+    group_size: int = Field(
+        8, ge=2, description="Completions per query; advantages are relative to the group."
+    )
+    clip_range: float = Field(0.2, gt=0, description="Ratio clip epsilon (TRL's epsilon).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
+        "dapo", description="TRL's loss aggregation."
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by std.")
+    num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
+
+
+_TRL_METRICS = {
+    "loss": "train/policy_loss",
+    "kl": "train/kl",
+    "grad_norm": "train/grad_norm",
+    "clip_ratio/region_mean": "train/clip_ratio",
+    "entropy": "train/entropy",
+}
+
+
+class _ReportSteps(TrainerCallback):
+    """After each optimizer step's log, hand the step's interactions to the session."""
+
+    def __init__(self, learner: GRPO):
+        self.learner = learner
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        metrics = {name: float(logs[key]) for key, name in _TRL_METRICS.items() if key in logs}
+        loss = metrics.get("train/policy_loss", 0.0)
+        if not math.isfinite(loss):
+            raise Diverged(
+                f"GRPO loss became {loss} at optimizer step {state.global_step}; lower "
+                f"algorithm.learning_rate or the reward weights"
+            )
+        self.learner.flush(metrics)
+
+
+@ALGORITHMS.register("grpo")
+class GRPO(Learner):
+    Settings = GRPOSettings
+    min_group_size = 2
+
+    def __init__(self, settings: GRPOSettings, host):
+        super().__init__(settings, host)
+        self.session: Session | None = None
+        self.pending: list[Interaction] = []
+
+    def update(self, interaction: Interaction, events: int) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError("GRPO updates inside TRL's GRPOTrainer; see run()")
+
+    def flush(self, metrics: dict[str, float]) -> None:
+        """Report the interactions generated since the last optimizer step."""
+        for index, interaction in enumerate(self.pending):
+            self.count_tokens(interaction)
+            self.session.record(interaction, metrics if index == len(self.pending) - 1 else {})
+        self.pending = []
+
+    def count_tokens(self, interaction: Interaction) -> None:
+        tokens = sum(len(e.prompt_ids) + len(e.completion_ids) for e in interaction.episodes)
+        self.update_flops += (1 + self.settings.num_iterations) * self.host.update_flops_per_token() * tokens
+
+    def rollout(self, prompts: list[str], trainer) -> dict:
+        """TRL's ``rollout_func``: ``prompts`` holds each query ``group_size`` times, in stream order."""
+        group = self.settings.group_size
+        items = self.session.next_items(len(prompts) // group)
+        for index, item in enumerate(items):
+            expected = prompts[index * group]
+            if grammar.normalize(expected) != grammar.normalize(
+                _prompt_text(item.query.question, item.query.search_enabled)
+            ):
+                raise RuntimeError(f"GRPO prompt order diverged from the stream at {item.query.question!r}")
+        interaction = self.session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
+        self.pending.append(interaction)
+        episodes = interaction.episodes
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids for e in episodes],
+            "logprobs": None,
+            "env_mask": [e.env_mask for e in episodes],
+            **item_columns(interaction.items),
+        }
+
+    def run(self, session: Session) -> None:
+        from trl import GRPOConfig, GRPOTrainer  # heavy import, only when GRPO runs
+
+        s = self.settings
+        self.session = session
+        queries_per_step = max(1, min(session.batch_size, session.remaining // s.group_size))
+        steps = max(1, session.remaining // (queries_per_step * s.group_size))
+        rows = session.stream.select(range(session.position, session.position + steps * queries_per_step))
+        dataset = Dataset.from_dict(
+            {"prompt": [_prompt_text(r["question"], r["search_enabled"]) for r in rows]}
+        )
+        names = REWARD_COMPONENTS.names()
+        weights = [float(session.weights.get(name, 0.0)) for name in names]
+        generation = session.generation
+        on_cpu = self.host.device.type == "cpu"
+        with tempfile.TemporaryDirectory(prefix="grpo-") as scratch:
+            config = GRPOConfig(
+                output_dir=scratch,
+                use_cpu=on_cpu,
+                bf16=False,
+                learning_rate=s.learning_rate,
+                weight_decay=s.weight_decay,
+                max_grad_norm=s.max_grad_norm,
+                lr_scheduler_type="constant",
+                per_device_train_batch_size=queries_per_step * s.group_size,
+                gradient_accumulation_steps=1,
+                num_generations=s.group_size,
+                max_steps=steps,
+                beta=s.kl_coef,
+                epsilon=s.clip_range,
+                loss_type=s.loss_type,
+                scale_rewards=s.scale_rewards,
+                num_iterations=s.num_iterations,
+                reward_weights=weights,
+                shuffle_dataset=False,
+                max_completion_length=generation.max_new_tokens,
+                temperature=max(generation.temperature, 1e-3),
+                report_to="none",
+                logging_steps=1,
+                save_strategy="no",
+                disable_tqdm=True,
+                remove_unused_columns=False,
+                seed=session.user.seed,
+                dataloader_num_workers=0,
+            )
+            trainer = GRPOTrainer(
+                model=self.host.policy,
+                reward_funcs=[REWARD_COMPONENTS[name] for name in names],
+                args=config,
+                train_dataset=dataset,
+                processing_class=self.host.tokenizer,
+                rollout_func=self.rollout,
+                callbacks=[_ReportSteps(self)],
+            )
+            trainer.train()
+        if self.pending:
+            self.flush({})
+
+
+def _prompt_text(question: str, search_enabled: bool) -> str:
+    return grammar.build_prompt(question, search_enabled=search_enabled)

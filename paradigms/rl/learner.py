@@ -1,0 +1,111 @@
+"""The RL engine shared by ``full_ft`` and ``adapter``: the online loop and what every learner needs.
+
+The loop consumes the session's stream in order (no shuffling: drift depends on order). Each
+step answers ``task.batch_size`` queries ``group_size`` times through the shared rollout and
+scorer (``session.interact``), lets the algorithm update the trainable parameters, and reports
+the batch with the update's metrics (``session.record``), which is where the runner evaluates.
+The step axis is feedback events throughout. A non-finite loss stops the run with ``Diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from paradigms.algorithms import AlgorithmSettings
+from paradigms.rl import batching
+from paradigms.session import Interaction, Session
+
+
+class Diverged(RuntimeError):
+    """The loss or a gradient became NaN or infinite; the message says when and what to change."""
+
+
+class RLSettings(AlgorithmSettings):
+    """Knobs every weight-changing algorithm shares."""
+
+    learning_rate: float = Field(1e-4, gt=0, description="Optimizer (AdamW) learning rate.")
+    group_size: int = Field(
+        4, ge=1, description="Responses sampled per query (a group is G feedback events)."
+    )
+    kl_coef: float = Field(0.0, ge=0, description="Weight of the KL(policy || base) penalty (0 = off).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+
+
+class Learner(ABC):
+    """One algorithm bound to one paradigm's trainable policy.
+
+    ``host`` is the paradigm (``paradigms.weights.WeightLearning``): it provides ``policy``,
+    ``tokenizer``, ``reference_logprobs`` and ``parameters()`` (what may be trained).
+    """
+
+    Settings: ClassVar[type[RLSettings]]
+    #: Smallest group size the algorithm's estimator works with.
+    min_group_size: ClassVar[int] = 1
+
+    def __init__(self, settings: RLSettings, host):
+        if settings.group_size < self.min_group_size:
+            raise ValueError(
+                f"algorithm.group_size must be at least {self.min_group_size} for {settings.name}; raise it"
+            )
+        self.settings, self.host = settings, host
+        self.update_flops = 0.0
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    # -- shared helpers --------------------------------------------------------------------------
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """Parameters this learner updates (the paradigm's, plus e.g. a value head)."""
+        return list(self.host.parameters())
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(
+                self.trainable(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay
+            )
+        return self._optimizer
+
+    def step(self, loss: torch.Tensor, events: int) -> float:
+        """Backpropagate ``loss``, clip, and step; raises ``Diverged`` on a non-finite loss or gradient."""
+        if not torch.isfinite(loss):
+            raise Diverged(
+                f"loss became {loss.item()} after {events} feedback events; lower "
+                f"algorithm.learning_rate or the reward weights"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable(), self.settings.max_grad_norm)
+        if not math.isfinite(float(norm)):
+            raise Diverged(
+                f"gradient norm became {float(norm)} after {events} feedback events; lower "
+                f"algorithm.learning_rate"
+            )
+        self.optimizer.step()
+        return float(norm)
+
+    def count_update(self, batch: batching.EpisodeBatch, passes: int = 1) -> None:
+        """Add the FLOPs of ``passes`` forward+backward passes over ``batch`` (see ``host.update_flops``)."""
+        self.update_flops += passes * self.host.update_flops_per_token() * batch.tokens
+
+    def collate(self, interaction: Interaction) -> batching.EpisodeBatch:
+        return batching.collate(interaction.episodes, self.host.tokenizer.pad_token_id, self.host.device)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, session: Session) -> None:
+        """Consume the session: answer, score, update, report, until the budget is spent."""
+        group = self.settings.group_size
+        while not session.done:
+            queries = max(1, min(session.batch_size, session.remaining // group))
+            items = session.next_items(queries)
+            interaction = session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
+            metrics = self.update(interaction, session.events + interaction.feedback_events)
+            session.record(interaction, metrics)
+
+    @abstractmethod
+    def update(self, interaction: Interaction, events: int) -> dict[str, float]:
+        """Learn from one scored batch; return the update's metrics (``train/...``)."""

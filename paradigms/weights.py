@@ -1,0 +1,80 @@
+"""What ``full_ft`` and ``adapter`` share: a trainable policy, its learner, its reference, its costs.
+
+The two paradigms differ only in ``make_policy`` (what is trainable); everything else, the
+RL engine included (``paradigms/rl``), is this code.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import abstractmethod
+from pathlib import Path
+
+import torch
+
+from paradigms.algorithms import ALGORITHMS
+from paradigms.base import Paradigm
+from paradigms.rl import batching
+from paradigms.session import Session
+
+
+class WeightLearning(Paradigm):
+    """A paradigm that learns the user into weights with the config's algorithm."""
+
+    uses_algorithm = True
+
+    def __init__(self, settings, backbone, algorithm):
+        super().__init__(settings, backbone, algorithm)
+        self.base_parameters = backbone.parameter_count()
+        self.policy = self.make_policy(backbone.model)
+        self.policy.train()
+        self.learner = ALGORITHMS[algorithm.name](algorithm, self)
+
+    @abstractmethod
+    def make_policy(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The policy network with exactly the trainable parameters of this paradigm."""
+
+    @abstractmethod
+    def reference_logprobs(self, batch: batching.EpisodeBatch) -> torch.Tensor:
+        """Log-probabilities (B, C) of the batch's completion tokens under the untouched base."""
+
+    @property
+    def model(self):
+        return self.policy
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.backbone.model.config
+        return getattr(config, "hidden_size", None) or config.n_embd
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.learner.trainable())
+
+    def update_flops_per_token(self) -> float:
+        """Forward (2N) and backward through activations (2N) of the whole network, plus the weight
+        gradients (2 x trainable) of what is trained: the usual 6N when everything is trainable."""
+        return 4.0 * self.base_parameters + 2.0 * self.trainable_parameters()
+
+    def train_flops(self) -> float:
+        return self.learner.update_flops
+
+    def train(self, session: Session) -> None:
+        self.learner.run(session)
+
+    def storage_bytes(self) -> int:
+        """Bytes of what must be stored per user: the saved trainable state."""
+        return sum(p.numel() * p.element_size() for p in self.learner.trainable())
+
+    def save(self, directory: Path) -> list[Path]:
+        target = Path(directory) / self.artifact_name
+        self.policy.save_pretrained(target, safe_serialization=True)
+        return sorted(Path(root) / name for root, _, names in os.walk(target) for name in names)
+
+    artifact_name = "model"
