@@ -26,8 +26,7 @@ from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import load_backbone
 from paradigms.base import Paradigm
-from paradigms.rl.learner import Diverged
-from paradigms.session import FeedbackReport, Session
+from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES, TaskOptions
 

@@ -50,6 +50,10 @@ class FeedbackReport:
 FeedbackCallback = Callable[[FeedbackReport], None]
 
 
+class Diverged(RuntimeError):
+    """A loss, gradient or the policy's probabilities became NaN or infinite; says when and what to change."""
+
+
 class BudgetExhausted(Exception):
     """Raised by ``next_items`` when no feedback events remain; paradigms may also poll ``done``."""
 
@@ -125,14 +129,22 @@ class Session:
         repeated = [item for item in items for _ in range(group_size)]
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         tool = self.tool() if search else None
-        episodes = rollout(
-            model,
-            tokenizer,
-            [i.query for i in repeated],
-            [tool] * len(repeated),
-            settings or self.generation,
-            repeated_contexts,
-        )
+        try:
+            episodes = rollout(
+                model,
+                tokenizer,
+                [i.query for i in repeated],
+                [tool] * len(repeated),
+                settings or self.generation,
+                repeated_contexts,
+            )
+        except RuntimeError as error:
+            if "inf" not in str(error) and "nan" not in str(error):
+                raise
+            raise Diverged(
+                f"the policy's next-token probabilities became NaN or infinite after {self.events} feedback "
+                f"events; lower algorithm.learning_rate"
+            ) from error
         return self.score(repeated, episodes)
 
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:

@@ -38,5 +38,8 @@ class BaseRecipe:
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-#: A few-second build for tests: same code path, far too short to be competent.
-TINY_RECIPE = BaseRecipe(n_layers=1, hidden_size=32, n_heads=2, intermediate_size=64, steps=30, batch_size=16)
+#: A seconds-long build for tests: same code path; it writes well-formed answers often enough for
+#: rewards to vary (so RL updates are non-zero), but it is not competent.
+TINY_RECIPE = BaseRecipe(
+    n_layers=1, hidden_size=48, n_heads=2, intermediate_size=96, steps=300, batch_size=32, learning_rate=3e-3
+)

@@ -24,8 +24,8 @@ from pydantic import Field
 from transformers import TrainerCallback
 
 from paradigms.algorithms import ALGORITHMS
-from paradigms.rl.learner import Diverged, Learner, RLSettings
-from paradigms.session import Interaction, Session, item_columns
+from paradigms.rl.learner import Learner, RLSettings
+from paradigms.session import Diverged, Interaction, Session, item_columns
 from tasks import grammar
 from tasks.rewards import REWARD_COMPONENTS
 

@@ -18,11 +18,7 @@ from pydantic import Field
 
 from paradigms.algorithms import AlgorithmSettings
 from paradigms.rl import batching
-from paradigms.session import Interaction, Session
-
-
-class Diverged(RuntimeError):
-    """The loss or a gradient became NaN or infinite; the message says when and what to change."""
+from paradigms.session import Diverged, Interaction, Session
 
 
 class RLSettings(AlgorithmSettings):
