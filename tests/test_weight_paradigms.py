@@ -66,7 +66,7 @@ def test_adapter_and_full_ft_differ_only_in_what_is_trainable(tiny_base):
 
 
 def test_algorithms_that_need_groups_refuse_a_group_of_one():
-    with pytest.raises(ConfigError, match="algorithm.group_size"):
+    with pytest.raises(ConfigError, match=r"algorithm\.group_size"):
         load_experiment(SMOKE, ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=1"])
 
 
