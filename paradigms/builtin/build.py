@@ -94,7 +94,8 @@ def train_base(
             max_steps=recipe.steps,
             per_device_train_batch_size=recipe.batch_size,
             learning_rate=recipe.learning_rate,
-            lr_scheduler_type="constant_with_warmup",
+            lr_scheduler_type="warmup_stable_decay",
+            lr_scheduler_kwargs={"num_decay_steps": recipe.decay_steps},
             warmup_steps=recipe.warmup_steps,
             weight_decay=recipe.weight_decay,
             seed=recipe.seed,
@@ -108,6 +109,7 @@ def train_base(
             dataset_kwargs={"skip_prepare_dataset": True},
             max_length=recipe.max_positions,
             dataloader_num_workers=0,
+            gradient_checkpointing=False,  # TRL turns it on by default; pure overhead on small models
         )
         callbacks = [_EveryN(checkpoint_every, checkpoint_hook)] if checkpoint_hook else []
         trainer = SFTTrainer(

@@ -23,10 +23,11 @@ class BaseRecipe:
     n_heads: int = 4
     intermediate_size: int = 256
     max_positions: int = 128
-    steps: int = 4000
+    steps: int = 1600
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    decay_steps: int = 320  # constant learning rate, then a cosine decay to 0 over the last steps
     weight_decay: float = 0.0
     seed: int = 0
     mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIXTURE))
@@ -41,5 +42,12 @@ class BaseRecipe:
 #: A seconds-long build for tests: same code path; it writes well-formed answers often enough for
 #: rewards to vary (so RL updates are non-zero), but it is not competent.
 TINY_RECIPE = BaseRecipe(
-    n_layers=1, hidden_size=48, n_heads=2, intermediate_size=96, steps=300, batch_size=32, learning_rate=3e-3
+    n_layers=1,
+    hidden_size=48,
+    n_heads=2,
+    intermediate_size=96,
+    steps=300,
+    batch_size=32,
+    learning_rate=3e-3,
+    decay_steps=60,
 )

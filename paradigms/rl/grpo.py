@@ -21,7 +21,7 @@ from typing import Literal
 
 from datasets import Dataset
 from pydantic import Field
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from paradigms.algorithms import ALGORITHMS
 from paradigms.rl.learner import Learner, RLSettings
@@ -159,6 +159,7 @@ class GRPO(Learner):
                 remove_unused_columns=False,
                 seed=session.user.seed,
                 dataloader_num_workers=0,
+                gradient_checkpointing=s.gradient_checkpointing,  # TRL's default is on
             )
             trainer = GRPOTrainer(
                 model=self.host.policy,
@@ -169,6 +170,7 @@ class GRPO(Learner):
                 rollout_func=self.rollout,
                 callbacks=[_ReportSteps(self)],
             )
+            trainer.remove_callback(PrinterCallback)  # the runner reports; no dicts on stdout
             trainer.train()
         if self.pending:
             self.flush({})

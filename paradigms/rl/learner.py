@@ -31,6 +31,11 @@ class RLSettings(AlgorithmSettings):
     kl_coef: float = Field(0.0, ge=0, description="Weight of the KL(policy || base) penalty (0 = off).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: less "
+        "memory for large models, slower for small ones.",
+    )
 
 
 class Learner(ABC):
@@ -50,6 +55,8 @@ class Learner(ABC):
                 f"algorithm.group_size must be at least {self.min_group_size} for {settings.name}; raise it"
             )
         self.settings, self.host = settings, host
+        if settings.gradient_checkpointing:
+            host.policy.gradient_checkpointing_enable()
         self.update_flops = 0.0
         self._optimizer: torch.optim.Optimizer | None = None
 

@@ -1,0 +1,109 @@
+"""Per-run views of the tidy table: one row per run, its comparison group, final values and curves.
+
+A comparison group is (paradigm, algorithm, variant). ``variant`` names the params that differ
+between the configurations of one paradigm and algorithm (``reward.weights.search_cost=0.5``),
+so that grid points are compared, not pooled; it is ``""`` when a paradigm and algorithm ran one
+configuration. The seed and the task suite never make a variant: seeds are the replicates and
+task suites are the strata of the bootstrap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import RUN_COLUMNS
+from analysis.names import FINISHED, PARAM_PREFIX, paradigm_rank
+
+GROUP_COLUMNS = ["paradigm", "algorithm", "variant"]
+_NOT_VARIANT = {f"{PARAM_PREFIX}seed", f"{PARAM_PREFIX}task.suite"}
+
+
+def run_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the run columns, its ``param.*`` columns, ``variant`` and ``group`` (a label).
+
+    Sorted by group (paradigms in the fixed order), task, seed (numerically), run name, run id.
+    """
+    params = [c for c in table.columns if c.startswith(PARAM_PREFIX)]
+    runs = table.drop_duplicates("run_id")[[*RUN_COLUMNS, *params]].copy()
+    runs["variant"] = _variants(runs, params)
+    runs["group"] = [
+        group_label(p, a, v) for p, a, v in zip(runs["paradigm"], runs["algorithm"], runs["variant"])
+    ]
+    return sort_runs(runs).reset_index(drop=True)
+
+
+def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with the group columns, task, seed, run_name, run_id) in the canonical run order."""
+    keys = pd.DataFrame(
+        {
+            "rank": [paradigm_rank(p)[0] for p in frame["paradigm"]],
+            "paradigm": frame["paradigm"].to_numpy(),
+            "algorithm": frame["algorithm"].to_numpy(),
+            "variant": frame["variant"].to_numpy(),
+            "task": frame["task"].to_numpy(),
+            "seed_number": pd.to_numeric(frame["seed"], errors="coerce").to_numpy(),
+            "seed": frame["seed"].to_numpy(),
+            "run_name": frame["run_name"].to_numpy(),
+            "run_id": frame["run_id"].to_numpy(),
+        },
+        index=frame.index,
+    )
+    order = keys.sort_values(list(keys.columns), kind="mergesort", na_position="last").index
+    return frame.loc[order]
+
+
+def group_label(paradigm: str, algorithm: str, variant: str = "") -> str:
+    """``paradigm``, ``paradigm/algorithm`` when it learns with an algorithm, then ``(variant)`` if any."""
+    label = paradigm if algorithm in ("", "none") else f"{paradigm}/{algorithm}"
+    return f"{label} ({variant})" if variant else label
+
+
+def ordered_groups(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The distinct (paradigm, algorithm, variant) of ``runs`` in the canonical order."""
+    keys = runs[GROUP_COLUMNS].drop_duplicates()
+    return sorted(
+        (tuple(row) for row in keys.itertuples(index=False)),
+        key=lambda key: (paradigm_rank(key[0]), key[1], key[2]),
+    )
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of finished runs (tables and figures use only these)."""
+    return runs[runs["status"] == FINISHED]
+
+
+def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of failed, killed or still-running runs (reports list them)."""
+    return runs[runs["status"] != FINISHED]
+
+
+def final_values(table: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` at each run's last logged step, indexed by run id (runs without it are absent)."""
+    rows = table[table["metric"] == metric].dropna(subset=["value"])
+    rows = rows.sort_values(["run_id", "step"], kind="mergesort")
+    return rows.groupby("run_id", sort=True)["value"].last().astype("float64")
+
+
+def curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Every logged point of ``metric``: columns run_id, step (int), value, sorted by run and step."""
+    rows = table.loc[table["metric"] == metric, ["run_id", "step", "value"]].dropna()
+    rows = rows.astype({"step": "int64", "value": "float64"})
+    return rows.sort_values(["run_id", "step"], kind="mergesort").reset_index(drop=True)
+
+
+def with_values(runs: pd.DataFrame, values: pd.Series, name: str = "value") -> pd.DataFrame:
+    """``runs`` joined with a per-run series (by run id), dropping runs without a finite value."""
+    joined = runs.assign(**{name: runs["run_id"].map(values)})
+    return joined[np.isfinite(joined[name].astype("float64"))]
+
+
+def _variants(runs: pd.DataFrame, params: list[str]) -> list[str]:
+    labels = pd.Series("", index=runs.index, dtype="str")
+    candidates = [p for p in params if p not in _NOT_VARIANT]
+    for _, members in runs.groupby(["paradigm", "algorithm"], sort=True):
+        values = members[candidates].fillna("")
+        differing = sorted(c for c in candidates if values[c].nunique() > 1)
+        for index, row in values[differing].iterrows():
+            labels[index] = ", ".join(f"{c[len(PARAM_PREFIX) :]}={row[c]}" for c in differing)
+    return labels.tolist()
