@@ -30,9 +30,7 @@ def scores_matrix(runs: pd.DataFrame, column: str = "value") -> np.ndarray:
     return ordered[column].to_numpy(dtype="float64")[:, None]  # (runs, 1)
 
 
-def summarize(
-    scores: np.ndarray, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
-) -> dict[str, float | int]:
+def summarize(scores: np.ndarray, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS) -> dict[str, float | int]:
     """``{"iqm", "ci_low", "ci_high", "n"}`` of ``scores: (runs, tasks)``; NaNs and n = 0 when empty."""
     if scores.size == 0:
         return {"iqm": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
@@ -59,7 +57,7 @@ def group_summaries(
     rows = []
     for key in ordered_groups(runs):
         members = runs[(runs[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
-        row: dict[str, object] = dict(zip(GROUP_COLUMNS, key))
+        row: dict[str, object] = dict(zip(GROUP_COLUMNS, key, strict=True))
         row["group"] = members["group"].iloc[0]
         row["runs"] = len(members)
         for name, series in values.items():

@@ -40,13 +40,12 @@ def phase_matrices(table: pd.DataFrame, runs: pd.DataFrame) -> dict[str, PhaseMa
 
     rows = table[table["metric"].str.startswith(PHASE_ACCURACY_PREFIX, na=False)].dropna(subset=["value"])
     rows = rows.assign(phase=rows["metric"].str.slice(len(PHASE_ACCURACY_PREFIX)).astype("int64"))
+    by_id = runs.drop_duplicates("run_id").set_index("run_id")
     matrices = {}
-    for run_id, points in rows.groupby("run_id", sort=True):
-        if run_id not in set(runs["run_id"]):
-            continue
-        run = runs[runs["run_id"] == run_id].iloc[0]
-        suite = SUITES.get(run["task"]) if run["task"] in SUITES else None
-        phases = max(int(points["phase"].max()) + 1, suite.n_phases if suite is not None else 0)
+    for run_id, points in rows[rows["run_id"].isin(by_id.index)].groupby("run_id", sort=True):
+        run = by_id.loc[run_id]
+        suite_phases = SUITES[run["task"]].n_phases if run["task"] in SUITES.names() else 0
+        phases = max(int(points["phase"].max()) + 1, suite_phases)
         budget = _budget(run, int(points["step"].max()))
         accuracy = np.full((phases, phases), np.nan)  # (T, T)
         untrained = np.full(phases, np.nan)  # (T,)

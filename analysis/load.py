@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -43,6 +44,7 @@ RUN_COLUMNS = ("run_id", "run_name", "experiment", "status", ERROR_TAG, *CONTRAC
 METRIC_COLUMNS = ("metric", "step", "value")
 SORT_COLUMNS = ["experiment", "run_name", "run_id", "metric", "step"]
 _PAGE_SIZE = 1000
+_PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def resolve_tracking_uri(explicit: str | None = None) -> str | None:
@@ -167,7 +169,21 @@ def _read_artifact(client: mlflow.MlflowClient, run_id: str, path: str) -> str |
     try:
         if path not in {a.path for a in client.list_artifacts(run_id)}:
             return None
-        with tempfile.TemporaryDirectory() as scratch:
-            return Path(client.download_artifacts(run_id, path, scratch)).read_text()
+        with tempfile.TemporaryDirectory() as scratch, _no_progress_bar():
+            return Path(client.download_artifacts(run_id, path, scratch)).read_text(encoding="utf-8")
     except (MlflowException, OSError):
         return None
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Silence MLflow's download progress bar (one per artifact read) for the duration."""
+    previous = os.environ.get(_PROGRESS_BAR_ENV)
+    os.environ[_PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_PROGRESS_BAR_ENV, None)
+        else:
+            os.environ[_PROGRESS_BAR_ENV] = previous

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import RUN_COLUMNS
-from analysis.names import FINISHED, PARAM_PREFIX, paradigm_rank
+from analysis.names import FINISHED, FORGETTING, GENERAL_ACCURACY, PARAM_PREFIX, paradigm_rank
+from analysis.stats import final_forgetting
 
 GROUP_COLUMNS = ["paradigm", "algorithm", "variant"]
 _NOT_VARIANT = {f"{PARAM_PREFIX}seed", f"{PARAM_PREFIX}task.suite"}
@@ -28,29 +29,32 @@ def run_table(table: pd.DataFrame) -> pd.DataFrame:
     runs = table.drop_duplicates("run_id")[[*RUN_COLUMNS, *params]].copy()
     runs["variant"] = _variants(runs, params)
     runs["group"] = [
-        group_label(p, a, v) for p, a, v in zip(runs["paradigm"], runs["algorithm"], runs["variant"])
+        group_label(p, a, v)
+        for p, a, v in zip(runs["paradigm"], runs["algorithm"], runs["variant"], strict=True)
     ]
     return sort_runs(runs).reset_index(drop=True)
 
 
 def sort_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (with the group columns, task, seed, run_name, run_id) in the canonical run order."""
-    keys = pd.DataFrame(
-        {
-            "rank": [paradigm_rank(p)[0] for p in frame["paradigm"]],
-            "paradigm": frame["paradigm"].to_numpy(),
-            "algorithm": frame["algorithm"].to_numpy(),
-            "variant": frame["variant"].to_numpy(),
-            "task": frame["task"].to_numpy(),
-            "seed_number": pd.to_numeric(frame["seed"], errors="coerce").to_numpy(),
-            "seed": frame["seed"].to_numpy(),
-            "run_name": frame["run_name"].to_numpy(),
-            "run_id": frame["run_id"].to_numpy(),
-        },
-        index=frame.index,
-    )
-    order = keys.sort_values(list(keys.columns), kind="mergesort", na_position="last").index
-    return frame.loc[order]
+    columns = [
+        frame[c].tolist() for c in ("paradigm", "algorithm", "variant", "task", "seed", "run_name", "run_id")
+    ]
+    keys = [
+        (paradigm_rank(paradigm), algorithm, variant, task, _seed_key(seed), name, run_id)
+        for paradigm, algorithm, variant, task, seed, name, run_id in zip(*columns, strict=True)
+    ]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return frame.iloc[order]
+
+
+def _seed_key(seed: str) -> tuple[int, float, str]:
+    """Numeric seeds first, in numeric order; anything else after, by text."""
+    try:
+        number = float(seed)
+    except (TypeError, ValueError):
+        return 1, 0.0, str(seed)
+    return (0, number, "") if np.isfinite(number) else (1, 0.0, str(seed))
 
 
 def group_label(paradigm: str, algorithm: str, variant: str = "") -> str:
@@ -90,6 +94,18 @@ def curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = table.loc[table["metric"] == metric, ["run_id", "step", "value"]].dropna()
     rows = rows.astype({"step": "int64", "value": "float64"})
     return rows.sort_values(["run_id", "step"], kind="mergesort").reset_index(drop=True)
+
+
+def forgetting_values(table: pd.DataFrame) -> pd.Series:
+    """Final ``eval/forgetting`` per run; from the general-accuracy curve for runs that did not log it."""
+    logged = final_values(table, FORGETTING)
+    general = curves(table, GENERAL_ACCURACY)
+    computed = {
+        run_id: final_forgetting(points["value"].to_numpy())
+        for run_id, points in general.groupby("run_id", sort=True)
+        if run_id not in logged.index
+    }
+    return pd.concat([logged, pd.Series(computed, dtype="float64")]).sort_index()
 
 
 def with_values(runs: pd.DataFrame, values: pd.Series, name: str = "value") -> pd.DataFrame:

@@ -143,6 +143,62 @@ def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
     return experiment, tracker
 
 
+@app.command()
+def report(
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", help="MLflow experiment name (repeatable).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default: reports/<name>).")
+    ] = None,
+    tracking_uri: UriOption = None,
+    parquet: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-parquet", help="Rebuild from a runs.parquet export instead of the MLflow store."
+        ),
+    ] = None,
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="Log the report as a 'report' run in MLflow.")
+    ] = True,
+) -> None:
+    """Tables and figures (Markdown, HTML, LaTeX, CSV) from an experiment's finished runs."""
+    names = experiment or []
+    if not names and parquet is None:
+        _fail("--experiment: name the MLflow experiment to report on, e.g. --experiment comparison", 2)
+    if parquet is not None and not parquet.is_file():
+        _fail(f"--from-parquet: no such file {parquet}; pass a runs.parquet written by an earlier report", 2)
+    _quiet_libraries()
+    from analysis.report import build_report, log_report
+    from experiments.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    target = out or Path("reports") / (names[0] if names else parquet.stem)
+    try:
+        result = build_report(
+            names, uri if parquet is None else None, target, parquet=parquet, study=_study_for(names)
+        )
+    except ValueError as error:
+        _fail(str(error), 2)
+    if log and parquet is None:
+        log_report(uri, names[0], target)
+    typer.echo(f"{result.finished_runs} finished runs; {len(result.unfinished_runs)} failed or unfinished")
+    typer.echo(f"report: {result.html.resolve()}")
+    typer.echo(f"tables: {result.table_csv} {result.table_tex}; figures in {target / 'figures'}")
+    typer.echo("open the runs with: harness ui")
+
+
+def _study_for(names: list[str]):
+    """The Optuna study of a sweep with this experiment's name, when its default journal exists."""
+    if len(names) != 1:
+        return None
+    try:
+        from experiments.sweep import load_study_if_any
+    except ImportError:
+        return None
+    return load_study_if_any(names[0])
+
+
 @config_app.command("show")
 def config_show(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None

@@ -62,7 +62,7 @@ class TaskConfig(_Section):
         2, ge=0, description="Search calls allowed per query; further calls get nothing."
     )
     batch_size: int = Field(
-        8, ge=1, description="Queries answered between two learning steps (every paradigm)."
+        4, ge=1, description="Queries answered between two learning steps (every paradigm)."
     )
 
 
@@ -83,7 +83,7 @@ class RewardConfig(_Section):
 
 class BudgetConfig(_Section):
     feedback_events: int = Field(
-        400, gt=0, description="Scored responses a run consumes (a group of 8 is 8)."
+        800, gt=0, description="Scored responses a run consumes (a group of 8 is 8)."
     )
 
 

@@ -23,11 +23,11 @@ class BaseRecipe:
     n_heads: int = 4
     intermediate_size: int = 256
     max_positions: int = 128
-    steps: int = 1600
+    steps: int = 2400
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 100
-    decay_steps: int = 320  # constant learning rate, then a cosine decay to 0 over the last steps
+    decay_steps: int = 480  # constant learning rate, then a cosine decay to 0 over the last steps
     weight_decay: float = 0.0
     seed: int = 0
     mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIXTURE))

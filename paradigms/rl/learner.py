@@ -24,7 +24,7 @@ from paradigms.session import Diverged, Interaction, Session
 class RLSettings(AlgorithmSettings):
     """Knobs every weight-changing algorithm shares."""
 
-    learning_rate: float = Field(1e-4, gt=0, description="Optimizer (AdamW) learning rate.")
+    learning_rate: float = Field(1e-3, gt=0, description="Optimizer (AdamW) learning rate.")
     group_size: int = Field(
         4, ge=1, description="Responses sampled per query (a group is G feedback events)."
     )

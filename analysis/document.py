@@ -1,0 +1,138 @@
+"""A report as a list of blocks, rendered to Markdown (figures linked) or to self-contained HTML.
+
+The HTML embeds every figure as a base64 PNG data URI and its style inline: it references no
+external file, script or font. Text may use backticks for inline code in both renderings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.formats import markdown_table
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of strings (see analysis/formats.display_table)."""
+
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG figure: linked from Markdown (relative path), embedded in HTML."""
+
+    path: Path
+    alt: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    language: str = ""
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Code
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }
+th, td { border-top: 1px solid #bbb; border-bottom: 1px solid #bbb; padding: 0.25rem 0.6rem; }
+td, th { text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; }
+td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
+figure { margin: 1.5rem 0; }
+img { max-width: 100%; height: auto; }
+figcaption { font-size: 0.85rem; color: #555; }
+pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
+code { background: #f3f3f3; padding: 0 0.2rem; }
+""".strip()
+
+
+def to_markdown(blocks: Sequence[Block], base_dir: Path) -> str:
+    """Markdown of ``blocks``; image paths are written relative to ``base_dir`` (the report's folder)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}\n")
+        elif isinstance(block, Paragraph):
+            parts.append(f"{block.text}\n")
+        elif isinstance(block, Bullets):
+            parts.append("".join(f"- {item}\n" for item in block.items))
+        elif isinstance(block, Table):
+            parts.append(markdown_table(block.frame))
+        elif isinstance(block, Image):
+            relative = block.path.relative_to(base_dir).as_posix()
+            parts.append(f"![{block.alt}]({relative})\n\n*{block.caption}*\n")
+        elif isinstance(block, Code):
+            fence = "~~~~" if "```" in block.text else "```"
+            parts.append(f"{fence}{block.language}\n{block.text.rstrip()}\n{fence}\n")
+    return "\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
+        for row in frame.itertuples(index=False)
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    """A self-contained HTML page of ``blocks``: figures as data URIs, inline CSS, no scripts."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>\n" + "".join(f"<li>{_inline(i)}</li>\n" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            parts.append(_html_table(block.frame))
+        elif isinstance(block, Image):
+            parts.append(
+                f'<figure><img alt="{html.escape(block.alt)}" src="{_data_uri(block.path)}">'
+                f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
+            )
+        elif isinstance(block, Code):
+            parts.append(f"<pre><code>{html.escape(block.text.rstrip())}</code></pre>")
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,129 @@
+"""The report's numeric tables, one row per comparison group (paradigm, algorithm, variant).
+
+Every cell is an IQM over the group's finished runs with a 95% stratified-bootstrap CI and its n
+(see analysis/aggregate.py). Column names of the numeric tables are ``<key>.iqm``,
+``<key>.ci_low``, ``<key>.ci_high`` and ``<key>.n`` after ``paradigm, algorithm, variant, group,
+runs``; the ``key`` of each column is listed in :data:`MAIN_COLUMNS`, :data:`LEARNING_COLUMNS`
+and :data:`CONTINUAL_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis import continual
+from analysis.aggregate import group_summaries
+from analysis.names import (
+    FORMAT_COMPLIANCE,
+    HIGHER,
+    LOWER,
+    PERSONAL_ACCURACY,
+    SEARCH_CALLS_PER_QUERY,
+    STORAGE_BYTES,
+    TRAIN_FLOPS,
+    WALL_SECONDS,
+)
+from analysis.runs import curves, final_values, forgetting_values
+from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
+
+TARGET_ACCURACY = 0.8
+
+
+@dataclass(frozen=True)
+class Column:
+    """One summarized quantity: its key in CSV headers, its display label, direction and format."""
+
+    key: str
+    label: str
+    direction: str
+    fmt: str
+
+
+MAIN_COLUMNS = (
+    Column("personal_accuracy", "Personal acc.", HIGHER, ".3f"),
+    Column("forgetting", "Forgetting", LOWER, ".3f"),
+    Column("search_calls_per_query", "Searches/query", LOWER, ".2f"),
+    Column("format_compliance", "Format", HIGHER, ".3f"),
+    Column("train_flops", "Train FLOPs", LOWER, ".3g"),
+    Column("wall_seconds", "Wall s", LOWER, ".1f"),
+    Column("storage_bytes", "Storage B/user", LOWER, ".3g"),
+)
+_MAIN_METRICS = {
+    "personal_accuracy": PERSONAL_ACCURACY,
+    "search_calls_per_query": SEARCH_CALLS_PER_QUERY,
+    "format_compliance": FORMAT_COMPLIANCE,
+    "train_flops": TRAIN_FLOPS,
+    "wall_seconds": WALL_SECONDS,
+    "storage_bytes": STORAGE_BYTES,
+}
+LEARNING_COLUMNS = (
+    Column("auc", "AUC (mean acc.)", HIGHER, ".3f"),
+    Column("events_to_target", f"Events to {TARGET_ACCURACY:g}", LOWER, ".0f"),
+)
+CONTINUAL_COLUMNS = (
+    Column("acc", "ACC", HIGHER, ".3f"),
+    Column("bwt", "BWT", HIGHER, ".3f"),
+    Column("fwt", "FWT", HIGHER, ".3f"),
+)
+
+
+def comparison_table(
+    table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
+) -> pd.DataFrame:
+    """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
+
+    "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (or, if a
+    run did not log it, best minus final general-probe accuracy).
+    """
+    values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
+    values["forgetting"] = forgetting_values(table)
+    ordered = {column.key: values[column.key] for column in MAIN_COLUMNS}
+    return group_summaries(runs, ordered, seed, reps)
+
+
+def learning_table(
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    seed: int,
+    reps: int = DEFAULT_BOOTSTRAP_REPS,
+    target: float = TARGET_ACCURACY,
+) -> pd.DataFrame:
+    """Sample efficiency per group: area under the personal-accuracy curve and events to ``target``.
+
+    ``auc`` is the normalized area (the curve's mean accuracy over the run, runs with two or more
+    evaluations); ``events_to_target`` summarizes only the runs that reached ``target`` (the first
+    evaluation at or above it), and ``reached`` counts them.
+    """
+    auc, events = {}, {}
+    for run_id, points in curves(table, PERSONAL_ACCURACY).groupby("run_id", sort=True):
+        x, y = points["step"].to_numpy(float), points["value"].to_numpy(float)
+        if len(x) >= 2:
+            auc[run_id] = area_under_curve(x, y, normalize=True)
+        events[run_id] = feedback_events_to_reach(x, y, target)
+    events_series = pd.Series(events, dtype="float64")
+    summary = group_summaries(
+        runs, {"auc": pd.Series(auc, dtype="float64"), "events_to_target": events_series}, seed, reps
+    )
+    # events_to_target is finite exactly for the runs that reached the target
+    summary.insert(summary.columns.get_loc("events_to_target.iqm"), "reached", summary["events_to_target.n"])
+    return summary
+
+
+def continual_table(
+    table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """ACC, BWT and FWT per group from the drift matrices, or None when no run logged phases.
+
+    Returns the table and notes about runs whose matrix lacked the entries a metric needs.
+    """
+    if not continual.has_phases(table):
+        return None, []
+    metrics, notes = continual.run_metrics(continual.phase_matrices(table, runs))
+    if metrics.empty:
+        return None, notes
+    with_phases = runs[runs["run_id"].isin(metrics.index)]
+    values = {column.key: metrics[column.key] for column in CONTINUAL_COLUMNS}
+    return group_summaries(with_phases, values, seed, reps), notes
