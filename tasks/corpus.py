@@ -112,7 +112,9 @@ class CorpusGenerator:
         value = world.value(entity, attribute)
         facts, formats = _random_profile(rng)
         other_kinds = [k for k in WORLD_ATTRIBUTES if k != attribute]
-        kinds = _sample(rng, other_kinds, 0, len(other_kinds))
+        # with the preference noted, at least one other kind's note stands beside it, so following
+        # it takes matching the question's kind, not just copying the only format in sight
+        kinds = _sample(rng, other_kinds, 1 if format_note_kind else 0, len(other_kinds))
         instruction = None
         if format_note_kind:
             kinds.append(attribute)
