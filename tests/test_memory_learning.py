@@ -55,16 +55,16 @@ def test_stale_memories_dip_and_recover_under_drift(tracking_uri, real_base):
             "task.suite=drift",
             "task.search=false",
             "budget.feedback_events=300",
-            "evaluation.every=10",
+            "evaluation.every=20",
             "paradigm.name=memory",
             "paradigm.reflection=template",
         ],
     )
     accuracy = dict(history["eval/personal_accuracy"])
-    boundary = 100  # three phases over 300 events
-    before, after = accuracy[boundary - 10], accuracy[boundary]
+    boundary = 100  # three phases over 300 events, evaluated every 20
+    before, after = accuracy[boundary - 20], accuracy[boundary]
     assert after < before  # the facts changed; the memories are stale
-    assert accuracy[2 * boundary - 10] > after  # corrections replace them
+    assert accuracy[2 * boundary - 20] > after  # corrections replace them
     assert {"eval/phase_accuracy/0", "eval/phase_accuracy/1", "eval/phase_accuracy/2"} <= set(
         run.data.metrics
     )
