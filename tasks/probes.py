@@ -43,55 +43,37 @@ def _random_user_facts(rng: random.Random) -> dict[str, str]:
     return {a: rng.choice(pool) for a, pool in USER_ATTRIBUTES.items()}
 
 
+def _personal_probe(n: int, seed: int, in_context: bool, others: tuple[int, int], kind: str) -> list[Item]:
+    """Personal questions with ``others`` (min, max) other facts of the same user in context, and
+    the asked fact among them when ``in_context``; search is offered."""
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        facts = _random_user_facts(rng)
+        attribute = rng.choice(list(facts))
+        shown = rng.sample([a for a in facts if a != attribute], rng.randint(*others))
+        if in_context:
+            shown.append(attribute)
+            rng.shuffle(shown)
+        notes = tuple(grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in shown)
+        query = Query(grammar.question(grammar.USER_SUBJECT, attribute), True)
+        items.append(
+            Item(query, f"fact:{attribute}", facts[attribute], None, not in_context, kind=kind, notes=notes)
+        )
+    return items
+
+
 def context_reading_probe(n: int = 200, seed: int = 1) -> list[Item]:
     """A personal question whose fact sits among 2-4 other facts of the same user in context.
 
     Search is offered; reading correctly means answering the right value without searching.
     """
-    rng = random.Random(seed)
-    items = []
-    for _ in range(n):
-        facts = _random_user_facts(rng)
-        attribute = rng.choice(list(facts))
-        others = rng.sample([a for a in facts if a != attribute], rng.randint(2, 4))
-        shown = [attribute, *others]
-        rng.shuffle(shown)
-        notes = tuple(grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in shown)
-        items.append(
-            Item(
-                Query(grammar.question(grammar.USER_SUBJECT, attribute), True),
-                f"fact:{attribute}",
-                facts[attribute],
-                None,
-                False,
-                kind="reading",
-                notes=notes,
-            )
-        )
-    return items
+    return _personal_probe(n, seed, in_context=True, others=(2, 4), kind="reading")
 
 
 def search_probe(n: int = 200, seed: int = 2) -> list[Item]:
     """A personal question whose fact is not in context (0-2 other facts are), search offered."""
-    rng = random.Random(seed)
-    items = []
-    for _ in range(n):
-        facts = _random_user_facts(rng)
-        attribute = rng.choice(list(facts))
-        others = rng.sample([a for a in facts if a != attribute], rng.randint(0, 2))
-        notes = tuple(grammar.note_line(grammar.USER_SUBJECT, a, facts[a]) for a in others)
-        items.append(
-            Item(
-                Query(grammar.question(grammar.USER_SUBJECT, attribute), True),
-                f"fact:{attribute}",
-                facts[attribute],
-                None,
-                True,
-                kind="search",
-                notes=notes,
-            )
-        )
-    return items
+    return _personal_probe(n, seed, in_context=False, others=(0, 2), kind="search")
 
 
 def format_following_probe(n: int = 200, seed: int = 3) -> list[Item]:
