@@ -67,6 +67,7 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load
 
 
 @app.command()
@@ -197,6 +198,57 @@ def _study_for(names: list[str]):
     except ImportError:
         return None
     return load_study_if_any(names[0])
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML file with a sweep: section.")],
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes on the study.")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Optuna storage: a journal file (default optuna-journal/NAME.log) or an RDB URL "
+            "(postgresql://... for workers on several machines).",
+        ),
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="Trials that must finish (overrides sweep.n_trials).")
+    ] = None,
+    set_: SetOption = None,
+    tracking_uri: UriOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output and no result table.")] = False,
+) -> None:
+    """Run the file's sweep: section as an Optuna study; the same command resumes it."""
+    from experiments.sweep import SweepFailed, load_sweep, run_sweep
+    from experiments.tracking import Tracker
+
+    try:
+        plan = load_sweep(file, set_ or [], n_trials=n_trials, storage=storage, workers=workers)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    _quiet_libraries()
+    tracker = Tracker(tracking_uri)
+    try:
+        result = run_sweep(plan, tracker, workers=workers, progress=not quiet)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    except SweepFailed as error:
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        _fail(
+            "interrupted: the running trial is marked FAIL and queued again, its MLflow runs KILLED; "
+            "resume with the same command",
+            130,
+        )
+    if quiet:
+        return
+    typer.echo(result.table())
+    state = "finished" if result.finished else "still running in other workers"
+    typer.echo(
+        f"study {plan.study_name!r} {state}: {result.counts.finished}/{plan.n_trials} trials in "
+        f"{plan.storage_url}; runs logged to {tracker.uri} (experiment {plan.experiment.name!r})"
+    )
 
 
 @config_app.command("show")

@@ -28,7 +28,7 @@ def test_adapter_grpo_learns_the_hidden_format_within_the_default_budget(trackin
             "task.suite=preferences",
             "paradigm.name=adapter",
             "algorithm.name=grpo",
-            "budget.feedback_events=400",
+            "budget.feedback_events=800",  # the default budget
             "evaluation.every=100",
             "task.batch_size=4",
         ],
