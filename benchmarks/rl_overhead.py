@@ -11,7 +11,7 @@ For each algorithm, one process measures both, on the same model and the same ba
 
 The ratio harness / raw is the overhead (1.0 = none). Also reported: completion tokens (the
 agent's own) per second of harness time. Timings are noisy on a shared machine; the ratio is
-taken within one run, interleaving nothing else.
+taken within one run, interleaving nothing else, after one untimed warm-up step per algorithm.
 
     python benchmarks/rl_overhead.py --paradigm adapter --steps 6 --out benchmarks/results/rl_overhead.json
 """
@@ -90,6 +90,7 @@ def main() -> None:
     rows = []
     for algorithm in args.algorithms:
         group = 1 if algorithm == "sft" else args.group
+        harness_time(args.paradigm, algorithm, 1, args.batch, group)  # warm-up: first-call costs of torch/HF
         harness, interactions, paradigm = harness_time(args.paradigm, algorithm, args.steps, args.batch, group)
         raw = raw_time(paradigm, interactions)
         tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)

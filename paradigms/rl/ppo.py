@@ -115,7 +115,7 @@ class PPO(Learner):
             pg = policy_loss(logp, old_logp, advantages, batch.mask, s.clip_range)
             vf = value_loss(values, old_values, returns, batch.mask, s.value_clip_range)
             metrics["train/grad_norm"] = self.step(pg + s.value_coef * vf, events)
-            metrics["train/policy_loss"], metrics["train/value_loss"] = float(pg), float(vf)
+            metrics["train/policy_loss"], metrics["train/value_loss"] = pg.item(), vf.item()
         if ref_logp is not None:
             metrics["train/kl"] = float(batching.masked_mean(batching.kl_k3(old_logp, ref_logp), batch.mask))
         self.count_update(batch, passes=s.epochs + 1)

@@ -44,11 +44,11 @@ class Reinforce(Learner):
         logits = batching.forward(self.host.policy, batch).logits  # (B, L, V)
         logp = batching.token_logprobs(logits, batch)  # (B, C)
         loss = reinforce_loss(logp, advantages, batch.mask)
-        metrics = {"train/policy_loss": float(loss)}
+        metrics = {"train/policy_loss": loss.item()}
         if self.settings.kl_coef > 0:
             kl = batching.masked_mean(batching.kl_k3(logp, self.host.reference_logprobs(batch)), batch.mask)
             loss = loss + self.settings.kl_coef * kl
-            metrics["train/kl"] = float(kl)
+            metrics["train/kl"] = kl.item()
         metrics["train/grad_norm"] = self.step(loss, events)
         self.count_update(batch)
         return metrics

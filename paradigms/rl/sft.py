@@ -69,7 +69,7 @@ class SFT(Learner):
                     batching.kl_k3(logp, self.host.reference_logprobs(batch)), batch.mask
                 )
                 loss = loss + self.settings.kl_coef * kl
-            metrics["train/sft_loss"] = float(loss)
+            metrics["train/sft_loss"] = loss.item()
             metrics["train/grad_norm"] = self.step(loss, events)
         self.count_update(batch, passes=self.settings.epochs)
         return metrics
