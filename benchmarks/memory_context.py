@@ -26,13 +26,15 @@ def measure(overrides: list[str]) -> list[dict]:
     rows: list[dict] = []
 
     def record(events: int, results: dict[str, float]) -> None:
-        rows.append({
-            "events": events,
-            "context_tokens_per_query": results[m.CONTEXT_TOKENS_PER_QUERY],
-            "personal_accuracy": results[m.PERSONAL_ACCURACY],
-            "search_calls_per_query": results[m.SEARCH_CALLS_PER_QUERY],
-            "store_entries": results.get("memory/store_entries", 0.0),
-        })
+        rows.append(
+            {
+                "events": events,
+                "context_tokens_per_query": results[m.CONTEXT_TOKENS_PER_QUERY],
+                "personal_accuracy": results[m.PERSONAL_ACCURACY],
+                "search_calls_per_query": results[m.SEARCH_CALLS_PER_QUERY],
+                "store_entries": results.get("memory/store_entries", 0.0),
+            }
+        )
 
     execute(config, run=None, progress=False, on_eval=record)
     return rows
@@ -46,8 +48,12 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory_context.json"))
     args = parser.parse_args()
-    common = [f"task.suite={args.suite}", f"budget.feedback_events={args.events}", f"evaluation.every={args.every}",
-              "backbone=builtin"]
+    common = [
+        f"task.suite={args.suite}",
+        f"budget.feedback_events={args.events}",
+        f"evaluation.every={args.every}",
+        "backbone=builtin",
+    ]
     results = {}
     for top_k in args.top_k:
         started = time.perf_counter()

@@ -36,11 +36,18 @@ SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.yaml"
 def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int):
     """Seconds for ``steps`` harness steps, and the interactions they produced."""
     events = steps * batch * group
-    config = load_experiment(SMOKE, [
-        "backbone=builtin", f"paradigm.name={paradigm_name}", f"algorithm.name={algorithm}",
-        f"algorithm.group_size={group}", f"task.batch_size={batch}", f"budget.feedback_events={events}",
-        "task.suite=default",
-    ]).runs()[0]
+    config = load_experiment(
+        SMOKE,
+        [
+            "backbone=builtin",
+            f"paradigm.name={paradigm_name}",
+            f"algorithm.name={algorithm}",
+            f"algorithm.group_size={group}",
+            f"task.batch_size={batch}",
+            f"budget.feedback_events={events}",
+            "task.suite=default",
+        ],
+    ).runs()[0]
     parts = assemble(config, progress=False)
     interactions = []
 
@@ -68,8 +75,14 @@ def raw_time(paradigm, interactions) -> float:
         started = time.perf_counter()
         model.eval()
         with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=attention, max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=True, pad_token_id=pad)
+            model.generate(
+                input_ids=ids,
+                attention_mask=attention,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=True,
+                pad_token_id=pad,
+            )
         model.train()
         logits = batching.forward(model, batch).logits
         batching.token_logprobs(logits, batch).sum().backward()
@@ -91,17 +104,32 @@ def main() -> None:
     for algorithm in args.algorithms:
         group = 1 if algorithm == "sft" else args.group
         harness_time(args.paradigm, algorithm, 1, args.batch, group)  # warm-up: first-call costs of torch/HF
-        harness, interactions, paradigm = harness_time(args.paradigm, algorithm, args.steps, args.batch, group)
+        harness, interactions, paradigm = harness_time(
+            args.paradigm, algorithm, args.steps, args.batch, group
+        )
         raw = raw_time(paradigm, interactions)
         tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
-        rows.append({"algorithm": algorithm, "paradigm": args.paradigm, "steps": len(interactions),
-                     "responses": sum(len(i.episodes) for i in interactions), "harness_seconds": harness,
-                     "raw_seconds": raw, "overhead_ratio": harness / raw,
-                     "completion_tokens_per_second": tokens / harness})
-        print(f"{algorithm}: harness {harness:.1f} s, raw {raw:.1f} s, ratio {harness / raw:.2f}, "
-              f"{tokens / harness:.0f} completion tokens/s", flush=True)
+        rows.append(
+            {
+                "algorithm": algorithm,
+                "paradigm": args.paradigm,
+                "steps": len(interactions),
+                "responses": sum(len(i.episodes) for i in interactions),
+                "harness_seconds": harness,
+                "raw_seconds": raw,
+                "overhead_ratio": harness / raw,
+                "completion_tokens_per_second": tokens / harness,
+            }
+        )
+        print(
+            f"{algorithm}: harness {harness:.1f} s, raw {raw:.1f} s, ratio {harness / raw:.2f}, "
+            f"{tokens / harness:.0f} completion tokens/s",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+    args.out.write_text(
+        json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -144,6 +144,17 @@ class TrackedRun:
             self.run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
         )
 
+    def resume(self) -> TrackedRun:
+        """Set a closed run back to RUNNING (a resumed sweep's parent) and accept writes again."""
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.closed = False
+        return self
+
+    def delete(self) -> None:
+        """Delete the run (a parent that lost the race to be a study's one parent)."""
+        self.client.delete_run(self.run_id)
+        self.closed = True
+
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Flush and close the run as FINISHED, FAILED (``error`` becomes a tag) or KILLED."""
         if self.closed:
@@ -194,10 +205,29 @@ class Tracker:
         return TrackedRun(self.client, run.info.run_id, name)
 
     def find_runs(self, experiment: str, filter_string: str = "") -> list:
+        """Every run of ``experiment`` matching an MLflow ``filter_string`` (oldest first); [] when none."""
         existing = self.client.get_experiment_by_name(experiment)
         if existing is None:
             return []
-        return self.client.search_runs([existing.experiment_id], filter_string=filter_string)
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [existing.experiment_id],
+                filter_string=filter_string,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def attach(self, run_id: str) -> TrackedRun:
+        """A handle on an existing run, to log to it or to set its final status."""
+        run = self.client.get_run(run_id)
+        tracked = TrackedRun(self.client, run_id, run.info.run_name)
+        tracked.closed = run.info.status != "RUNNING"
+        return tracked
 
 
 def contract_tags(config) -> dict[str, str]:

@@ -1,0 +1,148 @@
+"""The distributed path for real: two sweep workers on one PostgreSQL study and one MLflow server.
+
+`.ci/run` starts a throwaway PostgreSQL on 127.0.0.1 and exports its URL as
+``HARNESS_TEST_POSTGRES``; this test skips only when that is unset or the server is unreachable.
+Each worker is a separate `harness sweep FILE --storage postgresql://... --tracking-uri http://...`
+process, exactly as on two machines.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from experiments.sweep import rdb_url
+from tests.test_sweep import SMALL, harness, subprocess_env, sweep_file
+
+POSTGRES_ENV = "HARNESS_TEST_POSTGRES"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (.ci/run starts a throwaway PostgreSQL and sets it)")
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(rdb_url(url), connect_args={"connect_timeout": 5})
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as error:
+        pytest.skip(f"PostgreSQL at {url} is unreachable: {str(error).splitlines()[0]}")
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """An `mlflow server` on 127.0.0.1 with a SQLite backend in a temp dir; its URL."""
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"mlflow server did not answer: {(tmp_path / 'mlflow-server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.mark.timeout(400)
+def test_two_workers_share_one_postgres_study_and_one_mlflow_server(
+    tmp_path, postgres_url, mlflow_server, tiny_base
+):
+    study_name = f"pg-{uuid.uuid4().hex[:8]}"
+    file = sweep_file(tmp_path, n_trials=6, seeds=[0], study_name=study_name)
+    command = harness("sweep", str(file), *SMALL, "--storage", postgres_url, "--tracking-uri", mlflow_server)
+    env = subprocess_env(mlflow_server)
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    workers = []
+    for machine in machines:
+        machine.mkdir()
+        workers.append(
+            subprocess.Popen(
+                command, cwd=machine, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [worker.communicate(timeout=360) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert f"best trial of study '{study_name}'" in out  # each machine ends with the result
+    assert not any((machine / "optuna-journal").exists() for machine in machines)
+
+    study = optuna.load_study(study_name=study_name, storage=rdb_url(postgres_url))
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 6
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert all(t.user_attrs.get("surplus") for t in study.get_trials(states=(TrialState.FAIL,)))
+    pids = Counter(t.user_attrs["worker_pid"] for t in complete)
+    assert set(pids) <= {w.pid for w in workers}
+
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("tsweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    finished = Counter(int(c.data.tags["trial"]) for c in children if c.info.status == "FINISHED")
+    assert finished == Counter({t.number: 1 for t in complete})
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"best_trial.json", "sweep.yaml"} <= artifacts
+    print(f"trials per worker process: {dict(pids)}")
