@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from paradigms import ALGORITHMS, PARADIGMS
 from paradigms.algorithms import AlgorithmSettings
 from paradigms.base import ParadigmSettings
+from paradigms.rl.continual import ContinualSettings
 from tasks.registry import UnknownName
 from tasks.suites import SUITES
 
@@ -116,6 +117,11 @@ class RunConfig(_Section):
     )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="How answers are sampled."
+    )
+    continual: ContinualSettings = Field(
+        default_factory=ContinualSettings,
+        description="Replay, a regularizer and distillation against forgetting (full_ft and adapter "
+        "only; see paradigms/rl/continual.py).",
     )
     backbone: str = Field(
         "builtin",
@@ -281,6 +287,28 @@ def _validate_named(section: Any, registry, field: str, default: str) -> Any:
         raise ConfigError(_describe(error, settings_model, prefix=f"{field}.")) from None
 
 
+def _check_continual(section: Any, paradigm: str, paradigm_class: type) -> None:
+    """The ``continual:`` section applies only to paradigms that change weights, and must do something."""
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise ConfigError(f"continual: must be a section like {{replay: 0.2}}, got {json.dumps(section)}")
+    try:
+        settings = ContinualSettings.model_validate(section)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, ContinualSettings, prefix="continual.")) from None
+    if settings != ContinualSettings() and not getattr(paradigm_class, "supports_continual", False):
+        accepting = [n for n in PARADIGMS.names() if getattr(PARADIGMS[n], "supports_continual", False)]
+        raise ConfigError(
+            f"continual: applies only to paradigms that change weights ({', '.join(accepting)}), not "
+            f"{paradigm!r}; remove the continual section or choose one of those paradigms"
+        )
+    if settings.regularizer != "none" and settings.strength == 0:
+        raise ConfigError(
+            "continual.strength: 0 switches the regularizer off; set it above 0 or continual.regularizer=none"
+        )
+
+
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
     tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
@@ -301,6 +329,7 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
             raise ConfigError(
                 f"algorithm.name: {algorithm.name!r} does not apply to paradigm {paradigm.name!r}; {fix}"
             )
+        _check_continual(tree.get("continual"), paradigm.name, paradigm_class)
         task = tree.get("task") or {}
         if isinstance(task, dict) and "suite" in task and task["suite"] not in SUITES:
             raise ConfigError(f"task.suite: {SUITES.unknown_message(str(task['suite']))}")

@@ -25,6 +25,11 @@ PEAK_RSS_BYTES = "cost/peak_rss_bytes"
 GENERATED_TOKENS = "cost/generated_tokens"
 PROMPT_TOKENS = "cost/prompt_tokens"
 
+# the continual-learning terms of each update (paradigms/rl/continual.py), before their weights
+TRAIN_LOSS_REPLAY = "train/loss/replay"
+TRAIN_LOSS_REGULARIZER = "train/loss/regularizer"
+TRAIN_LOSS_DISTILL = "train/loss/distill"
+
 #: Direction of every fixed metric name: is a higher value better or worse?
 DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
@@ -43,6 +48,9 @@ DIRECTIONS: dict[str, str] = {
     PEAK_RSS_BYTES: LOWER,
     GENERATED_TOKENS: LOWER,
     PROMPT_TOKENS: LOWER,
+    TRAIN_LOSS_REPLAY: LOWER,
+    TRAIN_LOSS_REGULARIZER: LOWER,
+    TRAIN_LOSS_DISTILL: LOWER,
 }
 
 

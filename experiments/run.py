@@ -96,6 +96,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
     reference = backbone.reference() if paradigm_class.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
+    if config.continual.active:  # the config refuses it for paradigms that do not change weights
+        paradigm.use_continual(config.continual)
     session = Session(
         suite,
         user,

@@ -41,6 +41,6 @@ class Adapter(WeightLearning):
         return get_peft_model(model, config)
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: batching.EpisodeBatch) -> torch.Tensor:
+    def reference_logits(self, batch: batching.EpisodeBatch) -> torch.Tensor:
         with self.policy.disable_adapter():
-            return batching.token_logprobs(batching.forward(self.policy, batch).logits, batch)
+            return batching.forward(self.policy, batch).logits

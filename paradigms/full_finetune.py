@@ -25,5 +25,5 @@ class FullFinetune(WeightLearning):
         return model
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: batching.EpisodeBatch) -> torch.Tensor:
-        return batching.token_logprobs(batching.forward(self.backbone.reference(), batch).logits, batch)
+    def reference_logits(self, batch: batching.EpisodeBatch) -> torch.Tensor:
+        return batching.forward(self.backbone.reference(), batch).logits

@@ -15,6 +15,7 @@ import torch
 from paradigms.algorithms import ALGORITHMS
 from paradigms.base import Paradigm
 from paradigms.rl import batching
+from paradigms.rl.continual import Continual, ContinualSettings
 from paradigms.session import Session
 
 
@@ -22,6 +23,8 @@ class WeightLearning(Paradigm):
     """A paradigm that learns the user into weights with the config's algorithm."""
 
     uses_algorithm = True
+    #: Accepts the ``continual:`` section (replay, regularizers, distillation; ``paradigms.rl.continual``).
+    supports_continual = True
 
     def __init__(self, settings, backbone, algorithm):
         super().__init__(settings, backbone, algorithm)
@@ -35,8 +38,18 @@ class WeightLearning(Paradigm):
         """The policy network with exactly the trainable parameters of this paradigm."""
 
     @abstractmethod
+    def reference_logits(self, batch: batching.EpisodeBatch) -> torch.Tensor:
+        """Logits (B, L, V) of the untouched base at every position of the batch (no gradient)."""
+
     def reference_logprobs(self, batch: batching.EpisodeBatch) -> torch.Tensor:
         """Log-probabilities (B, C) of the batch's completion tokens under the untouched base."""
+        return batching.token_logprobs(self.reference_logits(batch), batch)
+
+    def use_continual(self, settings: ContinualSettings) -> None:
+        """Add the ``continual:`` mechanisms to every update of this paradigm's learner."""
+        if settings.regularizer == "kl" or settings.distill > 0:
+            self.backbone.reference()  # the copy of the base, made before any update
+        self.learner.continual = Continual(settings, self)
 
     @property
     def model(self):
@@ -63,7 +76,7 @@ class WeightLearning(Paradigm):
         return 4.0 * self.base_parameters + 2.0 * self.trainable_parameters()
 
     def train_flops(self) -> float:
-        return self.learner.update_flops
+        return self.learner.update_flops + self.learner.continual.flops
 
     def train(self, session: Session) -> None:
         self.learner.run(session)

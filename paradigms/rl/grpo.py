@@ -10,7 +10,9 @@ The trainer owns the optimization loop; the harness supplies:
   key columns the reward functions read;
 - the reward functions themselves (``tasks.rewards``) with the config's weights;
 - a callback that reports each optimizer step's batch to the session (feedback events, which
-  is where the runner evaluates), with TRL's loss, KL and clip figures.
+  is where the runner evaluates), with TRL's loss, KL and clip figures;
+- the continual-learning terms (``paradigms.rl.continual``), added to TRL's loss in
+  ``compute_loss`` on the step's own sequences, exactly as the other learners add them.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import math
 import tempfile
 from typing import Literal
 
+import torch
 from datasets import Dataset
 from pydantic import Field
 from transformers import PrinterCallback, TrainerCallback
 
 from paradigms.algorithms import ALGORITHMS
+from paradigms.rl import batching
 from paradigms.rl.learner import Learner, RLSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
 from tasks import grammar
@@ -61,6 +65,7 @@ class _ReportSteps(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         metrics = {name: float(logs[key]) for key, name in _TRL_METRICS.items() if key in logs}
+        metrics.update({key: float(v) for key, v in logs.items() if key.startswith("train/loss/")})
         loss = metrics.get("train/policy_loss", 0.0)
         if not math.isfinite(loss):
             raise Diverged(
@@ -87,6 +92,7 @@ class GRPO(Learner):
         """Report the interactions generated since the last optimizer step."""
         for index, interaction in enumerate(self.pending):
             self.count_tokens(interaction)
+            self.continual.observe(interaction.episodes, interaction.components)
             self.session.record(interaction, metrics if index == len(self.pending) - 1 else {})
         self.pending = []
 
@@ -120,6 +126,7 @@ class GRPO(Learner):
 
         s = self.settings
         self.session = session
+        self.continual.start(session.user.seed)
         queries_per_step = max(1, min(session.batch_size, session.remaining // s.group_size))
         steps = max(1, session.remaining // (queries_per_step * s.group_size))
         rows = session.stream.select(range(session.position, session.position + steps * queries_per_step))
@@ -161,7 +168,8 @@ class GRPO(Learner):
                 dataloader_num_workers=0,
                 gradient_checkpointing=s.gradient_checkpointing,  # TRL's default is on
             )
-            trainer = GRPOTrainer(
+            trainer = _with_continual(GRPOTrainer)(
+                learner=self,
                 model=self.host.policy,
                 reward_funcs=[REWARD_COMPONENTS[name] for name in names],
                 args=config,
@@ -178,3 +186,40 @@ class GRPO(Learner):
 
 def _prompt_text(question: str, search_enabled: bool) -> str:
     return grammar.build_prompt(question, search_enabled=search_enabled)
+
+
+def trl_batch(inputs: dict) -> batching.EpisodeBatch:
+    """A TRL GRPO batch (left-padded prompts, then completions) in the harness's ``EpisodeBatch`` layout."""
+    prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]  # (B, P), (B, C)
+    mask = inputs["completion_mask"]  # (B, C)
+    if "tool_mask" in inputs:
+        mask = mask * inputs["tool_mask"]
+    rows, width = completion_ids.shape
+    index = prompt_ids.shape[1] + torch.arange(width, device=completion_ids.device)  # (C,)
+    return batching.EpisodeBatch(
+        input_ids=torch.cat([prompt_ids, completion_ids], dim=1),  # (B, P + C)
+        attention_mask=torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1),
+        completion_index=index.expand(rows, width),
+        completion_ids=completion_ids,
+        mask=mask.float(),
+    )
+
+
+def _with_continual(trainer_class):
+    """``GRPOTrainer`` whose loss also carries the learner's continual-learning terms."""
+
+    class ContinualGRPOTrainer(trainer_class):
+        def __init__(self, *args, learner: GRPO, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.learner = learner
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if not self.learner.continual.active:
+                return loss
+            total, terms = self.learner.continual.loss(loss, trl_batch(inputs))
+            for key, value in terms.items():
+                self._metrics["train"][key].append(value)
+            return total
+
+    return ContinualGRPOTrainer

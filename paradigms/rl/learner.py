@@ -18,6 +18,7 @@ from pydantic import Field
 
 from paradigms.algorithms import AlgorithmSettings
 from paradigms.rl import batching
+from paradigms.rl.continual import Continual, ContinualSettings
 from paradigms.session import Diverged, Interaction, Session
 
 
@@ -58,6 +59,8 @@ class Learner(ABC):
         if settings.gradient_checkpointing:
             host.policy.gradient_checkpointing_enable()
         self.update_flops = 0.0
+        #: Replay, regularizer and distillation terms (``continual:``); inactive unless configured.
+        self.continual = Continual(ContinualSettings(), host)
         self._optimizer: torch.optim.Optimizer | None = None
 
     # -- shared helpers --------------------------------------------------------------------------
@@ -95,6 +98,14 @@ class Learner(ABC):
         """Add the FLOPs of ``passes`` forward+backward passes over ``batch`` (see ``host.update_flops``)."""
         self.update_flops += passes * self.host.update_flops_per_token() * batch.tokens
 
+    def with_continual(
+        self, loss: torch.Tensor, batch: batching.EpisodeBatch, metrics: dict[str, float]
+    ) -> torch.Tensor:
+        """``loss`` plus the continual terms of the update on ``batch`` (their values into ``metrics``)."""
+        total, terms = self.continual.loss(loss, batch)
+        metrics.update(terms)
+        return total
+
     def collate(self, interaction: Interaction) -> batching.EpisodeBatch:
         return batching.collate(interaction.episodes, self.host.tokenizer.pad_token_id, self.host.device)
 
@@ -102,11 +113,13 @@ class Learner(ABC):
     def run(self, session: Session) -> None:
         """Consume the session: answer, score, update, report, until the budget is spent."""
         group = self.settings.group_size
+        self.continual.start(session.user.seed)
         while not session.done:
             queries = max(1, min(session.batch_size, session.remaining // group))
             items = session.next_items(queries)
             interaction = session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
             metrics = self.update(interaction, session.events + interaction.feedback_events)
+            self.continual.observe(interaction.episodes, interaction.components)
             session.record(interaction, metrics)
 
     @abstractmethod

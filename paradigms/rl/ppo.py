@@ -114,7 +114,8 @@ class PPO(Learner):
             logp, values = self._evaluate(batch)
             pg = policy_loss(logp, old_logp, advantages, batch.mask, s.clip_range)
             vf = value_loss(values, old_values, returns, batch.mask, s.value_clip_range)
-            metrics["train/grad_norm"] = self.step(pg + s.value_coef * vf, events)
+            loss = self.with_continual(pg + s.value_coef * vf, batch, metrics)
+            metrics["train/grad_norm"] = self.step(loss, events)
             metrics["train/policy_loss"], metrics["train/value_loss"] = pg.item(), vf.item()
         if ref_logp is not None:
             metrics["train/kl"] = float(batching.masked_mean(batching.kl_k3(old_logp, ref_logp), batch.mask))

@@ -49,6 +49,7 @@ class Reinforce(Learner):
             kl = batching.masked_mean(batching.kl_k3(logp, self.host.reference_logprobs(batch)), batch.mask)
             loss = loss + self.settings.kl_coef * kl
             metrics["train/kl"] = kl.item()
+        loss = self.with_continual(loss, batch, metrics)
         metrics["train/grad_norm"] = self.step(loss, events)
         self.count_update(batch)
         return metrics

@@ -70,6 +70,7 @@ class SFT(Learner):
                 )
                 loss = loss + self.settings.kl_coef * kl
             metrics["train/sft_loss"] = loss.item()
+            loss = self.with_continual(loss, batch, metrics)
             metrics["train/grad_norm"] = self.step(loss, events)
         self.count_update(batch, passes=self.settings.epochs)
         return metrics
