@@ -97,13 +97,15 @@ class Evaluator:
     best_general: float = float("-inf")
 
     def _answer(self, paradigm: Paradigm, items: list[Item], with_tool: bool = True) -> Interaction:
+        contexts = paradigm.context_for(items)
         return self.session.interact(
             paradigm.model,
             paradigm.tokenizer,
             items,
-            paradigm.context_for(items),
+            contexts,
             settings=self.settings,
             search=with_tool,
+            decisions=paradigm.tool_decisions(items, contexts, explore=False),
         )
 
     def evaluate(self, paradigm: Paradigm) -> dict[str, float]:

@@ -30,6 +30,14 @@ TRAIN_LOSS_REPLAY = "train/loss/replay"
 TRAIN_LOSS_REGULARIZER = "train/loss/regularizer"
 TRAIN_LOSS_DISTILL = "train/loss/distill"
 
+# the learned tool policy (paradigms/tool_policy.py), logged after every batch it learns from
+POLICY_EPSILON = "policy/epsilon"
+POLICY_Q_SEARCH = "policy/q_search"
+POLICY_Q_ANSWER = "policy/q_answer"
+POLICY_SEARCH_RATE = "policy/search_rate"
+POLICY_DEFER_RATE = "policy/defer_rate"
+POLICY_STATES = "policy/states"
+
 #: Direction of every fixed metric name: is a higher value better or worse?
 DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
@@ -51,6 +59,12 @@ DIRECTIONS: dict[str, str] = {
     TRAIN_LOSS_REPLAY: LOWER,
     TRAIN_LOSS_REGULARIZER: LOWER,
     TRAIN_LOSS_DISTILL: LOWER,
+    POLICY_EPSILON: LOWER,
+    POLICY_Q_SEARCH: HIGHER,
+    POLICY_Q_ANSWER: HIGHER,
+    POLICY_SEARCH_RATE: LOWER,
+    POLICY_DEFER_RATE: LOWER,
+    POLICY_STATES: HIGHER,
 }
 
 

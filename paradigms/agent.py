@@ -13,13 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from tasks import grammar
 from tasks.items import Query
 
 Tool = Callable[[str], list[str]]
 _STOPS = (grammar.SEARCH_CLOSE, grammar.ANSWER_CLOSE)
+#: A tool decision taken outside the language model (``paradigms.tool_policy``): ``search`` makes the
+#: completion open with a search call, ``answer`` forbids search calls, None leaves it to the model.
+SEARCH, ANSWER = "search", "answer"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Episode:
     search_queries: list[str] = field(default_factory=list)
     context_tokens: int = 0
     finished: bool = False
+    decision: str | None = None
 
     @property
     def search_calls(self) -> int:
@@ -79,6 +83,44 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor([any(stop in tail for stop in _STOPS) for tail in tails], device=input_ids.device)
 
 
+class _ToolDecisions(LogitsProcessor):
+    """Per row, enforces a tool decision on the sampled tokens (the model still picks the rest).
+
+    ``search``: while the completion is shorter than the search tag, only the tag's next token may
+    be sampled (the agent opens with a search call, then writes its query itself). ``answer``: the
+    tag's last token is banned whenever the tokens before it spell the rest of the tag, so no
+    search call can open. Rows with None are untouched.
+    """
+
+    def __init__(self, open_ids: list[int], decisions: list[str | None], done: list[int], input_width: int):
+        self.open_ids, self.decisions, self.done, self.input_width = open_ids, decisions, done, input_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.input_width  # tokens sampled in this round
+        n = len(self.open_ids)
+        for row, decision in enumerate(self.decisions):
+            position = self.done[row] + generated  # tokens of the completion before this one
+            if decision == SEARCH and position < n:
+                allowed = scores[row, self.open_ids[position]].clone()
+                scores[row] = float("-inf")
+                scores[row, self.open_ids[position]] = allowed
+            elif decision == ANSWER:
+                before = input_ids[row, input_ids.shape[1] - (n - 1) :].tolist() if n > 1 else []
+                if before == self.open_ids[:-1]:
+                    scores[row, self.open_ids[-1]] = float("-inf")  # (B, V) row: the tag cannot close
+        return scores
+
+
+def _decision_processor(tokenizer, active: list[Episode], width: int) -> LogitsProcessorList | None:
+    decisions = [e.decision for e in active]
+    if not any(decisions):
+        return None
+    open_ids = tokenizer(" " + grammar.SEARCH_OPEN, add_special_tokens=False)["input_ids"]
+    return LogitsProcessorList(
+        [_ToolDecisions(open_ids, decisions, [len(e.completion_ids) for e in active], width)]
+    )
+
+
 def _stop_reached(text: str) -> str | None:
     """The stop string a finished generation round ended on (the last one in ``text``), if any."""
     found = [(text.rfind(stop), stop) for stop in _STOPS if stop in text]
@@ -105,16 +147,23 @@ def rollout(
     tools: Sequence[Tool | None],
     settings: GenerationSettings,
     contexts: Sequence[Sequence[str]] | None = None,
+    decisions: Sequence[str | None] | None = None,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
     ``tools[i]`` answers query i's searches (None: the tool replies ``nothing``);
-    ``contexts[i]`` are the notes a paradigm places in query i's prompt. Sampling uses torch's
-    global RNG, so a seeded run is reproducible.
+    ``contexts[i]`` are the notes a paradigm places in query i's prompt; ``decisions[i]``
+    (``search``, ``answer`` or None) is a tool decision taken outside the model, enforced on the
+    sampled tokens (only for queries offered the tool). Sampling uses torch's global RNG, so a
+    seeded run is reproducible.
     """
     contexts = contexts or [()] * len(queries)
+    decisions = [
+        d if q.search_enabled else None
+        for q, d in zip(queries, decisions or [None] * len(queries), strict=True)
+    ]
     episodes: list[Episode] = []
-    for query, notes in zip(queries, contexts, strict=True):
+    for query, notes, decision in zip(queries, contexts, decisions, strict=True):
         prompt = grammar.build_prompt(
             query.question,
             search_enabled=query.search_enabled,
@@ -124,7 +173,9 @@ def rollout(
         context_tokens = (
             len(tokenizer(" ".join(notes), add_special_tokens=False)["input_ids"]) if notes else 0
         )
-        episodes.append(Episode(prompt, tokenizer(prompt)["input_ids"], context_tokens=context_tokens))
+        episodes.append(
+            Episode(prompt, tokenizer(prompt)["input_ids"], context_tokens=context_tokens, decision=decision)
+        )
 
     device = next(model.parameters()).device
     was_training = model.training
@@ -164,6 +215,7 @@ def _generate_round(
         top_k=settings.top_k if sampling and settings.top_k else None,
         top_p=None,
         stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width)]),
+        logits_processor=_decision_processor(tokenizer, active, width),
         pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -8,6 +8,8 @@ budget is spent, answering through ``session.interact`` (the one rollout and sco
 
 from __future__ import annotations
 
+import json
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from paradigms.backbone import Backbone
-from paradigms.session import Session
+from paradigms.session import Interaction, Session
+from paradigms.tool_policy import make_tool_policy, query_state
 from tasks.items import Item
 from tasks.registry import Registry
 
@@ -38,6 +41,9 @@ class Paradigm(ABC):
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm
         self.session: Session | None = None
+        #: The learned search decision (``paradigm.tool_policy``), None when the model decides;
+        #: seeded from the global RNG, which the runner has seeded.
+        self.tool_policy = make_tool_policy(getattr(settings, "tool_policy", None), random.getrandbits(32))
 
     @property
     def model(self):
@@ -59,6 +65,39 @@ class Paradigm(ABC):
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The notes this paradigm places in each item's prompt (read-only; default none)."""
         return [[] for _ in items]
+
+    def tool_decisions(
+        self, items: Sequence[Item], contexts: Sequence[Sequence[str]], explore: bool = False
+    ) -> list[str | None] | None:
+        """The tool policy's search decision per item (None: no policy, the model decides)."""
+        if self.tool_policy is None:
+            return None
+        states = [query_state(i.query, c) for i, c in zip(items, contexts, strict=True)]
+        return self.tool_policy.act(states, explore)
+
+    def answer_batch(
+        self, session: Session, items: Sequence[Item], contexts: Sequence[Sequence[str]]
+    ) -> tuple[Interaction, dict[str, float]]:
+        """Answer a batch through the session; the tool policy, if any, decides and learns from it.
+
+        Returns the scored interaction and the tool policy's metrics (``policy/...``; empty without one).
+        """
+        decisions = self.tool_decisions(items, contexts, explore=True)
+        interaction = session.interact(self.model, self.tokenizer, items, contexts, decisions=decisions)
+        if self.tool_policy is None:
+            return interaction, {}
+        states = [query_state(i.query, c) for i, c in zip(items, contexts, strict=True)]
+        metrics = self.tool_policy.learn(states, decisions, interaction.episodes, interaction.rewards)
+        return interaction, metrics
+
+    def save_tool_policy(self, directory: Path) -> list[Path]:
+        """Write the tool policy's table as ``tool_policy.json`` under ``directory`` (nothing without one)."""
+        if self.tool_policy is None:
+            return []
+        path = Path(directory) / "tool_policy.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.tool_policy.table(), indent=2, sort_keys=True))
+        return [path]
 
     def trainable_parameters(self) -> int:
         """Parameters the learning rule changes (0 for paradigms that never train)."""

@@ -120,14 +120,17 @@ class Session:
         group_size: int = 1,
         settings: GenerationSettings | None = None,
         search: bool = True,
+        decisions: Sequence[str | None] | None = None,
     ) -> Interaction:
         """Answer ``items`` (each ``group_size`` times) through the one rollout and score them.
 
         ``settings`` defaults to the run's sampling settings (the evaluator passes greedy ones);
-        ``search=False`` withholds the tool (the general probe).
+        ``search=False`` withholds the tool (the general probe); ``decisions[i]`` is a tool
+        decision for item i taken outside the model (``paradigms.tool_policy``; None: the model's).
         """
         repeated = [item for item in items for _ in range(group_size)]
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
+        repeated_decisions = [d for d in decisions for _ in range(group_size)] if decisions else None
         tool = self.tool() if search else None
         try:
             episodes = rollout(
@@ -137,6 +140,7 @@ class Session:
                 [tool] * len(repeated),
                 settings or self.generation,
                 repeated_contexts,
+                repeated_decisions,
             )
         except RuntimeError as error:
             if "inf" not in str(error) and "nan" not in str(error):

@@ -22,6 +22,7 @@ from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
 from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
 from paradigms.session import Interaction, Session
+from paradigms.tool_policy import ToolPolicySettings
 from tasks.items import Item
 
 
@@ -55,6 +56,10 @@ class MemorySettings(ParadigmSettings):
     )
     min_similarity: float = Field(
         -1.0, ge=-1, le=1, description="Retrieved memories below this cosine are left out of the prompt."
+    )
+    tool_policy: ToolPolicySettings = Field(
+        default_factory=ToolPolicySettings,
+        description="Who decides when to search: the model (none) or a learned Q-learning policy.",
     )
 
 
@@ -102,9 +107,9 @@ class Memory(Paradigm):
     def train(self, session: Session) -> None:
         while not session.done:
             items = session.next_items(min(session.batch_size, session.remaining))
-            interaction = session.interact(self.model, self.tokenizer, items, self._retrieve(items, True))
+            interaction, metrics = self.answer_batch(session, items, self._retrieve(items, True))
             self._write(interaction, session.events + interaction.feedback_events)
-            session.record(interaction)
+            session.record(interaction, metrics)
 
     def _admits(self, components: dict[str, float], correction: str | None) -> bool:
         policy = self.settings.write_policy
@@ -171,7 +176,7 @@ class Memory(Paradigm):
 
     def save(self, directory: Path) -> list[Path]:
         path = self.store.save(Path(directory) / "memory")
-        return sorted(p for p in Path(path).iterdir())
+        return sorted(p for p in Path(path).iterdir()) + self.save_tool_policy(directory)
 
 
 def _relevant(key: str | None, item: Item) -> bool:

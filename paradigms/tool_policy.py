@@ -1,0 +1,152 @@
+"""A value-based tool policy: tabular Q-learning of when to search, while the language model stays fixed.
+
+The decision to call the search tool is taken out of the model's hands: for each query the policy
+picks an action in ``{search, answer}`` from features of what the agent sees, and the shared rollout
+enforces it on the sampled tokens (``paradigms.agent``: ``search`` opens the completion with a search
+call, ``answer`` forbids one). The reward is the task's own weighted reward of the response
+(correctness, format, wasted searches, search cost), so the policy learns where a search pays.
+
+The problem is a contextual bandit (one decision per query, then the episode ends), so the update
+has no bootstrap term and no discount: ``Q(s, a) <- Q(s, a) + learning_rate * (r - Q(s, a))``.
+Exploration is epsilon-greedy, epsilon multiplied by ``epsilon_decay`` after every learning batch.
+Until both actions have been tried in a state the policy defers to the model (decision None), so an
+untrained policy behaves exactly like the paradigm without one; the action credited is the one the
+episode actually took (a search call or not), whoever decided it.
+
+State features (``query_state``) are computed by one function for every paradigm, from the query
+and the notes in its prompt: whether the question is about the user or the world, which attribute
+it asks, and whether a note in the prompt already states that subject's attribute (e.g. a memory
+retrieved by the ``memory`` paradigm).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from random import Random
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from paradigms.agent import ANSWER, SEARCH, Episode
+from tasks import grammar
+from tasks.items import Query
+
+ACTIONS: tuple[str, ...] = (SEARCH, ANSWER)
+_QUESTION = re.compile(r"ask (\S+) (\S+) \?")
+
+
+class ToolPolicySettings(BaseModel):
+    """The ``paradigm.tool_policy`` section (``frozen`` and ``memory``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["none", "qlearning"] = Field(
+        "none", description="none: the model decides when to search; qlearning: a learned tabular policy."
+    )
+    epsilon: float = Field(0.2, ge=0, le=1, description="Exploration rate at the start (random action).")
+    epsilon_decay: float = Field(
+        0.97, gt=0, le=1, description="Factor applied to epsilon after every learning batch."
+    )
+    min_epsilon: float = Field(0.0, ge=0, le=1, description="Floor of the decayed epsilon.")
+    learning_rate: float = Field(
+        0.3, gt=0, le=1, description="Step size alpha of the update Q <- Q + alpha (reward - Q)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, value):
+        """``paradigm.tool_policy: qlearning`` is short for ``{name: qlearning}``."""
+        return {"name": value} if isinstance(value, str) else value
+
+
+def query_state(query: Query, notes: Sequence[str]) -> str:
+    """The policy's state for a query: ``<personal|world>:<attribute>:<noted|unnoted>``.
+
+    ``noted`` when a prompt note states the asked subject's asked attribute (``note my dog rex .``
+    for ``ask my dog ?``). Only what the agent sees is read, never the answer key.
+    """
+    match = _QUESTION.search(grammar.normalize(query.question))
+    if match is None:
+        return "other"
+    subject, attribute = match.groups()
+    kind = "personal" if subject == grammar.USER_SUBJECT else "world"
+    parsed = [grammar.parse_note(note) for note in notes]
+    noted = any(p is not None and p[0] == subject and p[1] == attribute for p in parsed)
+    return f"{kind}:{attribute}:{'noted' if noted else 'unnoted'}"
+
+
+def taken_action(episode: Episode) -> str:
+    """The action an episode actually took: ``search`` if it called the tool at all."""
+    return SEARCH if episode.search_calls > 0 else ANSWER
+
+
+class QLearningToolPolicy:
+    """Tabular action values ``q[state][action]`` with visit counts, epsilon-greedy over ``ACTIONS``."""
+
+    def __init__(self, settings: ToolPolicySettings, seed: int):
+        self.settings = settings
+        self.epsilon = settings.epsilon
+        self.q: dict[str, dict[str, float]] = {}
+        self.visits: dict[str, dict[str, int]] = {}
+        self.rng = Random(seed)
+
+    def greedy(self, state: str) -> str | None:
+        """The best tried action, or None (defer to the model) until both actions were tried here."""
+        visits = self.visits.get(state, {})
+        if not all(visits.get(a, 0) for a in ACTIONS):
+            return None
+        values = self.q[state]
+        return max(ACTIONS, key=lambda a: values[a])  # ties: the first of ACTIONS
+
+    def act(self, states: Sequence[str], explore: bool) -> list[str | None]:
+        """One decision per state; ``explore`` takes a uniformly random action with probability epsilon."""
+        decisions: list[str | None] = []
+        for state in states:
+            if explore and self.rng.random() < self.epsilon:
+                decisions.append(self.rng.choice(ACTIONS))
+            else:
+                decisions.append(self.greedy(state))
+        return decisions
+
+    def update(self, states: Sequence[str], actions: Sequence[str], rewards: Sequence[float]) -> None:
+        """One bandit update per (state, action, reward) in order, then one epsilon decay."""
+        alpha = self.settings.learning_rate
+        for state, action, reward in zip(states, actions, rewards, strict=True):
+            values = self.q.setdefault(state, {a: 0.0 for a in ACTIONS})
+            counts = self.visits.setdefault(state, {a: 0 for a in ACTIONS})
+            # the first reward of an action is its estimate; afterwards a constant step (tracks drift)
+            step = 1.0 if counts[action] == 0 else alpha
+            values[action] += step * (reward - values[action])
+            counts[action] += 1
+        self.epsilon = max(self.settings.min_epsilon, self.epsilon * self.settings.epsilon_decay)
+
+    def learn(
+        self, states: Sequence[str], decisions: Sequence[str | None], episodes: Sequence[Episode], rewards
+    ) -> dict[str, float]:
+        """Update from one scored batch (``episodes[i]`` answered ``states[i]``); return its metrics."""
+        self.update(states, [taken_action(e) for e in episodes], rewards)
+        n = max(len(decisions), 1)
+        return {
+            "policy/epsilon": self.epsilon,
+            "policy/q_search": self.mean_value(SEARCH),
+            "policy/q_answer": self.mean_value(ANSWER),
+            "policy/search_rate": sum(d == SEARCH for d in decisions) / n,
+            "policy/defer_rate": sum(d is None for d in decisions) / n,
+            "policy/states": float(len(self.q)),
+        }
+
+    def mean_value(self, action: str) -> float:
+        """Mean of ``q[s][action]`` over the states where ``action`` was tried (0 before any)."""
+        values = [self.q[s][action] for s, counts in self.visits.items() if counts[action]]
+        return sum(values) / len(values) if values else 0.0
+
+    def table(self) -> dict:
+        """The learned table, as saved beside a paradigm's state."""
+        return {"epsilon": self.epsilon, "q": self.q, "visits": self.visits}
+
+
+def make_tool_policy(settings: ToolPolicySettings | None, seed: int) -> QLearningToolPolicy | None:
+    """The policy a paradigm's ``tool_policy`` section asks for (None: the model decides)."""
+    if settings is None or settings.name == "none":
+        return None
+    return QLearningToolPolicy(settings, seed)
