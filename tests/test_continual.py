@@ -214,3 +214,23 @@ def test_each_mechanism_runs_end_to_end_and_logs_its_term(
         key, value = override.split("=")
         assert child.data.params[key] == value
     assert child.data.metrics[m.TRAIN_FLOPS] > 0
+
+
+def test_run_names_carry_the_active_mechanisms():
+    names = [
+        r.run_name()
+        for r in load_experiment(SMOKE, ["paradigm.name=full_ft", "algorithm.name=grpo", "grid=[{}]"]).runs()
+    ]
+    assert names == ["full_ft-grpo-default-s0"]
+    config = load_experiment(
+        SMOKE,
+        [
+            "paradigm.name=full_ft",
+            "algorithm.name=grpo",
+            "continual.replay=0.25",
+            "continual.replay_source=user",
+            "continual.regularizer=ewc",
+            "continual.distill=0.5",
+        ],
+    ).runs()[0]
+    assert config.run_name() == "full_ft-grpo-userreplay0.25+ewc+distill-default-s0"

@@ -81,6 +81,18 @@ class ContinualSettings(BaseModel):
     def active(self) -> bool:
         return self.replay > 0 or self.regularizer != "none" or self.distill > 0
 
+    @property
+    def label(self) -> str:
+        """The active mechanisms for run names: ``replay0.25``, ``userreplay0.25``, ``ewc``, ``distill``."""
+        parts = []
+        if self.replay > 0:
+            parts.append(f"{'user' if self.replay_source == 'user' else ''}replay{self.replay:g}")
+        if self.regularizer != "none":
+            parts.append(self.regularizer)
+        if self.distill > 0:
+            parts.append("distill")
+        return "+".join(parts)
+
 
 # -- the terms: pure functions ---------------------------------------------------------------------
 def replay_nll(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
