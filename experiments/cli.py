@@ -251,6 +251,45 @@ def sweep(
     )
 
 
+@app.command("meta-train")
+def meta_train(
+    file: Annotated[
+        Path, typer.Argument(help="Experiment YAML file: an adapter config and a meta: section.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Directory for the learned start (default: meta-init/<experiment name>)."),
+    ] = None,
+    set_: SetOption = None,
+    tracking_uri: UriOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Meta-learn a LoRA adapter start across simulated users (Reptile); use it with paradigm.init=DIR."""
+    from experiments.config import load_experiment
+    from experiments.meta_train import meta_settings, run_meta_training
+    from experiments.tracking import Tracker
+
+    try:
+        # the file's grid may point paradigm.init at the start this command is about to write
+        experiment = load_experiment(file, [*(set_ or []), "grid=[]"])
+        meta_settings(experiment)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    target = out or Path("meta-init") / experiment.name
+    _quiet_libraries()
+    tracker = Tracker(tracking_uri)
+    try:
+        run_id, iterations = run_meta_training(experiment, target, tracker, progress=not quiet)
+    except Exception as error:  # the MLflow run is already marked FAILED with the reason
+        _fail(f"meta-training failed: {type(error).__name__}: {error}", 1)
+    events = iterations[-1].events if iterations else 0
+    typer.echo(
+        f"meta-trained start ({len(iterations)} users, {events} feedback events) saved to {target}; "
+        f"MLflow run {run_id} in {tracker.uri}"
+    )
+    typer.echo(f"use it with: harness run FILE --set paradigm.name=adapter --set paradigm.init={target}")
+
+
 @config_app.command("show")
 def config_show(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None

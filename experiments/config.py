@@ -35,6 +35,7 @@ from paradigms.base import ParadigmSettings
 from paradigms.rl.continual import ContinualSettings
 from tasks.registry import UnknownName
 from tasks.suites import SUITES
+from tasks.users import META_USER_SEED_START
 
 
 class ConfigError(ValueError):
@@ -132,7 +133,13 @@ class RunConfig(_Section):
         "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
-    seed: int = Field(0, ge=0, description="Seeds the user, the stream and every random number generator.")
+    seed: int = Field(
+        0,
+        ge=0,
+        lt=META_USER_SEED_START,
+        description="Seeds the user, the stream and every random number generator (seeds from "
+        "1e9 up are the meta-training users', never evaluated).",
+    )
 
     def flat(self) -> dict[str, Any]:
         """The config flattened with dotted keys (``reward.weights.search_cost``), as logged."""
@@ -163,6 +170,7 @@ class Experiment(BaseModel):
     grid: list[dict[str, Any]]
     seeds: list[int]
     sweep: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
 
@@ -178,7 +186,7 @@ class Experiment(BaseModel):
         ]
 
 
-_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep"}
+_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta"}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -403,10 +411,20 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     sweep = raw.get("sweep")
     if sweep is not None and not isinstance(sweep, dict):
         raise ConfigError("sweep: must be a section (see README, 'Sweeps')")
+    meta = raw.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ConfigError("meta: must be a section read by harness meta-train (see paradigms/meta.py)")
     body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
     experiment = Experiment(
-        name=name, base=base, grid=grid, seeds=seeds, sweep=sweep, overrides=run_overrides, raw=body
+        name=name,
+        base=base,
+        grid=grid,
+        seeds=seeds,
+        sweep=sweep,
+        meta=meta,
+        overrides=run_overrides,
+        raw=body,
     )
     experiment.runs()  # validate every grid point now, before anything is written
     return experiment

@@ -38,6 +38,13 @@ POLICY_SEARCH_RATE = "policy/search_rate"
 POLICY_DEFER_RATE = "policy/defer_rate"
 POLICY_STATES = "policy/states"
 
+# meta-training of an adapter start (harness meta-train, a kind=meta run), step = meta feedback events
+META_LR = "meta/meta_lr"
+META_INNER_REWARD_FIRST = "meta/inner_reward_first"
+META_INNER_REWARD_LAST = "meta/inner_reward_last"
+META_INNER_FORMAT_LAST = "meta/inner_format_last"
+META_STEP_NORM = "meta/step_norm"
+
 #: Direction of every fixed metric name: is a higher value better or worse?
 DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
@@ -65,6 +72,11 @@ DIRECTIONS: dict[str, str] = {
     POLICY_SEARCH_RATE: LOWER,
     POLICY_DEFER_RATE: LOWER,
     POLICY_STATES: HIGHER,
+    META_LR: LOWER,
+    META_INNER_REWARD_FIRST: HIGHER,
+    META_INNER_REWARD_LAST: HIGHER,
+    META_INNER_FORMAT_LAST: HIGHER,
+    META_STEP_NORM: LOWER,
 }
 
 

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from tasks import grammar
 from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES
 
+#: Users a run evaluates have seeds below this (the run config refuses larger ones); the users
+#: ``harness meta-train`` learns an adapter start from are drawn at or above it, so no user seen in
+#: meta-training is ever evaluated.
+META_USER_SEED_START = 1_000_000_000
+
+
+def meta_user_seeds(n: int) -> list[int]:
+    """The seeds of the first ``n`` meta-training users (disjoint from every evaluable seed)."""
+    return [META_USER_SEED_START + i for i in range(n)]
+
 
 @dataclass(frozen=True)
 class Profile:

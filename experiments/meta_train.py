@@ -1,0 +1,151 @@
+"""``harness meta-train``: learn an adapter start with Reptile, save it, log it as an MLflow run.
+
+The experiment file's base config says what is meta-learned (``paradigm: adapter`` with its rank,
+the ``algorithm`` of the inner loop, the ``task.suite`` whose users are sampled, the backbone);
+its ``meta:`` section holds Reptile's knobs (``paradigms.meta.MetaSettings``). The learned start
+is written to ``--out`` as a PEFT adapter directory (``adapter_model.safetensors``,
+``adapter_config.json``) plus ``meta.json`` (the meta config, the users it saw, the base), and an
+``adapter`` run starts from it with ``paradigm.init=DIR``.
+
+MLflow: one run named ``meta-<suite>-s<seed>`` with tag ``kind=meta``, the meta settings and the
+run config as params, per iteration ``meta/...`` metrics at step = feedback events consumed by
+meta-training so far, and the saved directory as the ``meta_init`` artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pydantic import ValidationError
+from tqdm.auto import tqdm
+
+from experiments import metrics as m
+from experiments.config import ConfigError, Experiment, _describe, flatten
+from experiments.run import _backbone_source, _describe_error, _generation
+from experiments.seeding import seed_everything
+from experiments.tracking import Tracker
+from paradigms import PARADIGMS
+from paradigms.backbone import load_backbone
+from paradigms.meta import MetaIteration, MetaSettings, meta_train
+from paradigms.session import Session
+from tasks.suites import SUITES, TaskOptions
+
+
+def meta_settings(experiment: Experiment) -> MetaSettings:
+    """The validated ``meta:`` section; a ConfigError names the bad field. The base must be an adapter."""
+    if experiment.base.paradigm.name != "adapter":
+        raise ConfigError(
+            f"paradigm.name: meta-training learns an adapter start, got {experiment.base.paradigm.name!r}; "
+            f"set paradigm.name=adapter"
+        )
+    if experiment.base.paradigm.init is not None:
+        raise ConfigError("paradigm.init: meta-training starts from LoRA's default start; leave it unset")
+    try:
+        return MetaSettings.model_validate(experiment.meta or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, MetaSettings, prefix="meta.")) from None
+
+
+def run_meta_training(
+    experiment: Experiment, out: Path, tracker: Tracker, progress: bool = True
+) -> tuple[str, list[MetaIteration]]:
+    """Meta-train per ``experiment`` and save the start to ``out``; returns the MLflow run id and iterations.
+
+    A failure marks the run FAILED (error tag) and propagates; ``out`` is written only at the end.
+    """
+    settings = meta_settings(experiment)
+    config = experiment.base
+    run = tracker.start_run(
+        experiment.name,
+        f"meta-{config.task.suite}-s{settings.seed}",
+        tags={
+            "kind": "meta",
+            "paradigm": config.paradigm.name,
+            "algorithm": config.algorithm.name,
+            "task": config.task.suite,
+            "seed": str(settings.seed),
+            "backbone": config.backbone,
+        },
+    )
+    iterations: list[MetaIteration] = []
+    try:
+        run.log_params(
+            {**config.flat(), **{f"meta.{k}": v for k, v in flatten(settings.model_dump()).items()}}
+        )
+        seed_everything(settings.seed)
+        backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
+        adapter = PARADIGMS["adapter"](config.paradigm, backbone, config.algorithm)
+        suite = SUITES[config.task.suite]
+        options = TaskOptions(
+            search=config.task.search,
+            feedback=config.task.feedback,
+            search_results=config.task.search_results,
+        )
+
+        def make_session(user_seed: int, callback) -> Session:
+            return Session(
+                suite,
+                suite.user(user_seed),
+                suite.stream(user_seed, settings.inner_events, options),
+                options,
+                config.reward.weights.model_dump(),
+                _generation(config, config.generation.temperature),
+                settings.inner_events,
+                config.task.batch_size,
+                callback,
+            )
+
+        bar = tqdm(total=settings.iterations, desc="meta-train", unit="user", disable=not progress)
+        started = time.perf_counter()
+
+        def on_iteration(step: MetaIteration) -> None:
+            iterations.append(step)
+            run.log_metrics(
+                {
+                    m.META_LR: step.meta_lr,
+                    m.META_INNER_REWARD_FIRST: step.inner_reward_first,
+                    m.META_INNER_REWARD_LAST: step.inner_reward_last,
+                    m.META_INNER_FORMAT_LAST: step.inner_format_last,
+                    m.META_STEP_NORM: step.step_norm,
+                    m.WALL_SECONDS: time.perf_counter() - started,
+                },
+                step.events,
+            )
+            bar.update(1)
+            bar.set_postfix(reward=f"{step.inner_reward_last:.2f}", format=f"{step.inner_format_last:.2f}")
+
+        try:
+            meta_train(adapter, settings, make_session, on_iteration)
+        finally:
+            bar.close()
+        out = Path(out)
+        adapter.policy.save_pretrained(out, safe_serialization=True)
+        (out / "README.md").unlink(missing_ok=True)  # PEFT's model card template
+        (out / "meta.json").write_text(
+            json.dumps(
+                {
+                    "meta": settings.model_dump(),
+                    "user_seeds": sorted({i.user_seed for i in iterations}),
+                    "suite": config.task.suite,
+                    "algorithm": config.algorithm.model_dump(mode="json"),
+                    "paradigm": config.paradigm.model_dump(mode="json"),
+                    "backbone": config.backbone,
+                    "feedback_events": iterations[-1].events if iterations else 0,
+                    "mlflow_run_id": run.run_id,
+                    "iterations": [asdict(i) for i in iterations],
+                },
+                indent=2,
+            )
+        )
+        run.log_artifact(out, "meta_init")
+        run.finish()
+    except (KeyboardInterrupt, SystemExit):
+        run.finish("KILLED", error="interrupted")
+        raise
+    except Exception as error:
+        run.finish("FAILED", error=_describe_error(error))
+        raise
+    return run.run_id, iterations
