@@ -1,0 +1,134 @@
+"""The Q-learning tool policy: its update against hand-computed values, its features, the rollout hook
+that enforces its decisions, and smoke runs of frozen and memory with it that log policy/* to MLflow."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from experiments import metrics as m
+from experiments.config import ConfigError, load_experiment
+from experiments.run import run_experiment
+from experiments.tracking import Tracker
+from paradigms.agent import ANSWER, SEARCH, Episode, GenerationSettings, rollout
+from paradigms.tool_policy import QLearningToolPolicy, ToolPolicySettings, query_state, taken_action
+from tasks import grammar
+from tasks.items import Query
+from tasks.search import SearchTool
+from tests.conftest import SMOKE, TINY
+
+
+def test_q_update_matches_hand_computed_values():
+    policy = QLearningToolPolicy(ToolPolicySettings(name="qlearning", learning_rate=0.5, epsilon=0.4), seed=0)
+    s = "personal:dog:unnoted"
+    # the first reward of an action is its estimate; later ones move it by alpha * (r - Q)
+    policy.update([s, s, s], [SEARCH, SEARCH, ANSWER], [1.4, 0.4, 0.5])
+    assert policy.q[s][SEARCH] == pytest.approx(1.4 + 0.5 * (0.4 - 1.4))  # 0.9
+    assert policy.q[s][ANSWER] == pytest.approx(0.5)
+    assert policy.visits[s] == {SEARCH: 2, ANSWER: 1}
+    assert policy.epsilon == pytest.approx(0.4 * 0.97)  # one decay per learning batch
+    policy.update([s], [ANSWER], [1.5])
+    assert policy.q[s][ANSWER] == pytest.approx(0.5 + 0.5 * (1.5 - 0.5))  # 1.0
+    assert policy.epsilon == pytest.approx(0.4 * 0.97**2)
+    assert policy.greedy(s) == ANSWER  # 1.0 > 0.9
+    assert policy.mean_value(SEARCH) == pytest.approx(0.9)
+
+
+def test_epsilon_floor_and_decay():
+    settings = ToolPolicySettings(name="qlearning", epsilon=0.1, epsilon_decay=0.5, min_epsilon=0.04)
+    policy = QLearningToolPolicy(settings, seed=0)
+    policy.update([], [], [])
+    assert policy.epsilon == pytest.approx(0.05)
+    policy.update([], [], [])
+    assert policy.epsilon == pytest.approx(0.04)
+
+
+def test_greedy_defers_to_the_model_until_both_actions_were_tried_and_ties_go_to_search():
+    policy = QLearningToolPolicy(ToolPolicySettings(name="qlearning", epsilon=0.0), seed=0)
+    s = "world:color:unnoted"
+    assert policy.act([s], explore=True) == [None]
+    policy.update([s], [ANSWER], [1.0])
+    assert policy.greedy(s) is None
+    policy.update([s], [SEARCH], [1.0])
+    assert policy.greedy(s) == SEARCH
+
+
+def test_exploration_draws_both_actions_and_is_seeded():
+    settings = ToolPolicySettings(name="qlearning", epsilon=1.0, epsilon_decay=1.0)
+    a = QLearningToolPolicy(settings, seed=3).act(["x"] * 64, explore=True)
+    b = QLearningToolPolicy(settings, seed=3).act(["x"] * 64, explore=True)
+    assert a == b and set(a) == {SEARCH, ANSWER}
+    assert QLearningToolPolicy(settings, seed=3).act(["x"] * 4, explore=False) == [None] * 4
+
+
+def test_features_read_only_the_question_and_the_notes():
+    assert query_state(Query("ask my dog ?", True), []) == "personal:dog:unnoted"
+    assert query_state(Query("ask my dog ?", True), ["note my dog rex ."]) == "personal:dog:noted"
+    assert query_state(Query("ask my dog ?", True), ["note my city oslo ."]) == "personal:dog:unnoted"
+    assert query_state(Query("ask kalo color ?", True, "json"), ["note format color json ."]) == (
+        "world:color:unnoted"
+    )
+    assert query_state(Query("ask kalo color ?", True), ["note kalo color red ."]) == "world:color:noted"
+    episode = Episode("p", [1])
+    assert taken_action(episode) == ANSWER
+    episode.search_queries.append("my dog")
+    assert taken_action(episode) == SEARCH
+
+
+def test_the_rollout_enforces_decisions(tiny_base):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    queries = [Query("ask my dog ?", True), Query("ask kalo color ?", True)] * 4
+    tool = SearchTool(("my dog rex .",))
+    settings = GenerationSettings(max_new_tokens=16, temperature=1.0)
+    forbidden = rollout(model, tokenizer, queries, [tool] * 8, settings, decisions=[ANSWER] * 8)
+    assert all(e.search_calls == 0 and grammar.SEARCH_OPEN not in e.completion for e in forbidden)
+    forced = rollout(model, tokenizer, queries, [tool] * 8, settings, decisions=[SEARCH] * 8)
+    assert all(e.completion.startswith(grammar.SEARCH_OPEN) for e in forced)
+    assert all(e.env_mask[0] == 1 for e in forced)  # the forced tag is sampled by the agent, trainable
+    offline = rollout(model, tokenizer, [Query("ask my dog ?", False)], [None], settings, decisions=[SEARCH])
+    assert offline[0].decision is None  # no tool offered: nothing to decide
+
+
+def test_config_accepts_the_short_form_and_rejects_typos():
+    run = load_experiment(SMOKE, ["paradigm.tool_policy=qlearning"]).runs()[0]
+    assert run.paradigm.tool_policy.name == "qlearning"
+    assert run.flat()["paradigm.tool_policy.epsilon"] == 0.2
+    with pytest.raises(ConfigError, match=r"paradigm\.tool_policy\.epsilon"):
+        load_experiment(SMOKE, ["paradigm.tool_policy.name=qlearning", "paradigm.tool_policy.epsilon=2"])
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_experiment(SMOKE, ["paradigm.tool_policy.learnig_rate=0.1"])
+    with pytest.raises(ConfigError, match="tool_policy"):
+        load_experiment(SMOKE, ["paradigm.name=oracle", "paradigm.tool_policy=qlearning"])
+
+
+def test_policy_metric_names_are_declared():
+    policy = QLearningToolPolicy(ToolPolicySettings(name="qlearning"), seed=0)
+    names = policy.learn(["s"], [None], [Episode("p", [1])], [1.0])
+    assert set(names) <= set(m.DIRECTIONS)
+
+
+@pytest.mark.parametrize("paradigm", ["frozen", "memory"])
+def test_smoke_run_with_the_policy_logs_its_metrics_and_table(paradigm, tracking_uri, tiny_base):
+    overrides = [
+        TINY,
+        f"paradigm.name={paradigm}",
+        "paradigm.tool_policy.name=qlearning",
+        "task.suite=search_or_answer",
+    ]
+    if paradigm == "memory":
+        overrides.append("paradigm.reflection=template")
+    [result] = run_experiment(load_experiment(SMOKE, overrides), Tracker(tracking_uri), progress=False)
+    assert result.status == "FINISHED"
+    run = mlflow.MlflowClient(tracking_uri).get_run(result.run_id)
+    for name in (m.POLICY_EPSILON, m.POLICY_Q_SEARCH, m.POLICY_Q_ANSWER, m.POLICY_SEARCH_RATE):
+        assert name in run.data.metrics, name
+    assert run.data.metrics[m.POLICY_EPSILON] < 0.2
+    assert run.data.params["paradigm.tool_policy.name"] == "qlearning"
+    table = mlflow.artifacts.download_artifacts(
+        run_id=result.run_id, artifact_path="state/tool_policy.json", tracking_uri=tracking_uri
+    )
+    saved = json.loads(Path(table).read_text())
+    assert saved["q"] and all(set(v) == {SEARCH, ANSWER} for v in saved["q"].values())
