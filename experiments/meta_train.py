@@ -128,7 +128,7 @@ def run_meta_training(
             json.dumps(
                 {
                     "meta": settings.model_dump(),
-                    "user_seeds": sorted({i.user_seed for i in iterations}),
+                    "user_seeds": sorted({s for i in iterations for s in i.user_seeds}),
                     "suite": config.task.suite,
                     "algorithm": config.algorithm.model_dump(mode="json"),
                     "paradigm": config.paradigm.model_dump(mode="json"),

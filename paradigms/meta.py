@@ -3,13 +3,13 @@
 ``harness meta-train FILE`` learns the LoRA weights an ``adapter`` run starts from, so that a new
 user is learned in fewer feedback events. Each meta-iteration:
 
-1. samples a training user (seeds from ``tasks.users.META_USER_SEED_START`` up: never a user any
-   run evaluates);
-2. loads the current start ``theta`` into the adapter and runs the existing adapter learner (the
-   config's algorithm, fresh optimizer) on ``inner_events`` feedback events of that user's stream:
-   ``k = inner_events / (batch_size * group_size)`` updates, giving ``phi``;
-3. moves the start toward the adapted weights: ``theta <- theta + meta_lr * (phi - theta)``
-   (``reptile_step``), with ``meta_lr`` annealed linearly to ``meta_lr_final``.
+1. samples ``meta_batch`` training users (seeds from ``tasks.users.META_USER_SEED_START`` up:
+   never a user any run evaluates);
+2. for each, loads the current start ``theta`` into the adapter and runs the existing adapter
+   learner (the config's algorithm, fresh optimizer) on ``inner_events`` feedback events of that
+   user's stream: ``k = inner_events / (batch_size * group_size)`` updates, giving ``phi_j``;
+3. moves the start toward the mean adapted weights: ``theta <- theta + meta_lr * (mean_j phi_j -
+   theta)`` (``reptile_step``), with ``meta_lr`` annealed linearly to ``meta_lr_final``.
 
 Only LoRA weights are meta-learned; the base stays frozen. Nothing here writes to MLflow: the
 caller (``experiments/meta_train.py``) gets every iteration's figures through ``on_iteration``.
@@ -33,7 +33,13 @@ class MetaSettings(BaseModel):
     """The ``meta:`` section of an experiment file (read by ``harness meta-train`` only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    iterations: int = Field(24, ge=1, description="Meta-iterations (one sampled user each).")
+    iterations: int = Field(24, ge=1, description="Meta-iterations (meta_batch sampled users each).")
+    meta_batch: int = Field(
+        1,
+        ge=1,
+        description="Users adapted from the same start per meta-iteration; the start moves toward "
+        "the mean of their adapted weights (batched Reptile).",
+    )
     users: int = Field(
         64, ge=1, description="Size of the pool of meta-training users sampled from (seeds 1e9, 1e9+1, ...)."
     )
@@ -77,10 +83,14 @@ def load_adapter_state(policy: torch.nn.Module, state: Mapping[str, torch.Tensor
 
 @dataclass
 class MetaIteration:
-    """What one meta-iteration did: its user, step size, inner-loop figures and step length."""
+    """What one meta-iteration did: its users, step size, inner-loop figures and step length.
+
+    ``inner_reward_first``/``_last``: the mean over its users of the first and last inner batch's
+    mean reward; ``inner_format_last``: the last inner batch's format compliance.
+    """
 
     iteration: int
-    user_seed: int
+    user_seeds: list[int]
     meta_lr: float
     events: int
     inner_reward_first: float
@@ -107,37 +117,43 @@ def meta_train(
     start = adapter_state(adapter.policy)
     events = 0
     for iteration in range(settings.iterations):
-        user_seed = rng.choice(pool)
-        load_adapter_state(adapter.policy, start)
-        continual = getattr(adapter.learner, "continual", None)  # the config's continual: mechanisms
-        adapter.learner = ALGORITHMS[adapter.algorithm.name](adapter.algorithm, adapter)  # fresh optimizer
-        if continual is not None:
-            adapter.learner.continual = continual
+        users = [rng.choice(pool) for _ in range(settings.meta_batch)]
         rewards: list[float] = []
         formats: list[float] = []
+        adapted_states = []
+        for user_seed in users:
+            load_adapter_state(adapter.policy, start)
+            continual = getattr(adapter.learner, "continual", None)  # the config's continual: mechanisms
+            # a fresh learner: a fresh optimizer for every inner loop
+            adapter.learner = ALGORITHMS[adapter.algorithm.name](adapter.algorithm, adapter)
+            if continual is not None:
+                adapter.learner.continual = continual
+            user_rewards: list[float] = []
 
-        def record(report: FeedbackReport, rewards=rewards, formats=formats) -> None:
-            interaction = report.interaction
-            rewards.append(sum(interaction.rewards) / len(interaction.rewards))
-            formats.append(sum(interaction.components["format"]) / len(interaction.rewards))
+            def record(report: FeedbackReport, user_rewards=user_rewards, formats=formats) -> None:
+                interaction = report.interaction
+                user_rewards.append(sum(interaction.rewards) / len(interaction.rewards))
+                formats.append(sum(interaction.components["format"]) / len(interaction.rewards))
 
-        session = make_session(user_seed, record)
-        adapter.learner.run(session)
-        adapted = adapter_state(adapter.policy)
+            session = make_session(user_seed, record)
+            adapter.learner.run(session)
+            adapted_states.append(adapter_state(adapter.policy))
+            rewards += [user_rewards[0], user_rewards[-1]] if user_rewards else [0.0, 0.0]
+            events += session.events
+        adapted = {n: torch.stack([a[n] for a in adapted_states]).mean(0) for n in start}
         lr = meta_lr_at(settings, iteration)
         new_start = reptile_step(start, adapted, lr)
         step_norm = float(torch.sqrt(sum(((new_start[n] - start[n]) ** 2).sum() for n in start)))
         start = new_start
-        events += session.events
         if on_iteration is not None:
             on_iteration(
                 MetaIteration(
                     iteration,
-                    user_seed,
+                    users,
                     lr,
                     events,
-                    rewards[0] if rewards else 0.0,
-                    rewards[-1] if rewards else 0.0,
+                    sum(rewards[0::2]) / len(users),
+                    sum(rewards[1::2]) / len(users),
                     formats[-1] if formats else 0.0,
                     step_norm,
                 )
