@@ -283,8 +283,10 @@ def meta_train(
     except Exception as error:  # the MLflow run is already marked FAILED with the reason
         _fail(f"meta-training failed: {type(error).__name__}: {error}", 1)
     events = iterations[-1].events if iterations else 0
+    adaptations = sum(len(i.user_seeds) for i in iterations)
     typer.echo(
-        f"meta-trained start ({len(iterations)} users, {events} feedback events) saved to {target}; "
+        f"meta-trained start ({len(iterations)} meta-iterations, {adaptations} user adaptations, "
+        f"{events} feedback events) saved to {target}; "
         f"MLflow run {run_id} in {tracker.uri}"
     )
     typer.echo(f"use it with: harness run FILE --set paradigm.name=adapter --set paradigm.init={target}")
