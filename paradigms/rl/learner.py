@@ -5,6 +5,8 @@ step answers ``task.batch_size`` queries ``group_size`` times through the shared
 scorer (``session.interact``), lets the algorithm update the trainable parameters, and reports
 the batch with the update's metrics (``session.record``), which is where the runner evaluates.
 The step axis is feedback events throughout. A non-finite loss stops the run with ``Diverged``.
+Every algorithm passes its loss through ``with_continual`` before stepping, which adds the
+``continual:`` section's replay, regularizer and distillation terms (``paradigms.rl.continual``).
 """
 
 from __future__ import annotations
