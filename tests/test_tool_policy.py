@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from experiments import metrics as m
 from experiments.config import ConfigError, load_experiment
-from experiments.run import run_experiment
+from experiments.run import assemble, run_experiment
 from experiments.tracking import Tracker
 from paradigms.agent import ANSWER, SEARCH, Episode, GenerationSettings, rollout
 from paradigms.tool_policy import QLearningToolPolicy, ToolPolicySettings, query_state, taken_action
@@ -132,3 +132,23 @@ def test_smoke_run_with_the_policy_logs_its_metrics_and_table(paradigm, tracking
     )
     saved = json.loads(Path(table).read_text())
     assert saved["q"] and all(set(v) == {SEARCH, ANSWER} for v in saved["q"].values())
+
+
+@pytest.mark.slow
+def test_on_the_real_base_the_policy_learns_to_search_personal_questions_only(tracking_uri, real_base):
+    overrides = ["backbone=builtin", "paradigm.tool_policy.name=qlearning", "task.suite=search_or_answer"]
+    overrides += ["budget.feedback_events=200", "evaluation.every=200"]
+    config = load_experiment(SMOKE, overrides).runs()[0]
+    parts = assemble(config, progress=False)
+    parts.paradigm.train(parts.session)
+    policy = parts.paradigm.tool_policy
+    for state in policy.q:
+        if policy.greedy(state) is not None:
+            assert policy.greedy(state) == (SEARCH if state.startswith("personal") else ANSWER), policy.q[
+                state
+            ]
+    assert any(policy.greedy(s) == SEARCH for s in policy.q) and any(
+        policy.greedy(s) == ANSWER for s in policy.q
+    )
+    final = parts.evaluator.evaluate(parts.paradigm)
+    assert final[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9  # one search per personal question at most
