@@ -158,6 +158,11 @@ class RunConfig(_Section):
             parts.append(self.algorithm.name)
         if self.continual.active:
             parts.append(self.continual.label)
+        tool_policy = getattr(self.paradigm, "tool_policy", None)
+        if tool_policy is not None and tool_policy.name != "none":
+            parts.append(tool_policy.name)  # frozen-qlearning-search_or_answer-s0
+        if getattr(self.paradigm, "init", None) is not None:
+            parts.append("init")  # adapter-grpo-init-preferences-s0: starts from a saved adapter
         return "-".join([*parts, self.task.suite, f"s{self.seed}"])
 
 
