@@ -9,7 +9,6 @@ budget is spent, answering through ``session.interact`` (the one rollout and sco
 from __future__ import annotations
 
 import json
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,9 +40,8 @@ class Paradigm(ABC):
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm
         self.session: Session | None = None
-        #: The learned search decision (``paradigm.tool_policy``), None when the model decides;
-        #: seeded from the global RNG, which the runner has seeded.
-        self.tool_policy = make_tool_policy(getattr(settings, "tool_policy", None), random.getrandbits(32))
+        #: The learned search decision (``paradigm.tool_policy``), None when the model decides.
+        self.tool_policy = make_tool_policy(getattr(settings, "tool_policy", None))
 
     @property
     def model(self):

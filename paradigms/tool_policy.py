@@ -21,9 +21,9 @@ retrieved by the ``memory`` paradigm).
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
-from random import Random
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -88,7 +88,7 @@ class QLearningToolPolicy:
         self.epsilon = settings.epsilon
         self.q: dict[str, dict[str, float]] = {}
         self.visits: dict[str, dict[str, int]] = {}
-        self.rng = Random(seed)
+        self.rng = random.Random(seed)
 
     def greedy(self, state: str) -> str | None:
         """The best tried action, or None (defer to the model) until both actions were tried here."""
@@ -145,8 +145,12 @@ class QLearningToolPolicy:
         return {"epsilon": self.epsilon, "q": self.q, "visits": self.visits}
 
 
-def make_tool_policy(settings: ToolPolicySettings | None, seed: int) -> QLearningToolPolicy | None:
-    """The policy a paradigm's ``tool_policy`` section asks for (None: the model decides)."""
+def make_tool_policy(settings: ToolPolicySettings | None) -> QLearningToolPolicy | None:
+    """The policy a paradigm's ``tool_policy`` section asks for (None: the model decides).
+
+    Its exploration is seeded from Python's global RNG, which the runner has seeded; nothing is
+    drawn from it when there is no policy, so runs without one are unchanged.
+    """
     if settings is None or settings.name == "none":
         return None
-    return QLearningToolPolicy(settings, seed)
+    return QLearningToolPolicy(settings, random.getrandbits(32))
