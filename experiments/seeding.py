@@ -23,10 +23,16 @@ def seed_everything(seed: int) -> dict[str, object]:
         torch.cuda.manual_seed_all(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN before a kernel overwrites it (a
+    # debugging aid against reads of uninitialized memory). On CPU that touches every page of
+    # every allocation: measured 3x slower training steps (0.71 s vs 0.24 s per base-build
+    # step, 17x the page faults). The kernels stay deterministic without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     return {
         "python_random": seed,
         "numpy": seed,
         "torch": seed,
         "torch_deterministic_algorithms": True,
+        "torch_fill_uninitialized_memory": False,
         "data_order": f"derived from seed {seed} (user-{seed}, stream-<suite>-{seed})",
     }
