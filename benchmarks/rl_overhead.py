@@ -9,17 +9,24 @@ For each algorithm, one process measures both, on the same model and the same ba
   as the longest completion the harness produced in that step, plus one forward and backward
   pass over the harness's own sequences.
 
-The ratio harness / raw is the overhead (1.0 = none). Also reported: completion tokens (the
-agent's own) per second of harness time. Timings are noisy on a shared machine; the ratio is
-taken within one run, interleaving nothing else, after one untimed warm-up step per algorithm.
+The ratio harness / raw is the overhead (1.0 = none). It is split in two: the rollout (the
+session's ``interact``: search-tool loop and scoring) against raw ``generate``, and the rest of
+the step (the update, and for GRPO everything TRL's trainer does around it) against raw
+forward+backward. Also reported: completion tokens (the agent's own) per second of harness time.
+Timings are noisy on a shared machine: each algorithm is measured ``--repeats`` times (a fresh
+model each time, after one untimed warm-up run) and the median ratio is reported, with every
+repeat kept in the results file.
 
-    python benchmarks/rl_overhead.py --paradigm adapter --steps 6 --out benchmarks/results/rl_overhead.json
+    python benchmarks/rl_overhead.py --paradigm adapter --steps 12 --repeats 3 \
+        --out benchmarks/results/rl_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
@@ -34,7 +41,7 @@ SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.yaml"
 
 
 def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int):
-    """Seconds for ``steps`` harness steps, and the interactions they produced."""
+    """Seconds for ``steps`` harness steps, of which in the rollout, and the interactions produced."""
     events = steps * batch * group
     config = load_experiment(
         SMOKE,
@@ -55,16 +62,27 @@ def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, gro
         interactions.append(report.interaction)
 
     parts.session.on_feedback = keep
+    interact = parts.session.interact
+    in_rollout = [0.0]
+
+    def timed_interact(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return interact(*args, **kwargs)
+        finally:
+            in_rollout[0] += time.perf_counter() - started
+
+    parts.session.interact = timed_interact
     started = time.perf_counter()
     parts.paradigm.train(parts.session)
-    return time.perf_counter() - started, interactions, parts.paradigm
+    return time.perf_counter() - started, in_rollout[0], interactions, parts.paradigm
 
 
-def raw_time(paradigm, interactions) -> float:
-    """Seconds of plain generate + forward/backward over the same batches."""
+def raw_time(paradigm, interactions) -> tuple[float, float]:
+    """Seconds of plain generate, and of forward/backward, over the same batches."""
     model, tokenizer = paradigm.model, paradigm.tokenizer
     pad = tokenizer.pad_token_id
-    total = 0.0
+    generating = updating = 0.0
     for interaction in interactions:
         episodes = interaction.episodes
         width = max(len(e.prompt_ids) for e in episodes)
@@ -84,52 +102,73 @@ def raw_time(paradigm, interactions) -> float:
                 pad_token_id=pad,
             )
         model.train()
+        generated = time.perf_counter()
         logits = batching.forward(model, batch).logits
         batching.token_logprobs(logits, batch).sum().backward()
         model.zero_grad(set_to_none=True)
-        total += time.perf_counter() - started
-    return total
+        generating += generated - started
+        updating += time.perf_counter() - generated
+    return generating, updating
+
+
+def measure(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int) -> dict:
+    """One repeat: the harness's steps, then the raw equivalent on the same model and batches."""
+    harness, rollout, interactions, paradigm = harness_time(paradigm_name, algorithm, steps, batch, group)
+    generate, forward_backward = raw_time(paradigm, interactions)
+    raw = generate + forward_backward
+    tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
+    return {
+        "steps": len(interactions),
+        "responses": sum(len(i.episodes) for i in interactions),
+        "harness_seconds": harness,
+        "harness_rollout_seconds": rollout,
+        "raw_seconds": raw,
+        "raw_generate_seconds": generate,
+        "raw_forward_backward_seconds": forward_backward,
+        "overhead_ratio": harness / raw,
+        "rollout_ratio": rollout / generate,
+        "update_ratio": (harness - rollout) / forward_backward,
+        "completion_tokens_per_second": tokens / harness,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paradigm", default="adapter", choices=["adapter", "full_ft"])
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "reinforce", "ppo", "sft"])
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4, help="queries per step")
     parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per algorithm (median kept)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl_overhead.json"))
     args = parser.parse_args()
     rows = []
     for algorithm in args.algorithms:
         group = 1 if algorithm == "sft" else args.group
         harness_time(args.paradigm, algorithm, 1, args.batch, group)  # warm-up: first-call costs of torch/HF
-        harness, interactions, paradigm = harness_time(
-            args.paradigm, algorithm, args.steps, args.batch, group
-        )
-        raw = raw_time(paradigm, interactions)
-        tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
-        rows.append(
-            {
-                "algorithm": algorithm,
-                "paradigm": args.paradigm,
-                "steps": len(interactions),
-                "responses": sum(len(i.episodes) for i in interactions),
-                "harness_seconds": harness,
-                "raw_seconds": raw,
-                "overhead_ratio": harness / raw,
-                "completion_tokens_per_second": tokens / harness,
-            }
-        )
+        repeats = [
+            measure(args.paradigm, algorithm, args.steps, args.batch, group) for _ in range(args.repeats)
+        ]
+        median = {
+            key: statistics.median(r[key] for r in repeats)
+            for key in repeats[0]
+            if key.endswith(("_ratio", "_second", "_seconds"))
+        }
+        rows.append({"algorithm": algorithm, "paradigm": args.paradigm, "median": median, "repeats": repeats})
         print(
-            f"{algorithm}: harness {harness:.1f} s, raw {raw:.1f} s, ratio {harness / raw:.2f}, "
-            f"{tokens / harness:.0f} completion tokens/s",
+            f"{algorithm}: harness {median['harness_seconds']:.1f} s, raw {median['raw_seconds']:.1f} s, "
+            f"ratio {median['overhead_ratio']:.2f} (rollout {median['rollout_ratio']:.2f}, "
+            f"update {median['update_ratio']:.2f}), "
+            f"{median['completion_tokens_per_second']:.0f} completion tokens/s",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
-    )
+    document = {
+        "rows": rows,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "machine": {"cpu_count": os.cpu_count(), "load_average_after": os.getloadavg()[0]},
+    }
+    args.out.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
