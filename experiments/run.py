@@ -20,7 +20,7 @@ from experiments import metrics as m
 from experiments.base import ensure_base, is_builtin
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
-from experiments.seeding import seed_everything
+from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, contract_tags
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
@@ -139,7 +139,7 @@ def execute(
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
-    state = {"next_eval": 0, "generated": 0, "prompt": 0, "final": {}}
+    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}}
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -153,12 +153,13 @@ def execute(
             run.log_metrics(values, step)
 
     def evaluate(events: int) -> None:
-        results = evaluator.evaluate(paradigm)
+        with isolated_rng():  # the evaluation schedule must not change what training draws
+            results = evaluator.evaluate(paradigm)
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
         _check_finite(results, events)
         log(results, events)
-        state["final"] = results
+        state["final"], state["last_eval"] = results, events
         bar.set_postfix(
             personal=f"{results[m.PERSONAL_ACCURACY]:.2f}",
             general=f"{results[m.GENERAL_ACCURACY]:.2f}",
@@ -194,6 +195,8 @@ def execute(
     try:
         evaluate(0)
         paradigm.train(session)
+        if state["last_eval"] != session.events:  # e.g. GRPO leaves a remainder smaller than a batch
+            evaluate(session.events)  # the run's final figures are always those of its end
     finally:
         bar.close()
     if run is not None:

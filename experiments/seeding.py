@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -36,3 +38,21 @@ def seed_everything(seed: int) -> dict[str, object]:
         "torch_fill_uninitialized_memory": False,
         "data_order": f"derived from seed {seed} (user-{seed}, stream-<suite>-{seed})",
     }
+
+
+@contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run the block without moving Python's, NumPy's or torch's global random state.
+
+    The evaluator runs inside the training loop; whatever random numbers it draws must not
+    shift the training's, or the evaluation schedule (``evaluation.every``) would change what
+    is learned. The states are saved on entry and restored on exit, exceptions included.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

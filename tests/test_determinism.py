@@ -1,10 +1,14 @@
 """Same seed, same streams and evaluation items for every paradigm; same seed twice, same metrics."""
 
+import random
+
 import mlflow
+import numpy as np
+import torch
 
 from experiments.config import load_experiment
 from experiments.run import run_experiment
-from experiments.seeding import seed_everything
+from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import Tracker
 from tasks.suites import SUITES, TaskOptions
 from tests.conftest import SMOKE, TINY
@@ -62,3 +66,45 @@ def test_same_config_and_seed_give_identical_metrics(tracking_uri, tiny_base):
     client = mlflow.MlflowClient(tracking_uri)
     assert _histories(client, first.run_id) == _histories(client, second.run_id)
     assert "train/reward" in _histories(client, first.run_id)
+
+
+def test_the_evaluation_schedule_does_not_change_what_is_learned(tracking_uri, tiny_base):
+    """Evaluating more often draws no random numbers from the training's stream."""
+    common = [TINY, "paradigm.name=adapter", "algorithm.name=reinforce", "budget.feedback_events=32"]
+    tracker = Tracker(tracking_uri)
+    often = run_experiment(load_experiment(SMOKE, [*common, "evaluation.every=4"]), tracker, progress=False)
+    rarely = run_experiment(load_experiment(SMOKE, [*common, "evaluation.every=32"]), tracker, progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    train = {
+        name: {k: v for k, v in _histories(client, result[0].run_id).items() if k.startswith("train/")}
+        for name, result in (("often", often), ("rarely", rarely))
+    }
+    assert train["often"] == train["rarely"] and train["often"]["train/reward"]
+
+
+def test_isolated_rng_leaves_every_global_generator_where_it_was():
+    seed_everything(3)
+    with isolated_rng():
+        random.random(), np.random.rand(), torch.rand(1)
+    after = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed_everything(3)
+    assert after == (random.random(), np.random.rand(), torch.rand(1).item())
+
+
+def test_a_budget_that_is_not_a_whole_number_of_batches_is_still_evaluated_at_the_end(
+    tracking_uri, tiny_base
+):
+    # GRPO takes whole batches (4 queries x 2 responses = 8 events): 20 events end at 16
+    overrides = [
+        TINY,
+        "paradigm.name=adapter",
+        "algorithm.name=grpo",
+        "algorithm.group_size=2",
+        "budget.feedback_events=20",
+        "evaluation.every=100",
+    ]
+    [result] = run_experiment(load_experiment(SMOKE, overrides), Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    train_steps = [m.step for m in client.get_metric_history(result.run_id, "train/reward")]
+    eval_steps = [m.step for m in client.get_metric_history(result.run_id, "eval/personal_accuracy")]
+    assert eval_steps == [0, max(train_steps)] and max(train_steps) == 16
