@@ -188,15 +188,15 @@ def execute(
         _check_finite(values, report.events)
         log(values, report.events)
         bar.update(report.events - bar.n)
-        if report.events >= state["next_eval"] or report.events >= config.budget.feedback_events:
+        if report.events >= state["next_eval"]:
             evaluate(report.events)
 
     session.on_feedback = on_feedback
     try:
         evaluate(0)
         paradigm.train(session)
-        if state["last_eval"] != session.events:  # e.g. GRPO leaves a remainder smaller than a batch
-            evaluate(session.events)  # the run's final figures are always those of its end
+        if state["last_eval"] != session.events:  # the end of the run, wherever the schedule fell
+            evaluate(session.events)  # (GRPO may stop short of the budget by less than a batch)
     finally:
         bar.close()
     if run is not None:
