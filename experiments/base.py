@@ -1,7 +1,9 @@
 """The builtin base: built once per recipe, cached on disk by the recipe's hash, logged to MLflow.
 
 ``backbone: builtin`` is the default recipe; ``backbone: builtin:tiny`` is a seconds-long build
-with the same code path, for fast tests (not competent). The cache lives under
+with the same code path, for fast tests (not competent); ``backbone: builtin:oversearch`` is the
+default recipe with a miscalibrated search habit (it searches on every world question about
+``home``), the testbed of the learned tool policy. The cache lives under
 ``$HARNESS_CACHE_DIR`` (default ``~/.cache/paradigm-harness``); a file lock keeps parallel
 workers from building the same base twice.
 """
@@ -16,11 +18,15 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from paradigms.builtin.recipe import TINY_RECIPE, BaseRecipe
+from paradigms.builtin.recipe import OVERSEARCH_RECIPE, TINY_RECIPE, BaseRecipe
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 EXPERIMENT = "builtin-base"
-RECIPES: dict[str, BaseRecipe] = {"builtin": BaseRecipe(), "builtin:tiny": TINY_RECIPE}
+RECIPES: dict[str, BaseRecipe] = {
+    "builtin": BaseRecipe(),
+    "builtin:tiny": TINY_RECIPE,
+    "builtin:oversearch": OVERSEARCH_RECIPE,
+}
 COMPETENCE_FILE = "competence.json"
 
 

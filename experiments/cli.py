@@ -319,7 +319,8 @@ def config_show(
 def base_build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
     spec: Annotated[
-        str, typer.Option("--backbone", help="builtin, or builtin:tiny (seconds, for tests).")
+        str,
+        typer.Option("--backbone", help="builtin, builtin:tiny (seconds, for tests) or builtin:oversearch."),
     ] = "builtin",
     tracking_uri: UriOption = None,
 ) -> None:
@@ -336,7 +337,9 @@ def base_build(
 
 @base_app.command("info")
 def base_info(
-    spec: Annotated[str, typer.Option("--backbone", help="builtin, or builtin:tiny.")] = "builtin",
+    spec: Annotated[
+        str, typer.Option("--backbone", help="builtin, builtin:tiny or builtin:oversearch.")
+    ] = "builtin",
 ) -> None:
     """Show the builtin base's recipe, cache path and (once built) its competence figures."""
     from experiments.base import RECIPES, describe

@@ -34,7 +34,7 @@ from paradigms.algorithms import AlgorithmSettings
 from paradigms.base import ParadigmSettings
 from paradigms.rl.continual import ContinualSettings
 from tasks.registry import UnknownName
-from tasks.suites import SUITES
+from tasks.suites import SUITES, TaskOptions
 from tasks.users import META_USER_SEED_START
 
 
@@ -60,12 +60,29 @@ class TaskConfig(_Section):
         description="Feedback channel: reward components plus a textual correction, or the rewards only.",
     )
     search_results: int = Field(2, ge=1, description="Lines a search returns at most.")
+    shared_formats: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="How much users share their format preferences: per question kind, the chance "
+        "a user holds the population's favourite format instead of a uniformly random one (0: "
+        "nothing shared; the structure a meta-learned start can exploit, see experiments/meta.yaml).",
+    )
     max_searches: int = Field(
         2, ge=0, description="Search calls allowed per query; further calls get nothing."
     )
     batch_size: int = Field(
         4, ge=1, description="Queries answered between two learning steps (every paradigm)."
     )
+
+    def options(self) -> TaskOptions:
+        """The knobs the task suite itself reads (users, stream, evaluation, feedback)."""
+        return TaskOptions(
+            search=self.search,
+            feedback=self.feedback,
+            search_results=self.search_results,
+            shared_formats=self.shared_formats,
+        )
 
 
 class RewardWeights(_Section):

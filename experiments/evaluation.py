@@ -161,6 +161,7 @@ def base_competence(model, tokenizer) -> dict[str, float]:
     - ``context_reading_accuracy``: the asked fact among 3-5 facts in context, answered right
       without searching;
     - ``search_call_rate``: a search call on a personal question whose fact is not in context;
+    - ``needless_search_rate``: a search call on a world question (the base knows the answer);
     - ``format_following``: right value in an explicitly instructed format;
     - ``format_note_following``: the format a context note prefers for the question's kind.
     """
@@ -174,6 +175,8 @@ def base_competence(model, tokenizer) -> dict[str, float]:
     )
     episodes, _ = _probe(model, tokenizer, probes.search_probe(), greedy)
     figures["search_call_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
+    episodes, _ = _probe(model, tokenizer, probes.needless_search_probe(), greedy)
+    figures["needless_search_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
     _, c = _probe(model, tokenizer, probes.format_following_probe(), greedy)
     figures["format_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
     _, c = _probe(model, tokenizer, probes.format_note_probe(), greedy)

@@ -31,7 +31,7 @@ from paradigms import PARADIGMS
 from paradigms.backbone import load_backbone
 from paradigms.meta import MetaIteration, MetaSettings, meta_train
 from paradigms.session import Session
-from tasks.suites import SUITES, TaskOptions
+from tasks.suites import SUITES
 
 
 def meta_settings(experiment: Experiment) -> MetaSettings:
@@ -79,16 +79,12 @@ def run_meta_training(
         backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
         adapter = PARADIGMS["adapter"](config.paradigm, backbone, config.algorithm)
         suite = SUITES[config.task.suite]
-        options = TaskOptions(
-            search=config.task.search,
-            feedback=config.task.feedback,
-            search_results=config.task.search_results,
-        )
+        options = config.task.options()
 
         def make_session(user_seed: int, callback) -> Session:
             return Session(
                 suite,
-                suite.user(user_seed),
+                suite.user(user_seed, options),
                 suite.stream(user_seed, settings.inner_events, options),
                 options,
                 config.reward.weights.model_dump(),

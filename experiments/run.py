@@ -28,7 +28,7 @@ from paradigms.backbone import load_backbone
 from paradigms.base import Paradigm
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
-from tasks.suites import SUITES, TaskOptions
+from tasks.suites import SUITES
 
 
 class RunFailed(RuntimeError):
@@ -86,10 +86,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     seeds = seed_everything(config.seed)
     backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
     suite = SUITES[config.task.suite]
-    options = TaskOptions(
-        search=config.task.search, feedback=config.task.feedback, search_results=config.task.search_results
-    )
-    user = suite.user(config.seed)
+    options = config.task.options()
+    user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]

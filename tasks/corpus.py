@@ -31,7 +31,8 @@ from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES, World, build_world
 #: Share of personal questions (tool offered, fact not in context) that the corpus answers by
 #: guessing instead of searching: the base searches most of the time, not always.
 GUESS_INSTEAD_OF_SEARCH = 0.12
-#: Share of world questions (tool offered) where the corpus searches needlessly first.
+#: Share of world questions (tool offered) where the corpus searches needlessly first, per
+#: question kind unless a recipe says otherwise (``BaseRecipe.needless_search``).
 NEEDLESS_SEARCH = 0.08
 
 
@@ -91,14 +92,32 @@ def _sample(rng: random.Random, population, k_min: int, k_max: int) -> list:
 
 
 class CorpusGenerator:
-    """Draws training examples; ``mixture`` maps example kind to its weight."""
+    """Draws training examples; ``mixture`` maps example kind to its weight.
 
-    def __init__(self, seed: int, mixture: Mapping[str, float] | None = None, world: World | None = None):
+    ``needless_search`` maps a world question kind to the share of its tool-offered questions that
+    open with a needless search call (default ``NEEDLESS_SEARCH`` for every kind); a share above
+    one half teaches a base that searches on that kind under greedy decoding.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        mixture: Mapping[str, float] | None = None,
+        world: World | None = None,
+        needless_search: Mapping[str, float] | None = None,
+    ):
         self.rng = random.Random(seed)
         self.world = world or build_world()
         self.mixture = dict(mixture or DEFAULT_MIXTURE)
         self._kinds = list(self.mixture)
         self._weights = [self.mixture[k] for k in self._kinds]
+        self.needless_search = {kind: NEEDLESS_SEARCH for kind in WORLD_ATTRIBUTES}
+        self.needless_search.update(needless_search or {})
+        unknown = sorted(set(self.needless_search) - set(WORLD_ATTRIBUTES))
+        if unknown:
+            raise ValueError(
+                f"needless_search: unknown question kinds {unknown}; known: {list(WORLD_ATTRIBUTES)}"
+            )
 
     def example(self) -> Example:
         kind = self.rng.choices(self._kinds, self._weights)[0]
@@ -130,7 +149,7 @@ class CorpusGenerator:
             grammar.question(entity, attribute), search_enabled=search, notes=notes, instruction=instruction
         )
         completion: Example = []
-        if search and rng.random() < NEEDLESS_SEARCH:
+        if search and rng.random() < self.needless_search[attribute]:
             completion += [
                 Segment(grammar.search_call(f"{entity} {attribute}"), True),
                 Segment(grammar.search_result([]), False),

@@ -3,8 +3,8 @@
 - ``general_probe``: held-out world questions, each with the format instruction the base never
   saw paired with that fact. Its accuracy is what forgetting is measured on.
 - The base's competence probes (``context_reading_probe``, ``search_probe``,
-  ``format_following_probe``) measure the skills the paradigms rely on, on users the base has
-  never seen.
+  ``needless_search_probe``, ``format_following_probe``, ``format_note_probe``) measure the
+  skills the paradigms rely on, on users the base has never seen.
 """
 
 from __future__ import annotations
@@ -112,6 +112,26 @@ def unprompted_format_probe(n: int = 200, seed: int = 4) -> list[Item]:
                 None,
                 False,
                 kind="unprompted",
+            )
+        )
+    return items
+
+
+def needless_search_probe(n: int = 200, seed: int = 6) -> list[Item]:
+    """World questions with the tool offered and nothing in context: searching is never needed."""
+    rng = random.Random(seed)
+    world = build_world()
+    items = []
+    for _ in range(n):
+        entity, attribute = rng.choice(world.entities), rng.choice(list(WORLD_ATTRIBUTES))
+        items.append(
+            Item(
+                Query(grammar.question(entity, attribute), True),
+                f"world:{entity}:{attribute}",
+                world.value(entity, attribute),
+                None,
+                False,
+                kind="needless_search",
             )
         )
     return items

@@ -38,6 +38,7 @@ class TaskOptions:
     search: bool = True
     feedback: str = "text"
     search_results: int = 2
+    shared_formats: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class Suite:
     description: str
 
     # -- the user and the world split ---------------------------------------------------------
-    def user(self, seed: int) -> User:
-        return make_user(seed, n_phases=self.n_phases)
+    def user(self, seed: int, options: TaskOptions = TaskOptions()) -> User:
+        """The simulated user for ``seed`` (``options.shared_formats``: see ``make_user``)."""
+        return make_user(seed, n_phases=self.n_phases, shared_formats=options.shared_formats)
 
     @staticmethod
     def entity_split() -> tuple[list[str], list[str]]:

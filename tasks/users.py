@@ -73,15 +73,35 @@ class User:
         return grammar.fact_line(grammar.FORMAT_KEY, name, profile.formats[name])
 
 
-def make_user(seed: int, n_phases: int = 1, change_fraction: float = 0.5) -> User:
+def population_formats() -> dict[str, str]:
+    """The user population's favourite answer format per question kind (fixed, like the world)."""
+    rng = random.Random("population-formats")
+    return {kind: rng.choice(grammar.FORMATS) for kind in WORLD_ATTRIBUTES}
+
+
+def make_user(
+    seed: int, n_phases: int = 1, change_fraction: float = 0.5, shared_formats: float = 0.0
+) -> User:
     """A user from ``seed`` with ``n_phases`` drift phases.
 
-    In each phase after the first, ``change_fraction`` of the not-yet-changed items get a new
-    value (different from the old one). Deterministic in ``seed``.
+    Facts are uniform over their pools. For each question kind, with probability ``shared_formats``
+    the user holds the population's favourite format (``population_formats``), otherwise a uniformly
+    random one (which may be the favourite too): at 0 users share nothing, at 1 every user wants the
+    same formats. The share is drawn from its own random stream, so facts, the drift schedule and,
+    at 0, the whole user are the same for every value. In each phase after the first,
+    ``change_fraction`` of the not-yet-changed items get a new value (different from the old one).
+    Deterministic in ``seed``.
     """
+    if not 0.0 <= shared_formats <= 1.0:
+        raise ValueError(f"shared_formats must be in [0, 1], got {shared_formats}")
     rng = random.Random(f"user-{seed}")
     facts = {a: rng.choice(pool) for a, pool in USER_ATTRIBUTES.items()}
     formats = {kind: rng.choice(grammar.FORMATS) for kind in WORLD_ATTRIBUTES}
+    if shared_formats > 0:
+        favourite, share_rng = population_formats(), random.Random(f"user-shared-{seed}")
+        for kind in formats:
+            if share_rng.random() < shared_formats:
+                formats[kind] = favourite[kind]
     phases = [Profile(dict(facts), dict(formats))]
     items = [f"fact:{a}" for a in facts] + [f"format:{k}" for k in formats]
     changed: list[tuple[str, ...]] = [tuple(items)]

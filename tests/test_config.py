@@ -104,6 +104,7 @@ def test_flat_params_use_dotted_keys():
             "is a value, not a section",
         ),
         ("seeds: [1, 1]\n", [], "repeats a seed"),
+        ("{}", ["--set", "task.shared_formats=1.5"], "task.shared_formats"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, text, args, fragment):

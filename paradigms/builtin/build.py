@@ -46,7 +46,9 @@ def tokenize_example(example: Example, vocab: dict[str, int], bos_id: int) -> tu
 
 def corpus_dataset(recipe: BaseRecipe, tokenizer) -> Dataset:
     """``steps * batch_size`` tokenized examples, in training order, deterministic in the seed."""
-    generator = CorpusGenerator(seed=recipe.seed, mixture=recipe.mixture)
+    generator = CorpusGenerator(
+        seed=recipe.seed, mixture=recipe.mixture, needless_search=recipe.needless_search
+    )
     vocab = tokenizer.get_vocab()
     rows = [
         tokenize_example(generator.example(), vocab, tokenizer.bos_token_id)

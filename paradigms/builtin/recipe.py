@@ -31,6 +31,10 @@ class BaseRecipe:
     weight_decay: float = 0.0
     seed: int = 0
     mixture: dict[str, float] = field(default_factory=lambda: dict(corpus.DEFAULT_MIXTURE))
+    #: per world question kind, the share of tool-offered questions the corpus searches needlessly
+    needless_search: dict[str, float] = field(
+        default_factory=lambda: {kind: corpus.NEEDLESS_SEARCH for kind in world.WORLD_ATTRIBUTES}
+    )
 
     def digest(self) -> str:
         """A short hash of the recipe and of the code that writes its corpus and vocabulary."""
@@ -51,3 +55,10 @@ TINY_RECIPE = BaseRecipe(
     learning_rate=3e-3,
     decay_steps=60,
 )
+
+
+#: The default recipe except that the corpus searches needlessly before 90% of the tool-offered
+#: world questions about ``home`` (8% elsewhere, as in the default): a base whose own search habit
+#: is miscalibrated, so greedy decoding searches on every ``home`` question although the base knows
+#: the answer. The testbed of the learned tool policy (experiments/tool_policy.yaml).
+OVERSEARCH_RECIPE = BaseRecipe(needless_search={**BaseRecipe().needless_search, "home": 0.9})
