@@ -126,6 +126,7 @@ def run_meta_training(
                     "meta": settings.model_dump(),
                     "user_seeds": sorted({s for i in iterations for s in i.user_seeds}),
                     "suite": config.task.suite,
+                    "task": config.task.model_dump(mode="json"),
                     "algorithm": config.algorithm.model_dump(mode="json"),
                     "paradigm": config.paradigm.model_dump(mode="json"),
                     "backbone": config.backbone,

@@ -38,3 +38,11 @@ def real_base() -> Path:
     from experiments.base import ensure_base
 
     return ensure_base("builtin", progress=False)
+
+
+@pytest.fixture(scope="session")
+def oversearch_base() -> Path:
+    """The real base with a needless-search habit on ``home`` questions (built once per cache, minutes)."""
+    from experiments.base import ensure_base
+
+    return ensure_base("builtin:oversearch", progress=False)

@@ -68,6 +68,7 @@ def test_meta_train_saves_a_start_logs_a_meta_run_and_an_adapter_starts_from_it(
     info = json.loads((out / "meta.json").read_text())
     assert info["user_seeds"] and all(s >= META_USER_SEED_START for s in info["user_seeds"])
     assert info["feedback_events"] == 2 * 16
+    assert info["task"]["suite"] == "preferences" and info["task"]["shared_formats"] == 0.0
 
     client = mlflow.MlflowClient(tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("smoke").experiment_id], "tags.kind = 'meta'")

@@ -21,19 +21,22 @@ from tests.conftest import SMOKE, TINY
 
 
 def test_q_update_matches_hand_computed_values():
-    policy = QLearningToolPolicy(ToolPolicySettings(name="qlearning", learning_rate=0.5, epsilon=0.4), seed=0)
+    policy = QLearningToolPolicy(ToolPolicySettings(name="qlearning", learning_rate=0.3, epsilon=0.4), seed=0)
     s = "personal:dog:unnoted"
-    # the first reward of an action is its estimate; later ones move it by alpha * (r - Q)
+    # step = max(1/n, 0.3): the running mean for the first three rewards of an action, then 0.3
     policy.update([s, s, s], [SEARCH, SEARCH, ANSWER], [1.4, 0.4, 0.5])
-    assert policy.q[s][SEARCH] == pytest.approx(1.4 + 0.5 * (0.4 - 1.4))  # 0.9
+    assert policy.q[s][SEARCH] == pytest.approx(0.9)  # mean of 1.4 and 0.4
     assert policy.q[s][ANSWER] == pytest.approx(0.5)
     assert policy.visits[s] == {SEARCH: 2, ANSWER: 1}
     assert policy.epsilon == pytest.approx(0.4 * 0.97)  # one decay per learning batch
+    policy.update([s, s], [SEARCH, SEARCH], [1.3, 0.1])
+    third = 0.9 + (1.3 - 0.9) / 3  # 1.0333..., the mean of 1.4, 0.4, 1.3
+    assert policy.q[s][SEARCH] == pytest.approx(third + 0.3 * (0.1 - third))  # 1/4 < 0.3: constant step
     policy.update([s], [ANSWER], [1.5])
-    assert policy.q[s][ANSWER] == pytest.approx(0.5 + 0.5 * (1.5 - 0.5))  # 1.0
-    assert policy.epsilon == pytest.approx(0.4 * 0.97**2)
-    assert policy.greedy(s) == ANSWER  # 1.0 > 0.9
-    assert policy.mean_value(SEARCH) == pytest.approx(0.9)
+    assert policy.q[s][ANSWER] == pytest.approx(1.0)  # mean of 0.5 and 1.5
+    assert policy.epsilon == pytest.approx(0.4 * 0.97**3)
+    assert policy.greedy(s) == ANSWER  # 1.0 > 0.7533
+    assert policy.mean_value(SEARCH) == pytest.approx(third + 0.3 * (0.1 - third))
 
 
 def test_epsilon_floor_and_decay():
@@ -152,3 +155,22 @@ def test_on_the_real_base_the_policy_learns_to_search_personal_questions_only(tr
     )
     final = parts.evaluator.evaluate(parts.paradigm)
     assert final[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9  # one search per personal question at most
+
+
+def _search_or_answer_run(backbone: str, policy: str) -> dict[str, float]:
+    """Final evaluation of ``frozen`` on ``search_or_answer`` (seed 0, 400 events) with ``policy``."""
+    overrides = [f"backbone={backbone}", f"paradigm.tool_policy.name={policy}", "task.suite=search_or_answer"]
+    overrides += ["budget.feedback_events=400", "evaluation.every=400"]
+    parts = assemble(load_experiment(SMOKE, overrides).runs()[0], progress=False)
+    parts.paradigm.train(parts.session)
+    return parts.evaluator.evaluate(parts.paradigm)
+
+
+@pytest.mark.slow
+def test_on_a_base_that_searches_needlessly_the_policy_removes_the_waste(tracking_uri, oversearch_base):
+    """The done-when of the tool policy: fewer searches per query than frozen alone, accuracy no lower."""
+    alone = _search_or_answer_run("builtin:oversearch", "none")
+    learned = _search_or_answer_run("builtin:oversearch", "qlearning")
+    assert alone[m.SEARCH_CALLS_PER_QUERY] > 25 / 49 + 0.1  # it searches on world questions too
+    assert learned[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9
+    assert learned[m.PERSONAL_ACCURACY] >= alone[m.PERSONAL_ACCURACY]
