@@ -17,6 +17,7 @@ import typer
 import yaml
 
 from experiments.config import ConfigError
+from experiments.signals import sigterm_as_interrupt
 
 app = typer.Typer(
     add_completion=False,
@@ -102,9 +103,12 @@ def run(
         _fail(str(error), 2)
     _quiet_libraries()
     try:
-        results = run_experiment(experiment, tracker, progress=not quiet)
+        with sigterm_as_interrupt():
+            results = run_experiment(experiment, tracker, progress=not quiet)
     except RunFailed as error:
         _fail(str(error), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted: the running run and its parent are marked KILLED in MLflow", 130)
     for result in results:
         final = result.final
         typer.echo(
@@ -279,7 +283,10 @@ def meta_train(
     _quiet_libraries()
     tracker = Tracker(tracking_uri)
     try:
-        run_id, iterations = run_meta_training(experiment, target, tracker, progress=not quiet)
+        with sigterm_as_interrupt():
+            run_id, iterations = run_meta_training(experiment, target, tracker, progress=not quiet)
+    except KeyboardInterrupt:
+        _fail("interrupted: the meta-training run is marked KILLED in MLflow", 130)
     except Exception as error:  # the MLflow run is already marked FAILED with the reason
         _fail(f"meta-training failed: {type(error).__name__}: {error}", 1)
     events = iterations[-1].events if iterations else 0

@@ -68,6 +68,7 @@ from experiments.config import (
     build_run_config,
     load_experiment,
 )
+from experiments.signals import sigterm_as_interrupt
 from experiments.tracking import TrackedRun, Tracker, contract_tags
 
 JOURNAL_DIR = "optuna-journal"
@@ -930,9 +931,9 @@ class Worker:
             total=self.plan.n_trials, desc=self.plan.study_name, unit="trial", disable=not self.progress
         )
         runner = TrialRunner(self.plan, self.tracker, self.parent, lock, bar if self.progress else None)
-        previous = _sigterm_as_interrupt()
         try:
-            return self._loop(runner, bar)
+            with sigterm_as_interrupt():
+                return self._loop(runner, bar)
         except SweepFailed as error:
             if study_counts(self.study).running == 0:
                 self.parent.finish("FAILED", error=str(error))
@@ -941,7 +942,6 @@ class Worker:
             self._interrupted(runner)
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
             bar.close()
             if lock is not None:
                 lock.release()
@@ -1007,15 +1007,6 @@ def _show(bar: Any, counts: Counts) -> None:
     bar.n = min(counts.finished, bar.total)
     bar.set_postfix(running=counts.running, refresh=False)
     bar.refresh()
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _sigterm_as_interrupt() -> Any:
-    """SIGTERM handled like Ctrl-C, so a terminated worker marks its trial and runs too."""
-    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 # --------------------------------------------------------------------------- results
@@ -1147,20 +1138,19 @@ def _run_processes(
     bar = tqdm(
         total=plan.n_trials, desc=f"{plan.study_name} ({workers} workers)", unit="trial", disable=not progress
     )
-    previous = _sigterm_as_interrupt()
     try:
-        while any(p.poll() is None for p in processes):
+        with sigterm_as_interrupt():
+            while any(p.poll() is None for p in processes):
+                _show(bar, study_counts(coordinator.study))
+                time.sleep(coordinator.poll_seconds)
             _show(bar, study_counts(coordinator.study))
-            time.sleep(coordinator.poll_seconds)
-        _show(bar, study_counts(coordinator.study))
-        return [p.returncode for p in processes]
+            return [p.returncode for p in processes]
     except KeyboardInterrupt:
         _stop_processes(processes)
         if study_counts(coordinator.study).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
         bar.close()
 
 

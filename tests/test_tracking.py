@@ -1,5 +1,8 @@
 """Tracking round-trip against a real SQLite MLflow store: nesting, tags, params, steps, status."""
 
+import signal
+import subprocess
+
 import mlflow
 import pytest
 from typer.testing import CliRunner
@@ -88,3 +91,25 @@ def test_bad_input_writes_nothing_to_mlflow(tracking_uri, tmp_path):
     result = CliRunner().invoke(app, ["run", str(bad)])
     assert result.exit_code == 2
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_terminated_run_is_marked_killed_not_left_running(tracking_uri, tiny_base, tmp_path):
+    """``kill`` (SIGTERM) on ``harness run`` closes the running child and the parent as KILLED."""
+    from tests.test_sweep import harness, subprocess_env, wait_for
+
+    overrides = ["--set", TINY, "--set", "budget.feedback_events=100000"]
+    command = harness("run", str(SMOKE), *overrides, "--quiet")
+    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(tracking_uri))
+    client = mlflow.MlflowClient(tracking_uri)
+
+    def child_running():
+        found = client.get_experiment_by_name("smoke")
+        runs = client.search_runs([found.experiment_id]) if found else []
+        return [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]
+
+    wait_for(child_running, 120, "a running child run", process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    parents, children = children_of(client, "smoke")
+    assert [r.info.status for r in parents + children] == ["KILLED", "KILLED"]
+    assert children[0].data.tags["error"] == "interrupted"
