@@ -206,6 +206,10 @@ def _generate_round(
     attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
     budget = settings.max_new_tokens - min(len(e.env_mask) for e in active)
     sampling = settings.temperature > 0
+    eos = tokenizer.eos_token_id
+    # padding is not something an agent can say: a sampled pad would end the row unseen (an empty
+    # completion, which TRL's trainers cannot score), so it is never sampled unless it doubles as eos
+    never = [pad] if pad is not None and pad != eos else None
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention,
@@ -216,8 +220,9 @@ def _generate_round(
         top_p=None,
         stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width)]),
         logits_processor=_decision_processor(tokenizer, active, width),
+        suppress_tokens=never,
         pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=eos,
     )
     for row, episode, tool in zip(output[:, width:].tolist(), active, tools, strict=True):
         room = settings.max_new_tokens - len(episode.env_mask)

@@ -112,3 +112,29 @@ def test_groups_and_budget(scripted):
     assert len(episodes) == 3
     assert all(len(e.completion_ids) <= 5 + 6 for e in episodes)  # budget counts agent and tool tokens
     assert all(len(e.env_mask) == len(e.completion_ids) for e in episodes)
+
+
+def test_padding_is_never_sampled_so_no_completion_is_empty(scripted):
+    """A pad token sampled first used to leave an empty completion (GRPO then crashed on it)."""
+    model, tokenizer = scripted
+    pad = tokenizer.pad_token_id
+    assert pad != tokenizer.eos_token_id
+
+    def prefer_pad(module, inputs, logits):  # (B, T, V): make padding by far the likeliest token
+        logits[..., pad] += 50.0
+        return logits
+
+    hook = model.lm_head.register_forward_hook(prefer_pad)
+    try:
+        torch.manual_seed(0)
+        episodes = rollout(
+            model,
+            tokenizer,
+            [Query(QUESTION, True)] * 4,
+            [None] * 4,
+            GenerationSettings(temperature=1.0, max_new_tokens=8),
+            [["note my city oslo ."]] * 4,
+        )
+    finally:
+        hook.remove()
+    assert all(e.completion_ids and pad not in e.completion_ids for e in episodes)
