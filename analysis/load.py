@@ -10,8 +10,9 @@ The tidy table has one row per run × metric × step and these columns, in this 
   sorted by key;
 - ``metric``, ``step`` (feedback events consumed, nullable ``Int64``), ``value`` (float).
 
-Only child runs that carry a ``paradigm`` tag are rows: parent runs (``kind=experiment``) and
-report runs (``kind=report``) are not. A run that logged no metric at all (a run that failed
+Only child runs that carry a ``paradigm`` tag are rows: parent runs (``kind=experiment``), report
+runs (``kind=report``) and meta-training runs (``kind=meta``: they produce an adapter start, they
+are not evaluated on a user) are not. A run that logged no metric at all (a run that failed
 early) still appears once, with ``metric``, ``step`` and ``value`` missing, so that reports can
 count and list it. When a metric was logged twice at one step, the later value is kept.
 Rows are sorted by experiment, run name, run id, metric and step, whatever order the store
@@ -123,9 +124,13 @@ def _search_all(client: mlflow.MlflowClient, experiment_id: str) -> list[Run]:
             return runs
 
 
+#: ``kind`` tags of runs that are not an evaluated run of a paradigm on a user.
+NOT_EVALUATED_KINDS = ("experiment", "report", "meta")
+
+
 def _is_child(run: Run) -> bool:
     tags = run.data.tags
-    return "paradigm" in tags and tags.get(KIND_TAG) not in ("experiment", "report")
+    return "paradigm" in tags and tags.get(KIND_TAG) not in NOT_EVALUATED_KINDS
 
 
 def _run_rows(client: mlflow.MlflowClient, run: Run, experiment: str) -> list[dict]:

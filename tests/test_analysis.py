@@ -142,6 +142,9 @@ def synthetic_table() -> pd.DataFrame:
     return tidy_table(rows, {EXPERIMENT: [{"source": "a synthetic parent", "text": EXPERIMENT_YAML}]})
 
 
+META_RUN_NAME = "meta-preferences-s0"
+
+
 def make_store(directory: Path) -> str:
     """A SQLite MLflow store in ``directory`` with the synthetic experiment; returns its URI."""
     uri = f"sqlite:///{directory / 'mlflow.db'}"
@@ -165,6 +168,16 @@ def make_store(directory: Path) -> str:
         if run["error"] is not None:
             client.set_tag(run_id, "error", run["error"])
         client.set_terminated(run_id, run["status"])
+    # a meta-training run (harness meta-train) carries a paradigm tag and meta.* params but is no row
+    meta_id = client.create_run(
+        experiment_id,
+        run_name=META_RUN_NAME,
+        tags={"kind": "meta", "paradigm": "adapter", "algorithm": "grpo"},
+    ).info.run_id
+    client.log_batch(
+        meta_id, metrics=[Metric("meta/meta_lr", 0.5, 1000, 64)], params=[Param("meta.users", "8")]
+    )
+    client.set_terminated(meta_id, "FINISHED")
     client.set_terminated(parent_id, "FAILED")
     return uri
 
@@ -222,6 +235,7 @@ def test_tidy_table_has_one_row_per_run_metric_step(table):
     assert set(failed["run_name"]) == {FAILED_NAME} and set(failed["error"]) == {FAILED_ERROR}
     assert len(failed) == 1 and failed["metric"].isna().all() and failed["step"].isna().all()
     assert "synthetic-10-runs" not in set(table["run_name"])  # the parent run is not a row
+    assert META_RUN_NAME not in set(table["run_name"]) and "param.meta.users" not in table.columns
     assert table.attrs[CONFIGS_ATTR][EXPERIMENT][0]["text"] == EXPERIMENT_YAML
     order = table[["experiment", "run_name", "run_id", "metric", "step"]]
     assert order.equals(order.sort_values(list(order.columns), kind="mergesort"))
