@@ -27,6 +27,7 @@ def test_competence_bars(real_base):
     assert figures["general_accuracy"] >= 0.9
     assert figures["context_reading_accuracy"] >= 0.9
     assert figures["search_call_rate"] >= 0.8
+    assert figures["needless_search_rate"] <= 0.1  # it knows world facts: no search for them
     assert figures["format_following"] >= 0.9
     result = CliRunner().invoke(app, ["base", "info"])
     assert result.exit_code == 0
