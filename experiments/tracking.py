@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -181,12 +182,22 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (or restored from deleted) if needed.
+
+        Safe when several workers start at once: whoever loses the race to create it uses the
+        winner's experiment.
+        """
         existing = self.client.get_experiment_by_name(name)
-        if existing is not None:
-            if existing.lifecycle_stage == "deleted":
-                self.client.restore_experiment(existing.experiment_id)
-            return existing.experiment_id
-        return self.client.create_experiment(name)
+        if existing is None:
+            try:
+                return self.client.create_experiment(name)
+            except MlflowException:
+                existing = self.client.get_experiment_by_name(name)
+                if existing is None:  # the error was not a lost race
+                    raise
+        if existing.lifecycle_stage == "deleted":
+            self.client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
 
     def start_run(
         self,

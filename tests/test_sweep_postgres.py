@@ -130,7 +130,8 @@ def test_two_workers_share_one_postgres_study_and_one_mlflow_server(
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 6
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    assert all(t.user_attrs.get("surplus") for t in study.get_trials(states=(TrialState.FAIL,)))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert all(t.user_attrs.get("surplus") for t in failed), [(t.number, t.user_attrs) for t in failed]
     pids = Counter(t.user_attrs["worker_pid"] for t in complete)
     assert set(pids) <= {w.pid for w in workers}
 
