@@ -97,8 +97,8 @@ def format_following_probe(n: int = 200, seed: int = 3) -> list[Item]:
     return items
 
 
-def unprompted_format_probe(n: int = 200, seed: int = 4) -> list[Item]:
-    """World questions with no instruction and no preference in context (room to learn)."""
+def _bare_world_questions(n: int, seed: int, search_enabled: bool, kind: str) -> list[Item]:
+    """``n`` random world questions with no instruction, no note and any format wanted."""
     rng = random.Random(seed)
     world = build_world()
     items = []
@@ -106,35 +106,25 @@ def unprompted_format_probe(n: int = 200, seed: int = 4) -> list[Item]:
         entity, attribute = rng.choice(world.entities), rng.choice(list(WORLD_ATTRIBUTES))
         items.append(
             Item(
-                Query(grammar.question(entity, attribute), False),
+                Query(grammar.question(entity, attribute), search_enabled),
                 f"world:{entity}:{attribute}",
                 world.value(entity, attribute),
                 None,
                 False,
-                kind="unprompted",
+                kind=kind,
             )
         )
     return items
+
+
+def unprompted_format_probe(n: int = 200, seed: int = 4) -> list[Item]:
+    """World questions with no instruction and no preference in context (room to learn)."""
+    return _bare_world_questions(n, seed, search_enabled=False, kind="unprompted")
 
 
 def needless_search_probe(n: int = 200, seed: int = 6) -> list[Item]:
     """World questions with the tool offered and nothing in context: searching is never needed."""
-    rng = random.Random(seed)
-    world = build_world()
-    items = []
-    for _ in range(n):
-        entity, attribute = rng.choice(world.entities), rng.choice(list(WORLD_ATTRIBUTES))
-        items.append(
-            Item(
-                Query(grammar.question(entity, attribute), True),
-                f"world:{entity}:{attribute}",
-                world.value(entity, attribute),
-                None,
-                False,
-                kind="needless_search",
-            )
-        )
-    return items
+    return _bare_world_questions(n, seed, search_enabled=True, kind="needless_search")
 
 
 def format_note_probe(n: int = 200, seed: int = 5) -> list[Item]:
