@@ -173,10 +173,12 @@ def base_competence(model, tokenizer) -> dict[str, float]:
     figures["context_reading_accuracy"] = _mean(
         [ok * (e.search_calls == 0) for ok, e in zip(c["correctness"], episodes, strict=True)]
     )
-    episodes, _ = _probe(model, tokenizer, probes.search_probe(), greedy)
-    figures["search_call_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
-    episodes, _ = _probe(model, tokenizer, probes.needless_search_probe(), greedy)
-    figures["needless_search_rate"] = _mean([float(e.search_calls > 0) for e in episodes])
+    for name, items in (
+        ("search_call_rate", probes.search_probe()),
+        ("needless_search_rate", probes.needless_search_probe()),
+    ):
+        episodes, _ = _probe(model, tokenizer, items, greedy)
+        figures[name] = _mean([float(e.search_calls > 0) for e in episodes])
     _, c = _probe(model, tokenizer, probes.format_following_probe(), greedy)
     figures["format_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
     _, c = _probe(model, tokenizer, probes.format_note_probe(), greedy)
