@@ -1,12 +1,17 @@
 """The phase-accuracy matrix R of drift runs, and GEM's ACC, BWT and FWT from it.
 
-A drift run logs ``eval/phase_accuracy/<j>`` (accuracy on the items set in phase j) at every
-evaluation. The evaluation after ``s`` feedback events belongs to the phase of the last event it
-consumed, ``tasks.suites.phase_at(s - 1, budget, T)`` (the same schedule the stream follows), so
-``R[i, j]`` is phase j's accuracy at the last evaluation trained through phase i, and the
-evaluation at step 0 (the untrained policy) gives FWT's baseline ``b[j]``. ``T`` is the suite's
-number of phases (or one more than the highest phase logged, for an unknown suite); ``budget`` is
-the run's ``param.budget.feedback_events`` (or its last step).
+At every evaluation a drift run logs ``eval/phase_accuracy/<j>`` (accuracy on the items whose
+value was set in phase j, answered in phase j's world: the user's profile and search tool as
+they were then) and, from the first batch on, ``eval/stream_phase``: the phase the stream was in
+when the batch consumed last before the evaluation was drawn. The runner evaluates after the
+last batch of every phase, so ``R[i, j]`` is phase j's accuracy at the last evaluation whose
+stream phase is i (the policy trained through phase i), for every paradigm and algorithm
+whatever its batch size; the evaluation at step 0 (the untrained policy) gives FWT's baseline
+``b[j]``. ``T`` is the suite's number of phases (or one more than the highest phase logged, for
+an unknown suite).
+
+:func:`phase_matrix` is the one rule, a pure function of one run's logged evaluations; the
+rest applies it to the runs of a tidy table.
 """
 
 from __future__ import annotations
@@ -16,10 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.names import PARAM_PREFIX, PHASE_ACCURACY_PREFIX
+from analysis.names import PHASE_ACCURACY_PREFIX, STREAM_PHASE
 from analysis.stats import ContinualLearningMetrics, continual_learning_metrics
-
-BUDGET_PARAM = f"{PARAM_PREFIX}budget.feedback_events"
 
 
 class PhaseMatrix(NamedTuple):
@@ -29,31 +32,80 @@ class PhaseMatrix(NamedTuple):
     untrained: np.ndarray
 
 
-def has_phases(table: pd.DataFrame) -> bool:
-    """Whether any run logged a phase-accuracy metric."""
-    return bool(table["metric"].str.startswith(PHASE_ACCURACY_PREFIX, na=False).any())
+def has_phases(table: pd.DataFrame, prefix: str = PHASE_ACCURACY_PREFIX) -> bool:
+    """Whether any run logged a phase-accuracy metric (``<prefix><j>``)."""
+    return bool(table["metric"].str.startswith(prefix, na=False).any())
 
 
-def phase_matrices(table: pd.DataFrame, runs: pd.DataFrame) -> dict[str, PhaseMatrix]:
-    """``{run_id: PhaseMatrix}`` for the ``runs`` that logged phase accuracies."""
-    from tasks.suites import SUITES, phase_at  # the stream's own schedule; pure Python, no torch
+def phase_matrix(
+    evaluations: pd.DataFrame, n_phases: int, prefix: str = PHASE_ACCURACY_PREFIX
+) -> PhaseMatrix:
+    """R and b of one run from its logged evaluations.
 
-    rows = table[table["metric"].str.startswith(PHASE_ACCURACY_PREFIX, na=False)].dropna(subset=["value"])
-    rows = rows.assign(phase=rows["metric"].str.slice(len(PHASE_ACCURACY_PREFIX)).astype("int64"))
+    Args:
+        evaluations: one run's rows with columns ``metric``, ``step``, ``value``; rows other than
+            ``<prefix><j>`` and ``eval/stream_phase`` are ignored.
+        n_phases: T, at least one more than the highest phase in the rows.
+        prefix: the per-phase accuracy metric's prefix (``eval/phase_accuracy/``).
+
+    Returns:
+        ``R[i, j]`` = ``<prefix><j>`` at the last step whose ``eval/stream_phase`` is i, and
+        ``b[j]`` = ``<prefix><j>`` at step 0; NaN where no such evaluation was logged. An
+        evaluation without a stream phase other than step 0's fills no row.
+    """
+    rows = evaluations.dropna(subset=["value"])
+    accuracy_rows = rows[rows["metric"].str.startswith(prefix, na=False)]
+    phase_of_step = (
+        rows[rows["metric"] == STREAM_PHASE]
+        .astype({"step": "int64"})
+        .set_index("step")["value"]
+        .astype("int64")
+    )
+    accuracy = np.full((n_phases, n_phases), np.nan)  # (T, T)
+    untrained = np.full(n_phases, np.nan)  # (T,)
+    for step, at_step in (
+        accuracy_rows.astype({"step": "int64"}).sort_values("step").groupby("step", sort=True)
+    ):
+        if step == 0:
+            row = untrained
+        elif step in phase_of_step.index:
+            row = accuracy[int(phase_of_step[step])]
+        else:
+            continue
+        columns = at_step["metric"].str.slice(len(prefix)).astype("int64").to_numpy()
+        row[columns] = at_step["value"].to_numpy()  # a later step overwrites: the last one wins
+    return PhaseMatrix(accuracy, untrained)
+
+
+def phase_matrices(
+    table: pd.DataFrame, runs: pd.DataFrame, prefix: str = PHASE_ACCURACY_PREFIX
+) -> tuple[dict[str, PhaseMatrix], list[str]]:
+    """``{run_id: PhaseMatrix}`` for the ``runs`` that logged phase accuracies, and notes.
+
+    A run that logged phase accuracies but no ``eval/stream_phase`` (logged before the runner
+    recorded it) gets no matrix and a note: its rows cannot be placed.
+    """
+    from tasks.suites import SUITES  # the suite's number of phases; pure Python, no torch
+
+    wanted = table["metric"].str.startswith(prefix, na=False) | (table["metric"] == STREAM_PHASE)
+    rows = table[wanted & table["run_id"].isin(runs["run_id"])]
     by_id = runs.drop_duplicates("run_id").set_index("run_id")
-    matrices = {}
-    for run_id, points in rows[rows["run_id"].isin(by_id.index)].groupby("run_id", sort=True):
-        run = by_id.loc[run_id]
-        suite_phases = SUITES[run["task"]].n_phases if run["task"] in SUITES.names() else 0
-        phases = max(int(points["phase"].max()) + 1, suite_phases)
-        budget = _budget(run, int(points["step"].max()))
-        accuracy = np.full((phases, phases), np.nan)  # (T, T)
-        untrained = np.full(phases, np.nan)  # (T,)
-        for step, at_step in points.sort_values("step").groupby("step", sort=True):
-            row = untrained if step == 0 else accuracy[phase_at(int(step) - 1, budget, phases)]
-            row[at_step["phase"].to_numpy()] = at_step["value"].to_numpy()
-        matrices[run_id] = PhaseMatrix(accuracy, untrained)
-    return matrices
+    matrices, notes = {}, []
+    for run_id, evaluations in rows.groupby("run_id", sort=True):
+        accuracies = evaluations[evaluations["metric"].str.startswith(prefix, na=False)]
+        if accuracies.empty:
+            continue
+        if not (evaluations["metric"] == STREAM_PHASE).any():
+            notes.append(
+                f"run {by_id.loc[run_id, 'run_name']} ({run_id}): no continual-learning metrics (it logged "
+                f"no `{STREAM_PHASE}`, so its evaluations cannot be placed in phases; rerun it)"
+            )
+            continue
+        task = by_id.loc[run_id, "task"]
+        highest = int(accuracies["metric"].str.slice(len(prefix)).astype("int64").max())
+        phases = max(highest + 1, SUITES[task].n_phases if task in SUITES.names() else 0)
+        matrices[run_id] = phase_matrix(evaluations, phases, prefix)
+    return matrices, notes
 
 
 def run_metrics(matrices: dict[str, PhaseMatrix]) -> tuple[pd.DataFrame, list[str]]:
@@ -80,8 +132,3 @@ def mean_matrix(matrices: list[PhaseMatrix]) -> np.ndarray:
     counts = np.isfinite(stacked).sum(axis=0)  # (T, T)
     sums = np.nansum(stacked, axis=0)  # (T, T)
     return np.divide(sums, counts, out=np.full(counts.shape, np.nan), where=counts > 0)
-
-
-def _budget(run: pd.Series, last_step: int) -> int:
-    value = pd.to_numeric(pd.Series([run.get(BUDGET_PARAM)]), errors="coerce").iloc[0]
-    return int(value) if np.isfinite(value) and value > 0 else max(1, last_step)

@@ -428,7 +428,7 @@ def phase_heatmap(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Figur
     if not continual.has_phases(table):
         return _skip(name, "no run logged `eval/phase_accuracy/<i>` (no drift suite)")
     runs = _finished_runs(table)
-    matrices = continual.phase_matrices(table, runs)
+    matrices, _ = continual.phase_matrices(table, runs)
     with_matrix = runs[runs["run_id"].isin(matrices)]
     if with_matrix.empty:
         return _skip(name, "no finished run logged `eval/phase_accuracy/<i>`")

@@ -23,6 +23,7 @@ from experiments.metrics import (  # noqa: F401  (re-exported for the analysis m
     PROMPT_TOKENS,
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
+    STREAM_PHASE,
     TRAIN_FLOPS,
     TRAIN_REWARD,
     TRAIN_REWARD_COMPONENT,

@@ -121,7 +121,9 @@ def continual_table(
     """
     if not continual.has_phases(table):
         return None, []
-    metrics, notes = continual.run_metrics(continual.phase_matrices(table, runs))
+    matrices, notes = continual.phase_matrices(table, runs)
+    metrics, metric_notes = continual.run_metrics(matrices)
+    notes = notes + metric_notes
     if metrics.empty:
         return None, notes
     with_phases = runs[runs["run_id"].isin(metrics.index)]

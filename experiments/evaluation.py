@@ -84,7 +84,8 @@ class Evaluator:
 
     ``personal_rows`` are phase-independent rows resolved against the user's profile at the
     time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
-    was set in drift phase j (empty for single-phase suites).
+    was set in drift phase j (empty for single-phase suites), answered in phase j's world (the
+    user's profile and search tool as they were in phase j) whenever the evaluation happens.
     """
 
     session: Session
@@ -134,7 +135,10 @@ class Evaluator:
         if len(self.phases) > 1:
             for j, items in enumerate(self.phases):
                 if items:
-                    results[m.PHASE_ACCURACY.format(phase=j)] = _mean(exact(self._answer(paradigm, items)))
+                    with self.session.as_of(j):  # phase j's items in phase j's world (tool, profile)
+                        results[m.PHASE_ACCURACY.format(phase=j)] = _mean(
+                            exact(self._answer(paradigm, items))
+                        )
         results.update(paradigm.extra_metrics())
         return results
 

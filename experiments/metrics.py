@@ -11,6 +11,10 @@ FORMAT_COMPLIANCE = "eval/format_compliance"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
 KL_TO_BASE = "eval/kl_to_base"
 PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
+#: Drift suites: the phase the stream was in when the feedback events last consumed before an
+#: evaluation were drawn (absent at step 0). It names the row of the drift matrix R the
+#: evaluation fills (analysis/continual.py); a label, not a score, so it has no direction.
+STREAM_PHASE = "eval/stream_phase"
 
 TRAIN_REWARD = "train/reward"
 TRAIN_REWARD_COMPONENT = "train/reward/{component}"

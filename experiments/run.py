@@ -128,8 +128,12 @@ def execute(
 ) -> dict[str, float]:
     """Run one config to the end and return its final evaluation metrics.
 
-    Logs to ``run`` when given (metrics at ``step`` = feedback events consumed). ``on_eval``
-    sees every evaluation (a sweep's pruner uses it).
+    Logs to ``run`` when given (metrics at ``step`` = feedback events consumed). Evaluates at
+    step 0, every ``evaluation.every`` events, at the end, and, on drift suites, after the last
+    batch of each phase (before the stream draws from the next one), logging there the phase the
+    consumed batch was drawn in (``eval/stream_phase``): the drift matrix's rows are those
+    evaluations, for every paradigm and algorithm whatever its batch size. ``on_eval`` sees every
+    evaluation (a sweep's pruner uses it).
     """
     parts = assemble(config, tracker, progress)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
@@ -137,7 +141,15 @@ def execute(
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
-    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}}
+    drifts = session.suite.n_phases > 1
+    state = {
+        "next_eval": 0,
+        "last_eval": -1,
+        "generated": 0,
+        "prompt": 0,
+        "final": {},
+        "stream_phase": None,  # the phase the last consumed batch was drawn in
+    }
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -155,6 +167,8 @@ def execute(
             results = evaluator.evaluate(paradigm)
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
+        if drifts and state["stream_phase"] is not None:
+            results[m.STREAM_PHASE] = float(state["stream_phase"])
         _check_finite(results, events)
         log(results, events)
         state["final"], state["last_eval"] = results, events
@@ -186,7 +200,10 @@ def execute(
         _check_finite(values, report.events)
         log(values, report.events)
         bar.update(report.events - bar.n)
-        if report.events >= state["next_eval"]:
+        state["stream_phase"] = interaction.phase
+        # the next batch is drawn in a later phase: this is the policy trained through this one
+        phase_ends = drifts and interaction.phase < session.phase
+        if report.events >= state["next_eval"] or phase_ends:
             evaluate(report.events)
 
     session.on_feedback = on_feedback

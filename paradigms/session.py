@@ -9,7 +9,8 @@ log. Nothing here knows about MLflow or the runner.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from datasets import Dataset
@@ -80,11 +81,29 @@ class Session:
         self.on_feedback = on_feedback
         self.events = 0
         self.position = 0
+        self._pinned_phase: int | None = None
 
     # -- time -------------------------------------------------------------------------------
     @property
     def phase(self) -> int:
+        """The drift phase the user's world is in: the stream's (by events consumed), or ``as_of``'s."""
+        if self._pinned_phase is not None:
+            return self._pinned_phase
         return phase_at(self.events, self.budget, self.suite.n_phases)
+
+    @contextmanager
+    def as_of(self, phase: int) -> Iterator[None]:
+        """Inside the block, serve the user's world as it was in ``phase`` (profile, search tool).
+
+        The evaluator answers phase j's drift items in phase j's world, so an accuracy on them
+        does not depend on where the stream happens to be (a policy that does not change scores
+        the same on them at every evaluation). Events and the stream position are untouched.
+        """
+        previous, self._pinned_phase = self._pinned_phase, phase
+        try:
+            yield
+        finally:
+            self._pinned_phase = previous
 
     @property
     def done(self) -> bool:

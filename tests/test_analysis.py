@@ -66,6 +66,8 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
     if paradigm == "memory":  # a two-phase drift: phase 1 is learned after step 200, phase 0 fades a bit
         metrics["eval/phase_accuracy/0"] = 0.2 + min(step, 200) / 400 - max(0, step - 200) / 2000
         metrics["eval/phase_accuracy/1"] = 0.1 + max(0, step - 200) / 300 + 0.01 * seed
+        if step > 0:  # the batch before step 200 was drawn in phase 0, later ones in phase 1
+            metrics["eval/stream_phase"] = 0.0 if step <= 200 else 1.0
     return metrics
 
 
@@ -276,8 +278,8 @@ def test_grid_points_are_variants_not_pooled():
 def test_phase_matrix_rows_are_the_last_evaluation_trained_through_each_phase():
     table = synthetic_table()
     runs = finished(run_table(table))
-    matrices = continual.phase_matrices(table, runs)
-    assert len(matrices) == len(SEEDS)  # only the finished memory runs log phases
+    matrices, notes = continual.phase_matrices(table, runs)
+    assert len(matrices) == len(SEEDS) and notes == []  # only the finished memory runs log phases
     seed0 = runs.loc[runs["run_name"] == "memory-default-s0", "run_id"].item()
     accuracy, untrained = matrices[seed0]
     phases = {step: _eval_metrics("memory", 0, step) for step in (0, 200, 400)}
