@@ -359,16 +359,25 @@ def base_info(
         typer.echo("not built yet: run `harness base build`", err=True)
 
 
+#: MLflow's server runs GenAI jobs (trace scorers, periodic tasks) in ~8 helper processes unless
+#: this is false; the harness logs no traces, so `harness ui` leaves it off unless it is set.
+JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 @app.command()
 def ui(
     tracking_uri: UriOption = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server worker processes (MLflow's default is 4; one serves one user).")
+    ] = 1,
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 against the same store."""
+    """Start the MLflow UI on 127.0.0.1 against the same store, sized for one user on a small machine."""
     from experiments.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.environ.setdefault(JOB_EXECUTION_ENV, "false")
     os.execvp(
         sys.executable,
         [
@@ -382,6 +391,8 @@ def ui(
             "127.0.0.1",
             "--port",
             str(port),
+            "--workers",
+            str(workers),
         ],
     )
 

@@ -8,8 +8,6 @@ base's skills with the same rollout and scorer.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from experiments import metrics as m
+from experiments.peak_memory import peak_rss_bytes
 from paradigms.agent import Episode, GenerationSettings, rollout
 from paradigms.base import Paradigm
 from paradigms.session import Interaction, Session, item_columns
@@ -25,12 +24,6 @@ from tasks.items import Item
 from tasks.rewards import score
 from tasks.search import SearchTool
 from tasks.suites import resolve
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def exact(interaction: Interaction) -> list[float]:

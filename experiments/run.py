@@ -20,8 +20,16 @@ from experiments import metrics as m
 from experiments.base import ensure_base, is_builtin
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
+from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
-from experiments.tracking import TrackedRun, Tracker, contract_tags
+from experiments.tracking import (
+    GROUP_TAG,
+    PEAK_RSS_SCOPE_TAG,
+    TrackedRun,
+    Tracker,
+    contract_tags,
+    group_labels,
+)
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import load_backbone
@@ -48,6 +56,21 @@ def _backbone_source(config: RunConfig, tracker: Tracker | None, progress: bool)
     if is_builtin(config.backbone):
         return str(ensure_base(config.backbone, tracker=tracker, progress=progress))
     return config.backbone
+
+
+def prepare_backbones(configs: list[RunConfig], tracker: Tracker | None, progress: bool = True) -> None:
+    """Build (and log, as its own run in ``builtin-base``) every builtin base ``configs`` use.
+
+    Called before any run of an experiment starts, so no run's duration includes a shared build
+    (or the wait for another process's build). Raises ``RunFailed`` naming the base that failed.
+    """
+    for spec in sorted({c.backbone for c in configs if is_builtin(c.backbone)}):
+        try:
+            ensure_base(spec, tracker=tracker, progress=progress)
+        except Exception as error:
+            raise RunFailed(
+                f"building the builtin base {spec!r} failed ({_describe_error(error)})"
+            ) from error
 
 
 def _check_finite(values: dict[str, float], events: int) -> None:
@@ -135,6 +158,9 @@ def execute(
     evaluations, for every paradigm and algorithm whatever its batch size. ``on_eval`` sees every
     evaluation (a sweep's pruner uses it).
     """
+    scope = "run" if reset_peak_rss() else "process"  # cost/peak_rss_bytes: this run's peak if it can be
+    if run is not None:
+        run.set_tags({PEAK_RSS_SCOPE_TAG: scope})
     parts = assemble(config, tracker, progress)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
@@ -236,6 +262,8 @@ def run_experiment(
     at the end when any run failed.
     """
     configs = experiment.runs()
+    prepare_backbones(configs, tracker, progress)
+    groups = group_labels(configs)
     parent = tracker.start_run(
         experiment.name,
         parent_name or f"{experiment.name}-{len(configs)}-runs",
@@ -258,7 +286,10 @@ def run_experiment(
             if progress:
                 print(f"[{index + 1}/{len(configs)}] {config.run_name()}", flush=True)
             child = tracker.start_run(
-                experiment.name, config.run_name(), tags=contract_tags(config), parent=parent
+                experiment.name,
+                config.run_name(),
+                tags={**contract_tags(config), GROUP_TAG: groups[index]},
+                parent=parent,
             )
             child.log_params(config.flat())
             child.log_dict(config.model_dump(mode="json"), "config.yaml")

@@ -45,6 +45,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,7 +70,7 @@ from experiments.config import (
     load_experiment,
 )
 from experiments.signals import sigterm_as_interrupt
-from experiments.tracking import TrackedRun, Tracker, contract_tags
+from experiments.tracking import GROUP_TAG, TrackedRun, Tracker, contract_tags, group_labels
 
 JOURNAL_DIR = "optuna-journal"
 #: A RUNNING trial that never recorded its worker is stale after this long (its worker died
@@ -488,7 +489,10 @@ def _pruner(plan: SweepPlan) -> optuna.pruners.BasePruner:
 
 
 def open_study(plan: SweepPlan, storage: BaseStorage) -> optuna.Study:
-    """Create the study or load it; a resumed study must have the same objectives and base config."""
+    """Create the study or load it; a resumed study must have the same objectives and base config.
+
+    The study's objectives are named after their metrics (``study.metric_names``).
+    """
     study = optuna.create_study(
         storage=storage,
         study_name=plan.study_name,
@@ -515,6 +519,10 @@ def open_study(plan: SweepPlan, storage: BaseStorage) -> optuna.Study:
     if base_hash is None:
         study.set_user_attr("base_config_hash", plan.base_hash())
         study.set_user_attr("objectives", plan.metrics)
+    if study.metric_names != plan.metrics:  # optuna-dashboard and reports show them, not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(plan.metrics)
     return study
 
 
@@ -808,7 +816,14 @@ class TrialRunner:
         retry_of = trial.user_attrs.get("retry_of")
         for index, seed in enumerate(self.plan.seeds):
             config = self.plan.config(params, seed)
-            tags = {**contract_tags(config), "trial": trial.number, "sweep": self.plan.study_name}
+            _prepare_backbone(config, self.tracker)  # a shared base build is its own run, not this one's time
+            group = f"{group_labels([config])[0]}/t{trial.number}"  # adapter/grpo/t3: one per trial
+            tags = {
+                **contract_tags(config),
+                GROUP_TAG: group,
+                "trial": trial.number,
+                "sweep": self.plan.study_name,
+            }
             if retry_of is not None:
                 tags["retry_of"] = retry_of
             run = self.tracker.start_run(
@@ -864,6 +879,12 @@ class TrialRunner:
             run.set_tags({"trial_state": state})
             run.finish(status, error=error)
         self._runs = []
+
+
+def _prepare_backbone(config: RunConfig, tracker: Tracker) -> None:
+    from experiments.run import prepare_backbones  # the runner imports torch; keep `config show` light
+
+    prepare_backbones([config], tracker, progress=False)
 
 
 def _execute(config: RunConfig, run: TrackedRun, tracker: Tracker, on_eval: Callable) -> dict[str, float]:

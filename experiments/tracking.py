@@ -15,7 +15,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ _PACKAGES = (
     "paradigm-harness",
 )
 MLFLOW_SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
+#: The experiment tag MLflow 3's UI reads to choose an experiment's page; without it an experiment
+#: with no traces opens on the GenAI page (traces, "Detect issues") instead of its runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # the UI's "Model training": runs, charts, evaluation
+#: A run's readable group (``adapter/grpo``, ``memory/search_cost=0.5``): one per ``config_hash``.
+GROUP_TAG = "group"
+#: ``run``: ``cost/peak_rss_bytes`` is the peak while the run ran; ``process``: since its process started.
+PEAK_RSS_SCOPE_TAG = "peak_rss_scope"
 _MAX_BATCH = 1000
 _PARAM_LIMIT = 6000
 
@@ -184,19 +192,24 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (or restored from deleted) if needed.
 
+        The experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), so the MLflow UI
+        opens it on its runs; an experiment made before that gets the tag unless it has a kind.
         Safe when several workers start at once: whoever loses the race to create it uses the
         winner's experiment.
         """
+        kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
         existing = self.client.get_experiment_by_name(name)
         if existing is None:
             try:
-                return self.client.create_experiment(name)
+                return self.client.create_experiment(name, tags=kind)
             except MlflowException:
                 existing = self.client.get_experiment_by_name(name)
                 if existing is None:  # the error was not a lost race
                     raise
         if existing.lifecycle_stage == "deleted":
             self.client.restore_experiment(existing.experiment_id)
+        if EXPERIMENT_KIND_TAG not in existing.tags:
+            self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return existing.experiment_id
 
     def start_run(
@@ -239,6 +252,45 @@ class Tracker:
         tracked = TrackedRun(self.client, run_id, run.info.run_name)
         tracked.closed = run.info.status != "RUNNING"
         return tracked
+
+
+def group_labels(configs: Sequence) -> list[str]:
+    """A readable name for each config's group of seeds, in order (the ``group`` tag).
+
+    ``paradigm``, then ``/algorithm`` unless it is ``none``, then ``/key=value,...`` for the
+    fields in which this paradigm and algorithm's configs differ (the seed aside), each key
+    shortened to its shortest dotted suffix that is unique among those fields:
+    ``["frozen", "memory/search_cost=0.1", "memory/search_cost=0.5", "adapter/grpo"]``. Configs
+    that differ only by seed get the same label; configs with different labels differ.
+    """
+    flats = [{k: v for k, v in config.flat().items() if k != "seed"} for config in configs]
+    heads = [
+        config.paradigm.name + ("" if config.algorithm.name == "none" else f"/{config.algorithm.name}")
+        for config in configs
+    ]
+    labels = []
+    for head, flat in zip(heads, flats, strict=True):
+        siblings = [f for h, f in zip(heads, flats, strict=True) if h == head]
+        differing = sorted(
+            k for k in set().union(*siblings) if len({json.dumps(f.get(k)) for f in siblings}) > 1
+        )
+        short = _short_keys(differing)
+        variant = ",".join(f"{short[k]}={_param_value(flat.get(k))}" for k in differing)
+        labels.append(f"{head}/{variant}" if variant else head)
+    return labels
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest suffix (whole segments) that no other key in ``keys`` ends with."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for size in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-size:])
+            if not any(other != key and (other == suffix or other.endswith("." + suffix)) for other in keys):
+                break
+        short[key] = suffix
+    return short
 
 
 def contract_tags(config) -> dict[str, str]:

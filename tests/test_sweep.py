@@ -109,6 +109,7 @@ def assert_exactly_n_complete(study: optuna.Study, tracking_uri: str, n_trials: 
         assert child.data.tags["sweep"] == "tsweep"
         assert {"paradigm", "algorithm", "task", "seed", "config_hash", "backbone"} <= set(child.data.tags)
         assert child.info.run_name.endswith(f"-t{child.data.tags['trial']}-s{child.data.tags['seed']}")
+        assert child.data.tags["group"] == f"frozen/t{child.data.tags['trial']}"  # the seeds of one trial
         assert "reward.weights.search_cost" in child.data.params
     return complete, children
 
@@ -221,6 +222,7 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(tmp_path, tracking_uri
     assert result.exit_code == 0, result.output
     assert "Pareto front" in result.stdout
     study = journal_study(tmp_path / "optuna-journal" / "tsweep.log")
+    assert study.metric_names == ["eval/personal_accuracy", "eval/search_calls_per_query"]
     front = sorted(t.number for t in study.best_trials)
     table = result.stdout.split("Pareto front", 1)[1].splitlines()
     assert "eval/personal_accuracy" in table[1] and "eval/search_calls_per_query" in table[1]

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.config import load_experiment
+from experiments.peak_memory import peak_rss_bytes, reset_peak_rss
 from experiments.run import RunFailed, run_experiment
-from experiments.tracking import Tracker
+from experiments.tracking import EXPERIMENT_KIND_TAG, Tracker, group_labels
 from tests.conftest import SMOKE, TINY
 
 CONTRACT_TAGS = {
@@ -113,3 +114,67 @@ def test_a_terminated_run_is_marked_killed_not_left_running(tracking_uri, tiny_b
     parents, children = children_of(client, "smoke")
     assert [r.info.status for r in parents + children] == ["KILLED", "KILLED"]
     assert children[0].data.tags["error"] == "interrupted"
+
+
+def test_experiments_open_on_runs_and_groups_read_paradigm_algorithm_variant(tracking_uri, tiny_base):
+    experiment = load_experiment(SMOKE, [TINY, "seeds=[0, 1]"])
+    run_experiment(experiment, Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name("smoke")
+    assert found.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"  # the UI's "Model training"
+    _, children = children_of(client, "smoke")
+    assert [c.data.tags["group"] for c in children] == ["frozen", "frozen"]
+
+    def config(*overrides: str):
+        return load_experiment(SMOKE, [TINY, *overrides]).runs()[0]
+
+    configs = [
+        config("paradigm.name=frozen"),
+        config("paradigm.name=memory", "reward.weights.search_cost=0.1"),
+        config("paradigm.name=memory", "reward.weights.search_cost=0.5"),
+        config("paradigm.name=memory", "reward.weights.search_cost=0.5", "seed=3"),
+        config("paradigm.name=adapter", "algorithm.name=grpo"),
+        config("paradigm.name=adapter", "algorithm.name=ppo"),
+    ]
+    assert group_labels(configs) == [
+        "frozen",
+        "memory/search_cost=0.1",
+        "memory/search_cost=0.5",
+        "memory/search_cost=0.5",  # differs only by seed: the same group, like its config_hash
+        "adapter/grpo",
+        "adapter/ppo",
+    ]
+
+
+def test_an_existing_experiment_gets_the_model_training_kind(tracking_uri):
+    client = mlflow.MlflowClient(tracking_uri)
+    client.create_experiment("made-earlier")
+    Tracker(tracking_uri).start_run("made-earlier", "a-run").finish()
+    assert (
+        client.get_experiment_by_name("made-earlier").tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+    )
+
+
+def test_the_base_build_is_its_own_run_and_no_run_waits_for_it(tracking_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))  # a cold cache: the build happens now
+    run_experiment(load_experiment(SMOKE, [TINY]), Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    (build,) = client.search_runs([client.get_experiment_by_name("builtin-base").experiment_id])
+    parents, children = children_of(client, "smoke")
+    assert build.info.status == "FINISHED"
+    assert build.info.end_time <= min(r.info.start_time for r in parents + children)
+
+
+def test_peak_memory_is_the_peak_of_each_run_not_of_the_process(tracking_uri, tiny_base):
+    if not reset_peak_rss():
+        pytest.skip("this platform cannot reset the peak resident size (/proc/self/clear_refs)")
+    ballast = bytearray(400 * 2**20)  # 400 MiB touched now, freed before the run
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    before = peak_rss_bytes()
+    del ballast
+    run_experiment(load_experiment(SMOKE, [TINY]), Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    _, (child,) = children_of(client, "smoke")
+    assert child.data.tags["peak_rss_scope"] == "run"
+    peak = max(m.value for m in client.get_metric_history(child.info.run_id, "cost/peak_rss_bytes"))
+    assert peak < before - 300 * 2**20  # the run did not inherit the ballast's peak

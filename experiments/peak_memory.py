@@ -1,0 +1,46 @@
+"""Peak resident memory of one run, in a process that may run several in a row.
+
+Linux keeps a resettable high-water mark of the process's resident set (``VmHWM`` in
+``/proc/self/status``; writing ``5`` to ``/proc/self/clear_refs`` sets it back to the current
+resident size), so each run's ``cost/peak_rss_bytes`` is the peak while that run ran (the
+interpreter and the libraries already loaded included). Elsewhere only the process's lifetime
+peak (``getrusage``) is known; :func:`reset_peak_rss` then says so and the runner tags the run.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+RESET_PEAK = "5"  # clear_refs command: reset the peak resident set size (Linux >= 4.0)
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak at the current resident size; False when the platform cannot (lifetime peak)."""
+    try:
+        _CLEAR_REFS.write_text(RESET_PEAK)
+    except OSError:
+        return False
+    return _high_water_mark() is not None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory since the last :func:`reset_peak_rss` (else since the process started)."""
+    high_water = _high_water_mark()
+    if high_water is not None:
+        return high_water
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _high_water_mark() -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
