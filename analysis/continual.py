@@ -21,8 +21,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.names import PHASE_ACCURACY_PREFIX, STREAM_PHASE
+from analysis.names import PARAM_PREFIX, PHASE_ACCURACY_PREFIX, STREAM_PHASE
 from analysis.stats import ContinualLearningMetrics, continual_learning_metrics
+
+BUDGET_PARAM = f"{PARAM_PREFIX}budget.feedback_events"
 
 
 class PhaseMatrix(NamedTuple):
@@ -106,6 +108,31 @@ def phase_matrices(
         phases = max(highest + 1, SUITES[task].n_phases if task in SUITES.names() else 0)
         matrices[run_id] = phase_matrix(evaluations, phases, prefix)
     return matrices, notes
+
+
+def phase_changes(runs: pd.DataFrame) -> list[tuple[int, int]]:
+    """``(feedback events, phase)`` at which the streams of ``runs`` enter each later drift phase.
+
+    From each run's suite and ``param.budget.feedback_events`` through the stream's own schedule
+    (``tasks.suites.phase_at``): the first event count served from phase i, for i >= 1. Runs of
+    single-phase or unknown suites, or without a budget, add nothing. Sorted, without repeats.
+    """
+    from tasks.suites import SUITES, phase_at
+
+    budgets = pd.to_numeric(
+        runs.get(BUDGET_PARAM, pd.Series(index=runs.index, dtype="float64")), errors="coerce"
+    )
+    changes = set()
+    for task, budget in zip(runs["task"], budgets, strict=True):
+        if task not in SUITES.names() or not np.isfinite(budget) or budget <= 0:
+            continue
+        phases = SUITES[task].n_phases
+        for phase in range(1, phases):
+            first = -(-phase * int(budget) // phases)  # ceil(phase * budget / T)
+            while first > 0 and phase_at(first - 1, int(budget), phases) >= phase:
+                first -= 1
+            changes.add((first, phase))
+    return sorted(changes)
 
 
 def run_metrics(matrices: dict[str, PhaseMatrix]) -> tuple[pd.DataFrame, list[str]]:

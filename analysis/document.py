@@ -1,7 +1,9 @@
 """A report as a list of blocks, rendered to Markdown (figures linked) or to self-contained HTML.
 
 The HTML embeds every figure as a base64 PNG data URI and its style inline: it references no
-external file, script or font. Text may use backticks for inline code in both renderings.
+external file, script or font. Its tables show an interval cell (``0.812 [0.790, 0.830]``) as the
+value over its CI in smaller type, so the main table fits a 1280 px window. Text may use
+backticks for inline code in both renderings.
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ Block = Heading | Paragraph | Bullets | Table | Image | Code
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
-table { border-collapse: collapse; margin: 1rem 0; font-size: 0.85rem; }
-th, td { border-top: 1px solid #bbb; border-bottom: 1px solid #bbb; padding: 0.25rem 0.6rem; }
-td, th { text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; }
+div.table { overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; font-size: 0.85rem; }
+th, td { border-top: 1px solid #bbb; border-bottom: 1px solid #bbb; padding: 0.25rem 0.5rem; }
+td, th { text-align: right; white-space: nowrap; vertical-align: top; }
+th { background: #f3f3f3; white-space: normal; }
+.ci { font-size: 0.75rem; color: #555; }
 td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
 figure { margin: 1.5rem 0; }
 img { max-width: 100%; height: auto; }
@@ -98,13 +102,26 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+_INTERVAL = re.compile(r"^(\S+) (\[[^\]]*\].*)$")  # "0.812 [0.790, 0.830] (n=2)": value, then its CI
+
+
+def _html_cell(value: object) -> str:
+    """A cell; an interval cell shows its value with the CI (and n) on a second, smaller line."""
+    text = str(value)
+    match = _INTERVAL.match(text)
+    if match is None:
+        return html.escape(text)
+    return f'{html.escape(match.group(1))}<br><span class="ci">{html.escape(match.group(2))}</span>'
+
+
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>\n"
+        "<tr>" + "".join(f"<td>{_html_cell(v)}</td>" for v in row) + "</tr>\n"
         for row in frame.itertuples(index=False)
     )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+    table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
+    return f'<div class="table">{table}</div>'
 
 
 def _data_uri(path: Path) -> str:

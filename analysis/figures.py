@@ -4,17 +4,23 @@ Every figure function takes the tidy table, the directory to write into and opti
 ``<out_dir>/<name>.png`` and ``<out_dir>/<name>.pdf`` and returns a :class:`FigureResult` with
 both paths. When its data is absent (no drift runs, no search-cost grid, no study...) it writes
 nothing and returns a result whose ``skipped`` says why; it never raises for missing data.
-Aggregates across seeds are IQMs with 95% stratified-bootstrap intervals from analysis/stats.py.
+Aggregates across seeds are IQMs (curves) or means (bars, group markers) with 95%
+stratified-bootstrap intervals from analysis/stats.py. Every group keeps one colour, marker and
+line style in every figure (analysis/style.py); legends sit outside the data.
 
 Figures (name: content):
 
-- ``learning_curves``: personal accuracy against feedback events, per group, with CI bands;
+- ``learning_curves``: personal accuracy against feedback events with CI bands, one panel for
+  the paradigms without an RL algorithm and one per paradigm with one (the frozen floor and the
+  oracle ceiling repeated thin in each), on one shared y-axis, drift phase changes marked;
 - ``learning_vs_forgetting``: final personal accuracy against final general-probe forgetting,
   one point per run, group means with CIs as error bars;
 - ``accuracy_vs_compute``: final personal accuracy against train FLOPs and wall seconds, one
-  point per run, with the Pareto front (least cost, most accuracy);
-- ``search_calls``: search calls per query over feedback events for each search-cost weight;
-- ``reward_decomposition``: mean of each ``train/reward/<component>`` × its weight, per group;
+  point per run, with the Pareto front (least cost, most accuracy) drawn as its staircase;
+- ``search_calls``: search calls per query over feedback events for each search-cost weight,
+  one panel per paradigm and algorithm, on one shared y-axis from 0;
+- ``reward_decomposition``: mean over training of each ``train/reward/<component>`` × its weight,
+  per group with its 95% CI, one panel per component;
 - ``forgetting_vs_kl``: final forgetting against final KL to the base, one point per run;
 - ``phase_heatmap``: the drift matrix R averaged over seeds, per group;
 - ``sweep_pareto`` and ``sweep_importances``: an Optuna study's Pareto front and fANOVA
@@ -30,6 +36,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
 from analysis import continual
 from analysis.aggregate import scores_matrix, summarize
@@ -57,7 +64,7 @@ from analysis.runs import (
     sort_runs,
 )
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, mean_score, stratified_bootstrap_ci
-from analysis.style import MARKERS, FigureResult, new_figure, paradigm_palette, save_figure
+from analysis.style import MAX_WIDTH, FigureResult, GroupStyle, group_styles, new_figure, save_figure
 from analysis.sweep_figures import sweep_importances, sweep_pareto
 
 __all__ = [
@@ -76,7 +83,9 @@ __all__ = [
 ]
 
 SEARCH_COST_PARAM = f"{PARAM_PREFIX}reward.weights.search_cost"
-_DASHES = ("", (4, 2), (1, 1.5), (5, 1.5, 1, 1.5))
+#: Paradigms drawn thin in every learning-curve panel: the floor and the ceiling.
+REFERENCE_PARADIGMS = ("frozen", "oracle")
+LEGEND_SIZE = 7.5
 _RUN_KEYS = ["run_id", "run_name", "task", "seed", *GROUP_COLUMNS, "group"]
 
 
@@ -91,14 +100,10 @@ def _finished_runs(table: pd.DataFrame) -> pd.DataFrame:
     return finished(run_table(table))
 
 
-def _group_styles(runs: pd.DataFrame) -> dict[str, tuple[tuple, int]]:
-    """Group label → (its paradigm's color, the group's index among that paradigm's groups)."""
-    palette = paradigm_palette(runs["paradigm"])
-    styles, seen = {}, {}
-    for paradigm, algorithm, variant in ordered_groups(runs):
-        index = seen[paradigm] = seen.get(paradigm, -1) + 1
-        styles[group_label(paradigm, algorithm, variant)] = (palette[paradigm], index)
-    return styles
+def _styles(runs: pd.DataFrame) -> dict[str, GroupStyle]:
+    """Group label → its style, for the groups of ``runs`` in the canonical order."""
+    keys = ordered_groups(runs)
+    return group_styles(keys, [group_label(*key) for key in keys])
 
 
 def _per_run(runs: pd.DataFrame, **values: pd.Series) -> pd.DataFrame:
@@ -132,34 +137,62 @@ def _mean_ci(frame: pd.DataFrame, column: str, seed: int) -> tuple[float, float,
     return point, lower, upper
 
 
-def _set_cost_scale(ax: Axes, values: np.ndarray, axis: str = "x") -> None:
-    """Log scale for positive costs spanning > 2 decades, symlog when zeros sit among them."""
+def _set_cost_scale(ax: Axes, values: np.ndarray, axis: str = "x") -> str:
+    """Log scale for positive values spanning > 2 decades, symlog when zeros sit among them.
+
+    Returns the scale set (``linear``, ``log`` or ``symlog``).
+    """
     positive = values[values > 0]
     if positive.size == 0 or positive.max() / positive.min() <= 100:
-        return
+        return "linear"
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
     if positive.size == values.size:
         setter("log")
-    else:
-        setter("symlog", linthresh=float(positive.min()))
+        return "log"
+    setter("symlog", linthresh=float(positive.min()))
+    return "symlog"
 
 
-def _scatter_runs(ax: Axes, frame: pd.DataFrame, x: str, y: str, styles: dict) -> None:
-    order = [g for g in styles if g in set(frame["group"])]
-    sns.scatterplot(
-        data=frame,
-        x=x,
-        y=y,
-        hue="group",
-        hue_order=order,
-        palette={g: styles[g][0] for g in order},
-        style="group",
-        style_order=order,
-        markers={g: MARKERS[styles[g][1] % len(MARKERS)] for g in order},
-        alpha=0.75,
-        s=36,
-        ax=ax,
+def _handle(style: GroupStyle, line: bool = False) -> Line2D:
+    """A legend entry drawn like the group: its marker, and its line when ``line``."""
+    return Line2D(
+        [],
+        [],
+        color=style.color,
+        marker=style.marker,
+        linestyle=style.linestyle if line else "none",
+        markersize=6,
+        markeredgecolor="black",
+        markeredgewidth=0.4,
     )
+
+
+def _legend_right(ax: Axes, styles: dict[str, GroupStyle], groups: Sequence[str], extra=()) -> None:
+    """The groups' legend to the right of ``ax``, outside the data."""
+    handles = [_handle(styles[g]) for g in groups] + [h for h, _ in extra]
+    labels = list(groups) + [label for _, label in extra]
+    ax.legend(
+        handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_SIZE, borderaxespad=0
+    )
+
+
+def _scatter_runs(ax: Axes, frame: pd.DataFrame, x: str, y: str, styles: dict[str, GroupStyle]) -> None:
+    """One small marker per run, in its group's colour and marker."""
+    for group, style in styles.items():
+        members = frame[frame["group"] == group]
+        if members.empty:
+            continue
+        ax.scatter(
+            members[x],
+            members[y],
+            color=style.color,
+            marker=style.marker,
+            s=22,
+            alpha=0.55,
+            linewidths=0.3,
+            edgecolors="black",
+            zorder=3,
+        )
 
 
 def pareto_front(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray:
@@ -178,7 +211,49 @@ def pareto_front(cost: Sequence[float], accuracy: Sequence[float]) -> np.ndarray
     return np.array(front, dtype=int)
 
 
+def _draw_front(ax: Axes, cost: np.ndarray, accuracy: np.ndarray) -> None:
+    """The front's staircase: the best accuracy reachable at each cost, from its cheapest point on.
+
+    Each front point holds its accuracy until the next, dearer and more accurate one; the last
+    holds it to the right edge, so a one-point front is a line too.
+    """
+    right = ax.get_xlim()[1]
+    xs = np.append(cost, right)
+    ys = np.append(accuracy, accuracy[-1])
+    ax.plot(xs, ys, drawstyle="steps-post", color="black", lw=1, ls="--", zorder=2)
+    ax.plot(cost, accuracy, ls="none", marker="o", ms=10, mfc="none", mec="black", zorder=4)
+    ax.set_xlim(right=right)
+
+
+def _phase_lines(ax: Axes, changes: list[tuple[int, int]]) -> None:
+    for events, phase in changes:
+        ax.axvline(events, color="0.3", ls=":", lw=0.9, zorder=1)
+        ax.text(
+            events,
+            0.98,
+            f" phase {phase}",
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            fontsize=7,
+            color="0.3",
+        )
+
+
 # --------------------------------------------------------------------------- figures
+
+
+def _curve_panels(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(title, groups) per learning-curve panel: groups without an RL algorithm, then one per paradigm."""
+    keys = ordered_groups(runs)
+    plain = [key for key in keys if key[1] in ("", "none")]
+    panels = []
+    if plain:
+        paradigms = list(dict.fromkeys(key[0] for key in plain))
+        panels.append(("no RL: " + ", ".join(paradigms), [group_label(*key) for key in plain]))
+    for paradigm in dict.fromkeys(key[0] for key in keys if key not in plain):
+        members = [group_label(*key) for key in keys if key[0] == paradigm and key not in plain]
+        panels.append((paradigm, members))
+    return panels
 
 
 def learning_curves(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
@@ -189,34 +264,68 @@ def learning_curves(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fig
     if points.empty:
         return _skip(name, f"no finished run logged `{PERSONAL_ACCURACY}`")
     summary = _curve_summary(points, ["group"], seed)
-    styles = _group_styles(runs[runs["run_id"].isin(points["run_id"])])
-    with new_figure(width=5.6, height=3.6) as (figure, axes):
-        ax = axes[0, 0]
-        sns.lineplot(
-            data=summary,
-            x="step",
-            y="iqm",
-            hue="group",
-            hue_order=list(styles),
-            palette={g: color for g, (color, _) in styles.items()},
-            style="group",
-            style_order=list(styles),
-            dashes={g: _DASHES[i % len(_DASHES)] for g, (_, i) in styles.items()},
-            markers={g: MARKERS[i % len(MARKERS)] for g, (_, i) in styles.items()},
-            errorbar=None,
-            ax=ax,
-        )
-        for group, (color, _) in styles.items():
-            band = summary[summary["group"] == group]
-            ax.fill_between(band["step"], band["ci_low"], band["ci_high"], color=color, alpha=0.18, lw=0)
-        ax.set(xlabel="feedback events", ylabel="personal accuracy (IQM)", ylim=(-0.02, 1.02))
-        ax.legend(title=None, fontsize=7, loc="best")
+    drawn = runs[runs["run_id"].isin(points["run_id"])]
+    styles = _styles(drawn)
+    panels = _curve_panels(drawn)
+    paradigm_of = dict(zip(drawn["group"], drawn["paradigm"], strict=True))
+    references = [g for g in styles if paradigm_of[g] in REFERENCE_PARADIGMS]
+    changes = continual.phase_changes(drawn)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    with new_figure(
+        nrows, ncols, width=min(MAX_WIDTH, 2.6 * ncols + 0.4), height=3.3 * nrows, sharey=True
+    ) as (
+        figure,
+        axes,
+    ):
+        for ax, (title, members) in zip(axes.ravel(), panels, strict=False):
+            for group in [g for g in references if g not in members]:  # floor and ceiling, for scale
+                line = summary[summary["group"] == group]
+                ax.plot(
+                    line["step"], line["iqm"], color=styles[group].color, ls=styles[group].linestyle, lw=0.8
+                )
+            for group in members:
+                style, line = styles[group], summary[summary["group"] == group]
+                ax.fill_between(
+                    line["step"], line["ci_low"], line["ci_high"], color=style.color, alpha=0.15, lw=0
+                )
+                ax.plot(
+                    line["step"],
+                    line["iqm"],
+                    color=style.color,
+                    ls=style.linestyle,
+                    marker=style.marker,
+                    ms=5,
+                    mec="black",
+                    mew=0.4,
+                    lw=1.4,
+                )
+            _phase_lines(ax, changes)
+            ax.set(title=title, xlabel="feedback events", ylim=(-0.02, 1.02))
+            ax.legend(
+                [_handle(styles[g], line=True) for g in members],
+                members,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.2),
+                fontsize=LEGEND_SIZE,
+                ncol=1,
+            )
+        for ax in axes[:, 0]:
+            ax.set_ylabel("personal accuracy (IQM)")
+        for ax in axes.ravel()[len(panels) :]:
+            ax.set_visible(False)
         paths = save_figure(figure, out_dir, name)
+    reference_note = (
+        f" Thin lines repeat {' and '.join(paradigm_of[g] for g in references)} in the other panels."
+        if references and len(panels) > 1
+        else ""
+    )
+    phase_note = " Dotted verticals: the stream enters a new drift phase." if changes else ""
     return FigureResult(
         name,
         paths,
         caption="Personal accuracy against feedback events: IQM across seeds, shaded 95% "
-        "stratified-bootstrap CI.",
+        f"stratified-bootstrap CI.{reference_note}{phase_note}",
     )
 
 
@@ -229,11 +338,11 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
     )
     if frame.empty:
         return _skip(name, f"no finished run logged both `{PERSONAL_ACCURACY}` and `{FORGETTING}`")
-    styles = _group_styles(frame)
-    with new_figure(width=5.2, height=3.8) as (figure, axes):
+    styles = _styles(frame)
+    with new_figure(width=MAX_WIDTH, height=3.9) as (figure, axes):
         ax = axes[0, 0]
         _scatter_runs(ax, frame, "forgetting", "accuracy", styles)
-        for group, (color, index) in styles.items():
+        for group, style in styles.items():
             members = frame[frame["group"] == group]
             x, x_low, x_high = _mean_ci(members, "forgetting", seed)
             y, y_low, y_high = _mean_ci(members, "accuracy", seed)
@@ -242,15 +351,17 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
                 [y],
                 xerr=[[x - x_low], [x_high - x]],
                 yerr=[[y - y_low], [y_high - y]],
-                fmt=MARKERS[index % len(MARKERS)],
-                color=color,
+                fmt=style.marker,
+                color=style.color,
                 markersize=9,
                 markeredgecolor="black",
+                markeredgewidth=0.6,
+                elinewidth=1.2,
                 capsize=3,
                 zorder=5,
             )
         ax.set(xlabel="final forgetting (general probe, lower is better)", ylabel="final personal accuracy")
-        ax.legend(title=None, fontsize=7, loc="best")
+        _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
@@ -275,31 +386,24 @@ def accuracy_vs_compute(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) ->
         return _skip(
             name, f"no finished run logged `{PERSONAL_ACCURACY}` with `{TRAIN_FLOPS}` or `{WALL_SECONDS}`"
         )
-    with new_figure(1, len(panels), width=4.4, height=3.6) as (figure, axes):
+    styles = _styles(pd.concat([frame for _, _, frame in panels]).drop_duplicates("run_id"))
+    with new_figure(1, len(panels), width=MAX_WIDTH, height=3.4, sharey=True) as (figure, axes):
         for ax, (_, label, frame) in zip(axes[0], panels, strict=True):
-            styles = _group_styles(frame)
             _scatter_runs(ax, frame, "cost", "accuracy", styles)
+            scale = _set_cost_scale(ax, frame["cost"].to_numpy())
             front = frame.iloc[pareto_front(frame["cost"], frame["accuracy"])]
-            ax.plot(front["cost"], front["accuracy"], drawstyle="steps-post", color="black", lw=1, ls="--")
-            ax.plot(
-                front["cost"],
-                front["accuracy"],
-                ls="none",
-                marker="o",
-                ms=9,
-                mfc="none",
-                mec="black",
-                label="Pareto front",
-            )
-            _set_cost_scale(ax, frame["cost"].to_numpy())
-            ax.set(xlabel=f"final {label}", ylabel="final personal accuracy")
-            ax.legend(title=None, fontsize=7, loc="best")
+            _draw_front(ax, front["cost"].to_numpy(), front["accuracy"].to_numpy())
+            ax.set(xlabel=f"final {label}" + (" (symlog)" if scale == "symlog" else ""))
+        axes[0, 0].set_ylabel("final personal accuracy")
+        front_handle = Line2D([], [], color="black", ls="--", lw=1, marker="o", ms=8, mfc="none", mec="black")
+        _legend_right(axes[0, -1], styles, list(styles), extra=[(front_handle, "Pareto front")])
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
-        caption="Final personal accuracy against compute, one marker per run; the dashed line is "
-        "the Pareto front (no run is both cheaper and more accurate).",
+        caption="Final personal accuracy against compute, one marker per run; ringed runs are the Pareto "
+        "front (no run is both cheaper and more accurate), the dashed staircase the best accuracy "
+        "reached at each cost.",
     )
 
 
@@ -321,36 +425,55 @@ def search_calls(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Figure
     weights = sorted(points["weight"].unique())
     colors = dict(zip(weights, sns.color_palette("viridis", len(weights)), strict=True))
     summary = _curve_summary(points, ["facet", "weight"], seed)
-    ncols = min(3, len(facets))
+    top = max(1.0, float(summary["ci_high"].max()) * 1.05)
+    ncols = min(4, len(facets))
     nrows = -(-len(facets) // ncols)
-    with new_figure(nrows, ncols, width=3.8, height=3.0) as (figure, axes):
+    with new_figure(
+        nrows,
+        ncols,
+        width=min(MAX_WIDTH, 1.8 * ncols + 0.6),
+        height=1.75 * nrows + 0.5,
+        sharex=True,
+        sharey=True,
+    ) as (figure, axes):
         for ax, facet in zip(axes.ravel(), facets, strict=False):
             for weight in weights:
                 line = summary[(summary["facet"] == facet) & (summary["weight"] == weight)]
                 if line.empty:
                     continue
-                ax.plot(
-                    line["step"], line["iqm"], color=colors[weight], marker="o", ms=3, label=f"{weight:g}"
-                )
+                ax.plot(line["step"], line["iqm"], color=colors[weight], marker="o", ms=3)
                 ax.fill_between(
                     line["step"], line["ci_low"], line["ci_high"], color=colors[weight], alpha=0.18
                 )
-            ax.set(title=facet, xlabel="feedback events", ylabel="search calls per query (IQM)")
-            ax.legend(title="search_cost weight", fontsize=7, title_fontsize=7, loc="best")
+            ax.set_title(facet, fontsize=8)
+            ax.set_ylim(0, top)  # searches are counts: the axis starts at 0, the same for every panel
+        for ax in axes[-1, :]:
+            ax.set_xlabel("feedback events")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("searches / query")
         for ax in axes.ravel()[len(facets) :]:
             ax.set_visible(False)
+        handles = [Line2D([], [], color=colors[w], marker="o", ms=3) for w in weights]
+        figure.legend(
+            handles,
+            [f"{w:g}" for w in weights],
+            title="reward.weights.search_cost",
+            loc="outside lower center",
+            ncol=min(len(weights), 6),
+            fontsize=LEGEND_SIZE,
+            title_fontsize=LEGEND_SIZE,
+        )
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
         caption="Search calls per query at each evaluation, per value of `reward.weights.search_cost` "
-        "(IQM across seeds, shaded 95% CI).",
+        "(IQM across seeds, shaded 95% CI); all panels share one axis starting at 0.",
     )
 
 
 def reward_decomposition(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
-    """Per group, the mean over training of each reward component times its weight, as grouped bars."""
-    del seed  # plain means of logged values
+    """Per group, the mean over training of each reward component times its weight, with 95% CIs."""
     name = "reward_decomposition"
     runs = _finished_runs(table)
     logged = table["metric"].dropna()
@@ -371,32 +494,45 @@ def reward_decomposition(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -
     if not rows or all(frame.empty for frame in rows):
         return _skip(name, f"no finished run logged `{TRAIN_REWARD_PREFIX}<component>` with its weight")
     data = pd.concat(rows, ignore_index=True)
-    styles = _group_styles(data.drop_duplicates("run_id"))
+    styles = _styles(data.drop_duplicates("run_id"))
     present = [c for c in components if c in set(data["component"])]
-    with new_figure(width=max(4.5, 1.2 * len(styles) + 2), height=3.6) as (figure, axes):
-        ax = axes[0, 0]
-        sns.barplot(
-            data=data,
-            x="group",
-            y="weighted",
-            hue="component",
-            order=list(styles),
-            hue_order=present,
-            palette=dict(zip(present, sns.color_palette("Set2", len(present)), strict=True)),
-            estimator="mean",
-            errorbar=None,
-            ax=ax,
-        )
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set(xlabel="", ylabel="mean weighted reward per response")
-        ax.tick_params(axis="x", labelrotation=20)
-        ax.legend(title="component", fontsize=7, title_fontsize=7, loc="best")
+    groups = list(styles)
+    ncols = min(2, len(present))
+    nrows = -(-len(present) // ncols)
+    with new_figure(
+        nrows, ncols, width=MAX_WIDTH, height=nrows * (0.2 * len(groups) + 0.9), sharex=True, sharey=True
+    ) as (
+        figure,
+        axes,
+    ):
+        for ax, component in zip(axes.ravel(), present, strict=False):
+            at = data[data["component"] == component]
+            for position, group in enumerate(groups):
+                members = at[at["group"] == group]
+                if members.empty:
+                    continue
+                mean, low, high = _mean_ci(members, "weighted", seed)
+                ax.barh(
+                    position, mean, color=styles[group].color, edgecolor="black", linewidth=0.4, height=0.7
+                )
+                ax.errorbar(
+                    mean, position, xerr=[[mean - low], [high - mean]], color="black", lw=1, capsize=2
+                )
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_title(component, fontsize=9)
+            ax.set_yticks(range(len(groups)), groups)
+        axes[0, 0].invert_yaxis()  # the first group on top (the y-axis is shared)
+        for ax in axes[-1, :]:
+            ax.set_xlabel("weighted reward per response")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        for ax in axes.ravel()[len(present) :]:
+            ax.set_visible(False)
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
-        caption="Reward decomposition: mean over training of each `train/reward/<component>` times its "
-        "weight, averaged over runs.",
+        caption="Reward decomposition: per group, the mean over training of each `train/reward/<component>` "
+        "times its weight (bars: mean over runs; whiskers: 95% stratified-bootstrap CI), on one shared axis.",
         notes=tuple(notes),
     )
 
@@ -409,15 +545,35 @@ def forgetting_vs_kl(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fi
     frame = _per_run(runs, kl=final_values(table, KL_TO_BASE), forgetting=forgetting_values(table))
     if frame.empty:
         return _skip(name, f"no finished run logged both `{KL_TO_BASE}` and `{FORGETTING}`")
-    styles = _group_styles(frame)
-    with new_figure(width=5.0, height=3.6) as (figure, axes):
+    styles = _styles(frame)
+    at_origin = frame[(frame["kl"] == 0) & (frame["forgetting"] == 0)]
+    with new_figure(width=MAX_WIDTH, height=3.6) as (figure, axes):
         ax = axes[0, 0]
         _scatter_runs(ax, frame, "kl", "forgetting", styles)
-        ax.set(xlabel="final KL to the base model", ylabel="final forgetting (general probe)")
-        ax.legend(title=None, fontsize=7, loc="best")
+        scale = _set_cost_scale(ax, frame["kl"].to_numpy())
+        if len(at_origin) > 1:
+            ax.annotate(
+                f"{len(at_origin)} runs at (0, 0)",
+                (0, 0),
+                xytext=(12, 14),
+                textcoords="offset points",
+                fontsize=7.5,
+                arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.8},
+            )
+        ax.set(
+            xlabel="final KL to the base model" + (" (symlog)" if scale == "symlog" else ""),
+            ylabel="final forgetting (general probe)",
+        )
+        _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)
+    origin = ", ".join(f"{g} ×{n}" for g, n in at_origin.groupby("group", sort=False).size().items())
+    notes = (f"at (0, 0): {origin}",) if len(at_origin) > 1 else ()
     return FigureResult(
-        name, paths, caption="Forgetting against KL divergence to the base, one marker per run."
+        name,
+        paths,
+        caption="Forgetting against KL divergence to the base, one marker per run"
+        + (" (KL on a symlog axis: linear near 0, logarithmic beyond)." if scale == "symlog" else "."),
+        notes=notes,
     )
 
 
@@ -431,7 +587,7 @@ def phase_heatmap(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Figur
     matrices, _ = continual.phase_matrices(table, runs)
     with_matrix = runs[runs["run_id"].isin(matrices)]
     if with_matrix.empty:
-        return _skip(name, "no finished run logged `eval/phase_accuracy/<i>`")
+        return _skip(name, "no finished run has a drift matrix (see the continual-learning notes)")
     panels = []
     for key in ordered_groups(with_matrix):
         members = with_matrix[(with_matrix[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
@@ -441,31 +597,40 @@ def phase_heatmap(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Figur
         for size, group_matrices in sorted(by_size.items()):
             title = f"{group_label(*key)} (n={len(group_matrices)})"
             panels.append((title if len(by_size) == 1 else f"{title}, T={size}", group_matrices))
-    ncols = min(3, len(panels))
+    ncols = min(4, len(panels))
     nrows = -(-len(panels) // ncols)
-    with new_figure(nrows, ncols, width=3.4, height=3.0) as (figure, axes):
+    with new_figure(nrows, ncols, width=min(MAX_WIDTH, 1.75 * ncols + 0.5), height=1.75 * nrows + 0.3) as (
+        figure,
+        axes,
+    ):
         for index, (ax, (title, group_matrices)) in enumerate(zip(axes.ravel(), panels, strict=False)):
             mean = continual.mean_matrix(group_matrices)  # (T, T)
             sns.heatmap(
                 mean,
                 annot=True,
                 fmt=".2f",
+                annot_kws={"fontsize": 7},
                 vmin=0.0,
                 vmax=1.0,
                 cmap="viridis",
-                cbar=index == len(panels) - 1,
+                cbar=False,
                 square=True,
                 ax=ax,
             )
-            ax.set(title=title, xlabel="accuracy on phase j", ylabel="trained through phase i")
+            ax.set_title(title, fontsize=8)
+            ax.set(
+                xlabel="phase j" if index // ncols == nrows - 1 else "",
+                ylabel="trained through i" if index % ncols == 0 else "",
+            )
         for ax in axes.ravel()[len(panels) :]:
             ax.set_visible(False)
+        figure.colorbar(axes[0, 0].collections[0], ax=axes, shrink=0.6, label="accuracy")
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
-        caption="Accuracy on each drift phase's items (columns) after training through each phase "
-        "(rows), averaged over seeds; blank cells had no evaluation.",
+        caption="Accuracy on each drift phase's items, in that phase's world (columns j), after training "
+        "through each phase (rows i), averaged over seeds; blank cells had no evaluation.",
     )
 
 

@@ -7,6 +7,7 @@ these renderings depends on time or on the order runs were logged in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,22 +91,77 @@ def latex_escape(text: str) -> str:
     return escaped
 
 
+#: "0.812 [0.790, 0.830] (n=2)": the value, then its interval (and n), as display cells read.
+INTERVAL_CELL = re.compile(r"^(\S+) (\[[^\]]*\].*)$")
+_KEY_COLUMNS = ("Paradigm", "Algorithm", "Variant")
+TABLE_BOX = r"\harnesstablebox"
+
+
+_EXPONENT = re.compile(r"(\d)e\+?(-?)0*(\d+)")
+
+
+def compact_exponents(text: str) -> str:
+    """``5.86e+08`` → ``5.86e8``, ``1e-05`` → ``1e-5`` (LaTeX cells: narrower, same number)."""
+    return _EXPONENT.sub(r"\1e\2\3", text)
+
+
+def split_interval(cell: str) -> tuple[str, str]:
+    """``("0.812", "[0.790, 0.830]")`` for an interval cell; ``(cell, "")`` for any other."""
+    match = INTERVAL_CELL.match(str(cell))
+    return (match.group(1), match.group(2)) if match else (str(cell), "")
+
+
+def _header_lines(label: str) -> tuple[str, str]:
+    """A header label split at the space nearest its middle (``"Personal acc. ↑"`` → two lines)."""
+    spaces = [i for i, char in enumerate(label) if char == " "]
+    if not spaces:
+        return label, ""
+    cut = min(spaces, key=lambda i: abs(i - len(label) / 2))
+    return label[:cut], label[cut + 1 :]
+
+
 def latex_table(frame: pd.DataFrame, comment: str) -> str:
     """A booktabs ``tabular`` (``\\toprule``, ``\\midrule``, ``\\bottomrule``) of a frame of strings.
 
-    Text key columns (Paradigm, Algorithm, Variant) are left-aligned, the others right-aligned;
-    ``comment`` becomes a leading ``%`` line. Needs ``\\usepackage{booktabs}``.
+    Laid out to fit a page: headers on two lines, each interval cell's value on the group's row
+    with its CI (and n) in ``\\scriptsize`` on the row below, exponents compact (``5.86e8``). The
+    tabular is set in a box and shrunk to ``\\linewidth`` only when it is still wider (never
+    enlarged), so it fits a column or a page whatever the number of columns. Text key columns
+    (Paradigm, Algorithm, Variant) are left-aligned, the others right-aligned; ``comment``
+    becomes a leading ``%`` line. Needs ``\\usepackage{booktabs}`` and ``\\usepackage{graphicx}``;
+    ``\\input`` it inside a ``table`` environment.
     """
-    text_columns = sum(1 for c in frame.columns if c in ("Paradigm", "Algorithm", "Variant"))
-    spec = "l" * text_columns + "r" * (len(frame.columns) - text_columns)
+    key_columns = sum(1 for c in frame.columns if c in _KEY_COLUMNS)
+    spec = "l" * key_columns + "r" * (len(frame.columns) - key_columns)
+    headers = [_header_lines(str(c)) for c in frame.columns]
     lines = [
         f"% {comment}",
-        "% requires \\usepackage{booktabs}",
+        "% requires \\usepackage{booktabs} and \\usepackage{graphicx}; shrinks to \\linewidth if wider",
+        f"\\ifdefined{TABLE_BOX}\\else\\newsavebox{{{TABLE_BOX}}}\\fi",
+        f"\\sbox{{{TABLE_BOX}}}{{%",
         f"\\begin{{tabular}}{{{spec}}}",
         "\\toprule",
-        " & ".join(latex_escape(c) for c in frame.columns) + r" \\",
+        " & ".join(latex_escape(top) for top, _ in headers) + r" \\",
+        " & ".join(latex_escape(bottom) for _, bottom in headers) + r" \\",
         "\\midrule",
     ]
-    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in frame.itertuples(index=False)]
-    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    for index, row in enumerate(frame.itertuples(index=False)):
+        cells = [
+            tuple(map(compact_exponents, split_interval(c))) if i >= key_columns else (str(c), "")
+            for i, c in enumerate(row)
+        ]
+        lines.append(" & ".join(latex_escape(value) for value, _ in cells) + r" \\")
+        if any(interval for _, interval in cells):
+            intervals = [
+                f"{{\\scriptsize {latex_escape(interval)}}}" if interval else "" for _, interval in cells
+            ]
+            spacing = "[3pt]" if index < len(frame) - 1 else ""
+            lines.append(" & ".join(intervals) + r" \\" + spacing)
+    lines += [
+        "\\bottomrule",
+        "\\end{tabular}}%",
+        f"\\ifdim\\wd{TABLE_BOX}>\\linewidth\\resizebox{{\\linewidth}}{{!}}{{\\usebox{{{TABLE_BOX}}}}}%",
+        f"\\else\\usebox{{{TABLE_BOX}}}\\fi",
+        "",
+    ]
     return "\n".join(lines)

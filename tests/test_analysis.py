@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,11 +205,9 @@ def report(store, tmp_path_factory):
 
 def test_tidy_table_has_one_row_per_run_metric_step(table):
     finished_runs = len(PARADIGMS) * len(SEEDS)
-    eval_keys = {p: len(_eval_metrics(p, 0, 0)) for p in PARADIGMS}
+    eval_rows = {p: sum(len(_eval_metrics(p, 0, step)) for step in EVAL_STEPS) for p in PARADIGMS}
     train_keys = len(_train_metrics("memory", 0, 0))
-    expected = sum(
-        len(SEEDS) * (eval_keys[p] * len(EVAL_STEPS) + train_keys * len(TRAIN_STEPS)) for p in PARADIGMS
-    )
+    expected = sum(len(SEEDS) * (eval_rows[p] + train_keys * len(TRAIN_STEPS)) for p in PARADIGMS)
     expected += 1  # the failed run logged no metric: one row with metric, step and value missing
     assert len(table) == expected
     assert table["run_id"].nunique() == finished_runs + 1
@@ -327,6 +326,31 @@ def test_every_figure_writes_png_and_pdf_or_says_why_it_skipped(report):
         assert all(p.is_file() and p.stat().st_size > 1000 for p in figure.paths)
     assert by_name["sweep_pareto"].skipped == "no Optuna study given"
     assert not by_name["sweep_importances"].paths
+
+
+def test_figure_pdfs_embed_truetype_fonts_never_type3(report):
+    pdfs = [path for figure in report.figures for path in figure.paths if path.suffix == ".pdf"]
+    assert pdfs
+    for pdf in pdfs:
+        data = pdf.read_bytes()  # matplotlib writes font dictionaries uncompressed
+        assert b"/Type3" not in data, pdf.name
+        assert b"/FontFile2" in data, pdf.name  # an embedded TrueType font program
+        if shutil.which("pdffonts"):
+            listing = subprocess.run(
+                ["pdffonts", str(pdf)], capture_output=True, text=True, check=True
+            ).stdout
+            assert "Type 3" not in listing and "TrueType" in listing, listing
+
+
+def test_figures_are_drawn_to_be_shown_at_their_natural_size(report):
+    from PIL import Image
+
+    from analysis.style import MAX_WIDTH, PNG_DPI
+
+    for figure in report.figures:
+        if figure.png is not None:
+            with Image.open(figure.png) as image:
+                assert image.width <= MAX_WIDTH * PNG_DPI + 1, (figure.name, image.width)
 
 
 def test_figures_skip_with_a_reason_when_their_data_is_absent(table, tmp_path):

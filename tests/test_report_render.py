@@ -104,3 +104,37 @@ def test_the_html_report_paints_a_screenshot(report, tmp_path):
     result = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", report.html.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.is_file() and shot.stat().st_size > 10_000  # a blank page compresses to far less
+
+
+_WIDTH_SCRIPT = """
+<script>
+window.addEventListener("load", function () {
+  var right = 0, overflow = 0;
+  document.querySelectorAll("table").forEach(function (table) {
+    var box = table.parentElement;
+    right = Math.max(right, Math.ceil(table.getBoundingClientRect().right));
+    overflow = Math.max(overflow, box.scrollWidth - box.clientWidth);
+  });
+  var widths = [window.innerWidth, document.documentElement.scrollWidth, right, overflow];
+  document.body.setAttribute("data-widths", widths.join(":"));
+});
+</script>
+"""
+
+
+def _widths(page: Path, tmp_path: Path, width: int) -> tuple[int, ...]:
+    """(window width, page scroll width, widest table's right edge, largest table overflow), in px."""
+    result = _chromium(tmp_path, "--dump-dom", f"--window-size={width},1000", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tuple(int(v) for v in re.search(r'data-widths="(\d+):(\d+):(\d+):(\d+)"', result.stdout).groups())
+
+
+def test_the_report_tables_fit_a_1280_px_window_without_horizontal_scroll(report, tmp_path):
+    page = tmp_path / "widths.html"
+    html = report.html.read_text(encoding="utf-8")
+    page.write_text(html.replace("</body>", _WIDTH_SCRIPT + "</body>"), encoding="utf-8")
+    window, scroll, right, overflow = _widths(page, tmp_path, 1280)
+    assert window == 1280 and scroll <= window and right <= window and overflow == 0
+    # the check can fail: in a window narrower than the main table, the table scrolls in its box
+    window, scroll, right, overflow = _widths(page, tmp_path, 600)
+    assert overflow > 0 or right > window
