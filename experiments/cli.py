@@ -359,6 +359,23 @@ def base_info(
         typer.echo("not built yet: run `harness base build`", err=True)
 
 
+def _runs_pages(uri: str, address: str) -> list[tuple[str, str]]:
+    """(name, URL of its runs page) for each experiment the harness logged to ``uri``, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments.tracking import SEEDS_VIEW, SHARED_VIEW_TAG, Tracker, runs_page_url
+
+    try:
+        experiments = Tracker(uri).client.search_experiments(order_by=["last_update_time DESC"])
+    except (MlflowException, OSError):
+        return []  # the server will say what is wrong with the store
+    return [
+        (e.name, runs_page_url(address, e.experiment_id))
+        for e in experiments
+        if SHARED_VIEW_TAG + SEEDS_VIEW in e.tags
+    ]
+
+
 #: MLflow's server runs GenAI jobs (trace scorers, periodic tasks) in ~8 helper processes unless
 #: this is false; the harness logs no traces, so `harness ui` leaves it off unless it is set.
 JOB_EXECUTION_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
@@ -376,7 +393,10 @@ def ui(
     from experiments.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
-    typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    address = f"http://127.0.0.1:{port}"
+    typer.echo(f"MLflow UI for {uri} at {address} (Ctrl-C to stop)")
+    for name, url in _runs_pages(uri, address):
+        typer.echo(f"  {name}: {url}")
     os.environ.setdefault(JOB_EXECUTION_ENV, "false")
     os.execvp(
         sys.executable,

@@ -48,6 +48,20 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"  # the UI's "Model training": runs, charts, evaluation
 #: A run's readable group (``adapter/grpo``, ``memory/search_cost=0.5``): one per ``config_hash``.
 GROUP_TAG = "group"
+#: The MLflow UI's shared views are experiment tags with this prefix (what its "Share" button
+#: writes); ``?viewStateShareKey=<key>`` opens one. The harness's view, ``seeds``, groups the runs
+#: by the ``group`` tag (each group's seeds under it, charts averaged over them), shows every group
+#: in the charts (the UI's default shows the first 10), lists groups in the order they ran, and
+#: widens the run-name column so names show their seed.
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+SEEDS_VIEW = "seeds"
+SEEDS_VIEW_STATE = {
+    "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": GROUP_TAG}]},
+    "runsHiddenMode": "SHOW_ALL",
+    "orderByKey": "attributes.start_time",
+    "orderByAsc": True,
+    "columnWidths": {"attributes.`Run Name`": 290},
+}
 #: ``run``: ``cost/peak_rss_bytes`` is the peak while the run ran; ``process``: since its process started.
 PEAK_RSS_SCOPE_TAG = "peak_rss_scope"
 _MAX_BATCH = 1000
@@ -192,24 +206,29 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (or restored from deleted) if needed.
 
-        The experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), so the MLflow UI
-        opens it on its runs; an experiment made before that gets the tag unless it has a kind.
+        The experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`) and carries the
+        ``seeds`` view (:data:`SEEDS_VIEW_STATE`) that :func:`runs_page_url` opens; an experiment
+        made earlier gets whichever of these tags it lacks.
         Safe when several workers start at once: whoever loses the race to create it uses the
         winner's experiment.
         """
-        kind = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        tags = {
+            EXPERIMENT_KIND_TAG: MODEL_TRAINING,
+            SHARED_VIEW_TAG + SEEDS_VIEW: json.dumps(SEEDS_VIEW_STATE, sort_keys=True),
+        }
         existing = self.client.get_experiment_by_name(name)
         if existing is None:
             try:
-                return self.client.create_experiment(name, tags=kind)
+                return self.client.create_experiment(name, tags=tags)
             except MlflowException:
                 existing = self.client.get_experiment_by_name(name)
                 if existing is None:  # the error was not a lost race
                     raise
         if existing.lifecycle_stage == "deleted":
             self.client.restore_experiment(existing.experiment_id)
-        if EXPERIMENT_KIND_TAG not in existing.tags:
-            self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        for key, value in tags.items():
+            if key not in existing.tags:
+                self.client.set_experiment_tag(existing.experiment_id, key, value)
         return existing.experiment_id
 
     def start_run(
@@ -252,6 +271,19 @@ class Tracker:
         tracked = TrackedRun(self.client, run_id, run.info.run_name)
         tracked.closed = run.info.status != "RUNNING"
         return tracked
+
+
+def runs_page_url(ui_url: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs, grouped by ``group`` (the ``seeds`` view).
+
+    ``workflowType=machine_learning`` opens MLflow 3's "Model training" pages: since 3.17 the UI
+    picks GenAI or Model training from this parameter or the browser's last choice (default
+    GenAI), not from the experiment's kind tag.
+    """
+    return (
+        f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={SEEDS_VIEW}"
+    )
 
 
 def group_labels(configs: Sequence) -> list[str]:
