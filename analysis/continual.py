@@ -135,8 +135,12 @@ def phase_changes(runs: pd.DataFrame) -> list[tuple[int, int]]:
     return sorted(changes)
 
 
-def run_metrics(matrices: dict[str, PhaseMatrix]) -> tuple[pd.DataFrame, list[str]]:
+def run_metrics(
+    matrices: dict[str, PhaseMatrix], names: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """ACC, BWT and FWT per run, and a note for each run whose matrix lacks the entries they need.
+
+    ``names`` maps run ids to run names for the notes.
 
     Returns:
         A frame indexed by run id with columns ``acc``, ``bwt``, ``fwt`` (FWT is NaN when the
@@ -148,7 +152,10 @@ def run_metrics(matrices: dict[str, PhaseMatrix]) -> tuple[pd.DataFrame, list[st
         try:
             rows[run_id] = continual_learning_metrics(matrix.accuracy, untrained)
         except ValueError as error:
-            notes.append(f"run {run_id}: no continual-learning metrics ({error})")
+            name = (names or {}).get(run_id)
+            notes.append(
+                f"run {f'{name} ({run_id})' if name else run_id}: no continual-learning metrics ({error})"
+            )
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(ContinualLearningMetrics._fields))
     return frame.astype("float64"), notes
 

@@ -122,7 +122,9 @@ def continual_table(
     if not continual.has_phases(table):
         return None, []
     matrices, notes = continual.phase_matrices(table, runs)
-    metrics, metric_notes = continual.run_metrics(matrices)
+    metrics, metric_notes = continual.run_metrics(
+        matrices, dict(zip(runs["run_id"], runs["run_name"], strict=True))
+    )
     notes = notes + metric_notes
     if metrics.empty:
         return None, notes
