@@ -69,7 +69,9 @@ def _matrices(tracking_uri: str, experiment: str) -> dict[str, continual.PhaseMa
     return {runs.set_index("run_id").loc[run_id, "run_name"]: m for run_id, m in matrices.items()}
 
 
-def test_a_frozen_policy_has_zero_backward_and_forward_transfer(tracking_uri, tiny_base):
+def test_a_frozen_policy_fills_every_row_alike(tracking_uri, tiny_base):
+    """Rows filled and equal; the tiny base barely answers, so the slow test below is the one that
+    tells phase j's world apart from the stream's (it fails when phase items follow the stream)."""
     run_experiment(load_experiment(SMOKE, [TINY]), Tracker(tracking_uri), progress=False)
     (matrix,) = _matrices(tracking_uri, "smoke").values()
     assert np.isfinite(matrix.accuracy).all() and np.isfinite(matrix.untrained).all()
