@@ -230,12 +230,12 @@ def _phase_lines(ax: Axes, changes: list[tuple[int, int]]) -> None:
         ax.axvline(events, color="0.3", ls=":", lw=0.9, zorder=1)
         ax.text(
             events,
-            0.98,
-            f" phase {phase}",
+            0.03,
+            f" phase {phase} ",
             transform=ax.get_xaxis_transform(),
-            va="top",
             fontsize=7,
             color="0.3",
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
 
 

@@ -77,7 +77,7 @@ def table_tex(tmp_path_factory) -> str:
 @needs_latex
 def test_the_main_table_fits_the_text_width_of_an_article(table_tex, tmp_path):
     table, line, log = _set(table_tex, tmp_path, None)  # article: 345 pt
-    assert table <= line + 0.01
+    assert table <= line + 0.1  # \hfuzz: LaTeX's own tolerance (scaling rounds to ~0.01 pt)
     assert "Overfull \\hbox" not in log
 
 
