@@ -60,7 +60,9 @@ SEEDS_VIEW_STATE = {
     "runsHiddenMode": "SHOW_ALL",
     "orderByKey": "attributes.start_time",
     "orderByAsc": True,
-    "columnWidths": {"attributes.`Run Name`": 290},
+    # the UI applies a width only to a column named in columnOrder: the checkbox column, then the name
+    "columnOrder": ["0", "attributes.`Run Name`"],
+    "columnWidths": {"attributes.`Run Name`": 300},
 }
 #: ``run``: ``cost/peak_rss_bytes`` is the peak while the run ran; ``process``: since its process started.
 PEAK_RSS_SCOPE_TAG = "peak_rss_scope"
