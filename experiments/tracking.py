@@ -210,7 +210,7 @@ class Tracker:
 
         The experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`) and carries the
         ``seeds`` view (:data:`SEEDS_VIEW_STATE`) that :func:`runs_page_url` opens; an experiment
-        made earlier gets whichever of these tags it lacks.
+        made earlier gets the kind if it has none and the view as this version defines it.
         Safe when several workers start at once: whoever loses the race to create it uses the
         winner's experiment.
         """
@@ -229,7 +229,8 @@ class Tracker:
         if existing.lifecycle_stage == "deleted":
             self.client.restore_experiment(existing.experiment_id)
         for key, value in tags.items():
-            if key not in existing.tags:
+            # a kind someone chose stays; the harness's own view follows this version's definition
+            if key not in existing.tags or (key != EXPERIMENT_KIND_TAG and existing.tags[key] != value):
                 self.client.set_experiment_tag(existing.experiment_id, key, value)
         return existing.experiment_id
 
