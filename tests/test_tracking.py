@@ -1,5 +1,6 @@
 """Tracking round-trip against a real SQLite MLflow store: nesting, tags, params, steps, status."""
 
+import json
 import signal
 import subprocess
 
@@ -122,6 +123,9 @@ def test_experiments_open_on_runs_and_groups_read_paradigm_algorithm_variant(tra
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name("smoke")
     assert found.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"  # the UI's "Model training"
+    view = json.loads(found.tags["mlflow.sharedViewState.seeds"])  # what runs_page_url opens
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "group"}]
+    assert view["runsHiddenMode"] == "SHOW_ALL"  # every group in the charts, not the first 10
     _, children = children_of(client, "smoke")
     assert [c.data.tags["group"] for c in children] == ["frozen", "frozen"]
 
