@@ -10,17 +10,15 @@ workers from building the same base twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from paradigms.backbone import BUILTIN_MARKER, CACHE_ENV, cache_root, file_lock
 from paradigms.builtin.recipe import OVERSEARCH_RECIPE, TINY_RECIPE, BaseRecipe
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
+__all__ = ["CACHE_ENV", "cache_root"]
 EXPERIMENT = "builtin-base"
 RECIPES: dict[str, BaseRecipe] = {
     "builtin": BaseRecipe(),
@@ -30,12 +28,24 @@ RECIPES: dict[str, BaseRecipe] = {
 COMPETENCE_FILE = "competence.json"
 
 
+#: Named backbones that are not builtin bases: name -> what provides their directory.
+NAMED_BACKBONES = ("smollm2",)
+
+
 def is_builtin(backbone: str) -> bool:
     return backbone in RECIPES
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paradigm-harness")
+def resolve_backbone(spec: str, tracker=None, progress: bool = True) -> str:
+    """The directory or hub id to load for a config's ``backbone``: a builtin base (built and cached on
+    first use), ``smollm2`` (converted and cached on first use), or the spec itself."""
+    if is_builtin(spec):
+        return str(ensure_base(spec, tracker=tracker, progress=progress))
+    if spec == "smollm2":
+        from paradigms.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2(progress=progress))
+    return spec
 
 
 def base_dir(recipe: BaseRecipe) -> Path:
@@ -45,17 +55,6 @@ def base_dir(recipe: BaseRecipe) -> Path:
 def read_competence(directory: Path) -> dict | None:
     path = directory / COMPETENCE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-@contextmanager
-def _build_lock(directory: Path):
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, force: bool = False) -> Path:
@@ -68,7 +67,7 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
     directory = base_dir(recipe)
     if not force and read_competence(directory) is not None:
         return directory
-    with _build_lock(directory):
+    with file_lock(directory):
         if not force and read_competence(directory) is not None:
             return directory  # another process built it while we waited
         from experiments.evaluation import base_competence
@@ -78,7 +77,7 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         model, tokenizer = train_base(recipe, directory, progress=progress)
         build_seconds = time.perf_counter() - started
         figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
-        (directory / "recipe.json").write_text(
+        (directory / BUILTIN_MARKER).write_text(
             json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
         )
         scratch = directory / f".{COMPETENCE_FILE}.tmp"

