@@ -17,7 +17,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
-from experiments.base import resolve_backbone
+from experiments.base import is_builtin, resolve_backbone
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
@@ -75,18 +75,27 @@ def backbone_world(
 
 
 def prepare_backbones(configs: list[RunConfig], tracker: Tracker | None, progress: bool = True) -> None:
-    """Build (and log, as its own run in ``builtin-base``) every builtin base ``configs`` use.
+    """Make, before any run starts, what the runs of ``configs`` share, so no run's duration holds it.
 
-    Called before any run of an experiment starts, so no run's duration includes a shared build
-    (or the wait for another process's build). Raises ``RunFailed`` naming the base that failed.
+    Every builtin base they use is built (or waited for), logged as its own run in ``builtin-base``;
+    a named backbone (``smollm2``) is converted; a chat backbone's competence card is measured,
+    loading the backbone only when its card is not cached yet. A failure here is left to the runs,
+    which record it (each FAILED with its error) as they would without this step.
     """
-    for spec in sorted({c.backbone for c in configs if is_builtin(c.backbone)}):
+    from experiments.competence import card_path, ensure_card  # only a chat backbone needs them
+
+    for spec, dtype, protocol, device in sorted(
+        {(c.backbone, c.dtype, c.protocol, c.device) for c in configs}
+    ):
         try:
-            ensure_base(spec, tracker=tracker, progress=progress)
-        except Exception as error:
-            raise RunFailed(
-                f"building the builtin base {spec!r} failed ({_describe_error(error)})"
-            ) from error
+            source = resolve_backbone(spec, tracker=tracker, progress=progress)
+            if is_builtin(spec) or card_path(source, dtype).is_file():
+                continue
+            backbone = load_backbone(source, device, dtype, protocol)
+            if backbone.protocol.world != "builtin":
+                ensure_card(backbone, source, dtype, progress=progress)
+        except Exception:  # the run that needs this backbone fails with the error, recorded
+            continue
 
 
 def _check_finite(values: dict[str, float], events: int) -> None:
