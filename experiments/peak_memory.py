@@ -18,6 +18,13 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 RESET_PEAK = "5"  # clear_refs command: reset the peak resident set size (Linux >= 4.0)
 
 
+def peak_rss_scope() -> str:
+    """``run`` where :func:`reset_peak_rss` works (Linux), else ``process``: what a run's peak covers."""
+    import os
+
+    return "run" if os.access(_CLEAR_REFS, os.W_OK) and _high_water_mark() is not None else "process"
+
+
 def reset_peak_rss() -> bool:
     """Start a new peak at the current resident size; False when the platform cannot (lifetime peak)."""
     try:

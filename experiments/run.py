@@ -22,14 +22,7 @@ from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
-from experiments.tracking import (
-    GROUP_TAG,
-    PEAK_RSS_SCOPE_TAG,
-    TrackedRun,
-    Tracker,
-    contract_tags,
-    group_labels,
-)
+from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import Backbone, load_backbone
@@ -188,9 +181,7 @@ def execute(
     evaluations, for every paradigm and algorithm whatever its batch size. ``on_eval`` sees every
     evaluation (a sweep's pruner uses it).
     """
-    scope = "run" if reset_peak_rss() else "process"  # cost/peak_rss_bytes: this run's peak if it can be
-    if run is not None:
-        run.set_tags({PEAK_RSS_SCOPE_TAG: scope})
+    reset_peak_rss()  # cost/peak_rss_bytes: this run's peak where possible (its peak_rss_scope tag)
     parts = assemble(config, tracker, progress)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
@@ -318,7 +309,7 @@ def run_experiment(
             child = tracker.start_run(
                 experiment.name,
                 config.run_name(),
-                tags={**contract_tags(config), GROUP_TAG: groups[index]},
+                tags=child_tags(config, groups[index]),
                 parent=parent,
             )
             child.log_params(config.flat())

@@ -70,7 +70,7 @@ from experiments.config import (
     load_experiment,
 )
 from experiments.signals import sigterm_as_interrupt
-from experiments.tracking import GROUP_TAG, TrackedRun, Tracker, contract_tags, group_labels
+from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
 
 JOURNAL_DIR = "optuna-journal"
 #: A RUNNING trial that never recorded its worker is stale after this long (its worker died
@@ -818,12 +818,7 @@ class TrialRunner:
             config = self.plan.config(params, seed)
             _prepare_backbone(config, self.tracker)  # a shared base build is its own run, not this one's time
             group = f"{group_labels([config])[0]}/t{trial.number}"  # adapter/grpo/t3: one per trial
-            tags = {
-                **contract_tags(config),
-                GROUP_TAG: group,
-                "trial": trial.number,
-                "sweep": self.plan.study_name,
-            }
+            tags = {**child_tags(config, group), "trial": trial.number, "sweep": self.plan.study_name}
             if retry_of is not None:
                 tags["retry_of"] = retry_of
             run = self.tracker.start_run(

@@ -328,6 +328,13 @@ def _short_keys(keys: Sequence[str]) -> dict[str, str]:
     return short
 
 
+def child_tags(config, group: str) -> dict[str, str]:
+    """Every tag a child run is created with: the contract tags, its ``group`` and ``peak_rss_scope``."""
+    from experiments.peak_memory import peak_rss_scope
+
+    return {**contract_tags(config), GROUP_TAG: group, PEAK_RSS_SCOPE_TAG: peak_rss_scope()}
+
+
 def contract_tags(config) -> dict[str, str]:
     """The tags DESIGN.md promises on every child run, from its resolved config."""
     return {
