@@ -8,6 +8,7 @@ PERSONAL_ACCURACY = "eval/personal_accuracy"
 GENERAL_ACCURACY = "eval/general_accuracy"
 FORGETTING = "eval/forgetting"
 FORMAT_COMPLIANCE = "eval/format_compliance"
+INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
 KL_TO_BASE = "eval/kl_to_base"
 PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
@@ -51,6 +52,7 @@ DIRECTIONS: dict[str, str] = {
     GENERAL_ACCURACY: HIGHER,
     FORGETTING: LOWER,
     FORMAT_COMPLIANCE: HIGHER,
+    INSTRUCTION_FOLLOWING: HIGHER,
     SEARCH_CALLS_PER_QUERY: LOWER,
     KL_TO_BASE: LOWER,
     TRAIN_REWARD: HIGHER,

@@ -135,6 +135,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         suite.phase_eval(user, options),
         _generation(config, config.generation.eval_temperature),
         reference,
+        instructions=suite.instruction_eval(config.seed, options, user),
     )
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)

@@ -63,13 +63,44 @@ TOOL_INSTRUCTIONS = (
     f'{TOOL_OPEN}{{"name": "{TOOL_NAME}", "arguments": {{"query": "..."}}}}{TOOL_CLOSE}'
 )
 
-#: How the user's private facts are asked, noted, corrected and answered in a sentence.
+#: How the user's private facts are asked (paraphrases; ``Query.variant`` picks one, the stream asks the
+#: first), noted, corrected and answered in a sentence.
 USER_QUESTIONS = {
-    "dog": "What is the name of my dog?",
-    "city": "Which city do I live in?",
-    "job": "What is my job?",
-    "drink": "What is my favourite drink?",
-    "sport": "Which sport do I play?",
+    "dog": (
+        "What is the name of my dog?",
+        "What is my dog called?",
+        "What's my dog's name?",
+        "Do you remember my dog's name?",
+        "Tell me the name of my dog.",
+    ),
+    "city": (
+        "Which city do I live in?",
+        "Where do I live?",
+        "What city is my home?",
+        "In which city do I live?",
+        "Tell me the city I live in.",
+    ),
+    "job": (
+        "What is my job?",
+        "What do I do for a living?",
+        "What is my profession?",
+        "What work do I do?",
+        "Tell me my job.",
+    ),
+    "drink": (
+        "What is my favourite drink?",
+        "What do I like to drink most?",
+        "Which drink do I like best?",
+        "What is my favorite beverage?",
+        "Tell me my favourite drink.",
+    ),
+    "sport": (
+        "Which sport do I play?",
+        "What sport do I play?",
+        "What is my sport?",
+        "Which sport is mine?",
+        "Tell me the sport I play.",
+    ),
 }
 USER_NOTES = {
     "dog": "The user's dog is called {value}.",
@@ -282,7 +313,8 @@ class ChatProtocol(Protocol):
 
     def question_text(self, query: Query) -> str:
         if query.subject == USER_SUBJECT:
-            return USER_QUESTIONS[query.attribute]
+            wordings = USER_QUESTIONS[query.attribute]
+            return wordings[query.variant % len(wordings)]
         for kind in real_kinds():
             if kind.name == query.attribute:
                 return kind.ask(query.subject)
