@@ -52,7 +52,12 @@ def test_tool_calls_are_parsed_from_the_hermes_format():
     call = '<tool_call>{"name": "search", "arguments": {"query": "my  dog"}}</tool_call>'
     assert CHAT.parse_tool_call(call) == "my dog"
     assert CHAT.parse_tool_call("<tool_call>{not json}</tool_call>") == ""  # malformed: still a call
-    assert CHAT.parse_tool_call('<tool_call>{"name": "web", "arguments": {"query": "x"}}</tool_call>') == ""
+    # the only tool: SmolLM2 forced to call it names it after the question ("my_dog"); its query still counts
+    assert (
+        CHAT.parse_tool_call('<tool_call>{"name": "my_dog", "arguments": {"query": "my_dog"}}</tool_call>')
+        == "my_dog"
+    )
+    assert CHAT.parse_tool_call('<tool_call>{"city": "New York"}</tool_call>') == ""
     transcript = f"{call}\n<tool_response>\nThe user's dog is called Rex.\n</tool_response>\nRex."
     assert CHAT.search_queries(transcript) == ["my dog"]
     assert CHAT.parse_answer(transcript, DOGS).value == "rex"  # the tool's words are not the answer

@@ -11,7 +11,8 @@ Prompts are chat messages rendered with ``tokenizer.apply_chat_template``:
 renders differently with them), the tool is declared that way; otherwise (SmolLM2's template
 ignores ``tools``) the system message carries ``TOOL_INSTRUCTIONS``, one documented text
 convention. Either way a call is written in the Hermes style most tool-using chat models share:
-``<tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>``. The rollout stops at
+``<tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>`` (search is the only tool,
+so a call is read by its ``query`` argument whatever name it gives). The rollout stops at
 ``</tool_call>``; the result goes back as a ``tool`` message rendered by the template (the end of
 the assistant turn, the tool turn, the start of the next assistant turn), all masked out of every
 loss.
@@ -327,7 +328,9 @@ class ChatProtocol(Protocol):
             return ""
         try:
             call = json.loads(calls[-1].strip())
-            query = call["arguments"]["query"] if call.get("name") == TOOL_NAME else ""
+            query = call["arguments"][
+                "query"
+            ]  # the only tool: a call is read by its query, whatever its name
         except (ValueError, TypeError, KeyError, AttributeError):
             return ""
         return " ".join(str(query).split())
