@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -124,6 +125,10 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
 
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
     """
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     seeds = seed_everything(config.seed)
     source = _backbone_source(config, tracker, progress)
     backbone = load_backbone(source, config.device, config.dtype, config.protocol)
@@ -160,6 +165,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         suite.phase_eval(user, options),
         _generation(config, config.generation.eval_temperature),
         reference,
+        instructions=suite.instruction_eval(config.seed, options, user),
     )
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
@@ -194,6 +200,7 @@ def execute(
         "last_eval": -1,
         "generated": 0,
         "prompt": 0,
+        "evaluation_seconds": 0.0,
         "final": {},
         "stream_phase": None,  # the phase the last consumed batch was drawn in
     }
@@ -210,10 +217,14 @@ def execute(
             run.log_metrics(values, step)
 
     def evaluate(events: int) -> None:
+        started = time.perf_counter()
         with isolated_rng():  # the evaluation schedule must not change what training draws
             results = evaluator.evaluate(paradigm)
+        state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
+        results[m.GENERATION_SECONDS] = session.generation_seconds
+        results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
         _check_finite(results, events)
