@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -40,18 +41,26 @@ MAX_KEEP_ROUNDS = 4
 GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
 
 
+def _code_digest() -> str:
+    """The code and data the card's measurement depends on, hashed once per process (so an edit made
+    while a run is going does not change the key in mid-run)."""
+    digest = hashlib.sha256(REAL_WORLD_FILE.read_bytes())
+    for module in (chat_protocol, probes, worlds_module, sys.modules[__name__]):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+_CODE_DIGEST = _code_digest()
+
+
 def card_digest(source: str | Path, dtype: str) -> str:
     """A key over the model's files (or hub id), the dtype, and the code and data behind the probes."""
-    digest = hashlib.sha256(f"{source}|{dtype}".encode())
+    digest = hashlib.sha256(f"{source}|{dtype}|{_CODE_DIGEST}".encode())
     path = Path(source)
     if path.is_dir():
         for file in sorted(path.iterdir()):
             if file.is_file():
                 digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    for module in (chat_protocol, probes, worlds_module):
-        digest.update(inspect.getsource(module).encode())
-    digest.update(REAL_WORLD_FILE.read_bytes())
-    digest.update(inspect.getsource(measure_world).encode())
     return digest.hexdigest()[:12]
 
 
