@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -28,10 +29,15 @@ RECIPES: dict[str, BaseRecipe] = {
     "builtin:oversearch": OVERSEARCH_RECIPE,
 }
 COMPETENCE_FILE = "competence.json"
-
-
-def is_builtin(backbone: str) -> bool:
-    return backbone in RECIPES
+#: What each builtin base is, and how long its one-time build takes (2 CPU cores: README, BASE-NOTES).
+ABOUT: dict[str, str] = {
+    "builtin": "the harness's own base: a 2-layer Llama trained on the general world "
+    "(built once, about 10 minutes on 2 CPU cores)",
+    "builtin:tiny": "a test base with the same code path that has learned almost nothing "
+    "(built once, in seconds)",
+    "builtin:oversearch": "the builtin base with a needless-search habit on `home` questions, the "
+    "tool policy's testbed (built once, about 10 minutes on 2 CPU cores)",
+}
 
 
 def cache_root() -> Path:
@@ -45,6 +51,11 @@ def base_dir(recipe: BaseRecipe) -> Path:
 def read_competence(directory: Path) -> dict | None:
     path = directory / COMPETENCE_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_built(spec: str) -> bool:
+    """Whether the base ``spec`` is in the cache (its competence file is written last)."""
+    return (base_dir(RECIPES[spec]) / COMPETENCE_FILE).is_file()
 
 
 @contextmanager
@@ -74,6 +85,8 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         from experiments.evaluation import base_competence
         from paradigms.builtin.build import train_base
 
+        if progress:
+            print(f"building {spec}: {ABOUT[spec]}; cached in {directory}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         model, tokenizer = train_base(recipe, directory, progress=progress)
         build_seconds = time.perf_counter() - started
@@ -86,6 +99,8 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         scratch.rename(directory / COMPETENCE_FILE)
         if tracker is not None:
             _log_build(tracker, spec, recipe, directory, figures)
+        if progress:
+            print(f"built {spec} in {build_seconds:.0f} s", file=sys.stderr, flush=True)
     return directory
 
 

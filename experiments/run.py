@@ -17,7 +17,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
-from experiments.base import ensure_base, is_builtin
+from experiments.backbones import resolve_backbone
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.seeding import isolated_rng, seed_everything
@@ -45,9 +45,7 @@ class RunResult:
 
 
 def _backbone_source(config: RunConfig, tracker: Tracker | None, progress: bool) -> str:
-    if is_builtin(config.backbone):
-        return str(ensure_base(config.backbone, tracker=tracker, progress=progress))
-    return config.backbone
+    return resolve_backbone(config.backbone, tracker=tracker, progress=progress)
 
 
 def _check_finite(values: dict[str, float], events: int) -> None:
@@ -92,7 +90,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]
     # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if paradigm_class.uses_algorithm else None
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)

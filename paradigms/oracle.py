@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
-from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.base import Paradigm
 from paradigms.frozen import answer_stream
 from paradigms.session import Session
+from paradigms.settings import OracleSettings
 from tasks.items import Item
 
 
-class OracleSettings(ParadigmSettings):
-    name: Literal["oracle"] = "oracle"
-
-
-@PARADIGMS.register("oracle")
 class Oracle(Paradigm):
     Settings = OracleSettings
 
