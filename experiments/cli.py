@@ -106,6 +106,9 @@ def _tracker(uri: str | None):
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a new store's migration chatter
+    # MLflow logs a store's database errors (with the SQL) before raising them; the raised error is
+    # what the researcher gets, as one line (Tracker) or as the run's reason
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     from experiments.tracking import Tracker
 
     return Tracker(uri)

@@ -256,6 +256,8 @@ MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 100_000
 #: Sequences generated in one learning step (``task.batch_size`` x ``algorithm.group_size``).
 MAX_SEQUENCES_PER_STEP = 4096
+#: Runs one experiment expands to (grid points x seeds); each is validated up front and takes minutes.
+MAX_RUNS = 10_000
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -625,6 +627,11 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError("meta: must be a section read by harness meta-train (see paradigms/meta.py)")
+    if len(grid or [{}]) * len(seeds) > MAX_RUNS:
+        raise ConfigError(
+            f"grid: {len(grid or [{}])} points x {len(seeds)} seeds is more than {MAX_RUNS:,} runs; "
+            f"split the experiment, or search the space with a sweep: section"
+        )
     body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS | _SEED_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
     experiment = Experiment(
