@@ -50,4 +50,4 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	touch $(VENV)/.installed $@
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts reports
+	rm -rf $(VENV) mlflow.db mlflow.db-artifacts .mlflow.db.lock mlartifacts mlruns reports
