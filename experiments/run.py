@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from datasets import Dataset
@@ -24,11 +24,12 @@ from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, contract_tags
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
-from paradigms.backbone import load_backbone
+from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES
+from tasks.worlds import WorldView, builtin_world
 
 
 class RunFailed(RuntimeError):
@@ -46,6 +47,23 @@ class RunResult:
 
 def _backbone_source(config: RunConfig, tracker: Tracker | None, progress: bool) -> str:
     return resolve_backbone(config.backbone, tracker=tracker, progress=progress)
+
+
+def backbone_world(
+    backbone: Backbone, source: str, config: RunConfig, progress: bool = True
+) -> tuple[WorldView, list[str] | None]:
+    """The world a run's questions come from and the general-probe questions it keeps.
+
+    The builtin grammar's world is fixed and fully known to its base (keep: every probe question);
+    a chat backbone's is the real world restricted to what it knows, with the general probe it
+    answers right (``experiments.competence``: measured once per backbone, cached).
+    """
+    if backbone.protocol.world == "builtin":
+        return builtin_world(), None
+    from experiments.competence import card_world, ensure_card
+
+    card = ensure_card(backbone, source, config.dtype, progress=progress)
+    return card_world(card), card["general_probe"]
 
 
 def _check_finite(values: dict[str, float], events: int) -> None:
@@ -82,9 +100,13 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
     """
     seeds = seed_everything(config.seed)
-    backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
+    source = _backbone_source(config, tracker, progress)
+    backbone = load_backbone(source, config.device, config.dtype, config.protocol)
+    world, general_keep = backbone_world(backbone, source, config, progress)
+    if general_keep is not None:  # measuring a backbone's card (first use) may draw random numbers
+        seeds = seed_everything(config.seed)
     suite = SUITES[config.task.suite]
-    options = config.task.options()
+    options = replace(config.task.options(), world=world)
     user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
@@ -104,11 +126,12 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         config.budget.feedback_events,
         config.task.batch_size,
         lambda report: None,
+        backbone.protocol,
     )
     evaluator = Evaluator(
         session,
         personal_eval.to_list(),
-        probes.general_probe(config.evaluation.general_items),
+        probes.general_probe(config.evaluation.general_items, world=world, keep=general_keep),
         suite.phase_eval(user, options),
         _generation(config, config.generation.eval_temperature),
         reference,

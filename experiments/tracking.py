@@ -26,13 +26,14 @@ import os
 import platform
 import re
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,6 +54,10 @@ STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "fil
 #: Seconds a server or database has to answer the reachability probe.
 PROBE_SECONDS = 5.0
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+#: A SQLite store whose schema is incomplete but which changed this recently is being set up by
+#: another program (an MLflow client, ``mlflow ui``): wait for it rather than migrate it at once.
+SETUP_QUIET_SECONDS = 10.0
+SETUP_WAIT_SECONDS = 60.0
 #: Which process writes a run: an orphan is a RUNNING run of this host whose process is gone.
 HOST_TAG, PID_TAG, PROCESS_START_TAG = "process.host", "process.pid", "process.start_time"
 _PACKAGES = (
@@ -213,10 +218,10 @@ def ensure_sqlite_store(uri: str) -> None:
     a scratch file and renames it, the others wait on the lock and find a complete store.
     """
     path = sqlite_path(uri)
-    if path is None or path.exists():
+    if path is None or (path.exists() and path.stat().st_size > 0):
         return
     with _file_lock(path.with_name(f".{path.name}.lock")):
-        if path.exists():
+        if path.exists() and path.stat().st_size > 0:
             return  # another process created it while we waited
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -267,6 +272,47 @@ def provenance_tags() -> dict[str, str]:
     tags = {MLFLOW_SOURCE_GIT_COMMIT: git["commit"], "git_dirty": git["dirty"]}
     tags.update({f"version.{name}": version for name, version in package_versions().items()})
     return tags
+
+
+def _schema_revision(path: Path) -> str | None:
+    """The SQLite store's MLflow schema revision, read without writing (None: none recorded)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def wait_for_sqlite_store(uri: str, label: str) -> None:
+    """Return once the existing SQLite store of ``uri`` has MLflow's current schema.
+
+    Opening a store whose schema is incomplete makes MLflow migrate it; if another program is
+    still setting it up in place (an MLflow client or ``mlflow ui`` that got there first), two
+    migrations at once break it. So a store that is incomplete but changing is waited for (up to
+    ``SETUP_WAIT_SECONDS``); one that stays incomplete, or has another MLflow version's schema, is a
+    ConfigError naming the fix, and is never touched.
+    """
+    path = sqlite_path(uri)
+    if path is None or not path.exists() or path.stat().st_size == 0:
+        return
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    deadline = time.monotonic() + SETUP_WAIT_SECONDS
+    while (revision := _schema_revision(path)) != head:
+        settling = time.time() - path.stat().st_mtime < SETUP_QUIET_SECONDS
+        if not settling or time.monotonic() > deadline:
+            if revision is None:
+                raise ConfigError(
+                    f"{label}: {path} is not a complete MLflow store (an earlier crash left it half set "
+                    f"up?); move it away and run again"
+                )
+            raise ConfigError(
+                f"{label}: {path} has another MLflow version's schema ({revision}, this one needs "
+                f"{head}); back it up and run: mlflow db upgrade {uri}, or use another store"
+            )
+        time.sleep(0.5)
 
 
 class TrackedRun:
@@ -389,6 +435,7 @@ class Tracker:
         check_tracking_uri(self.uri, label)
         try:
             ensure_sqlite_store(self.uri)
+            wait_for_sqlite_store(self.uri, label)
             self.client = MlflowClient(tracking_uri=self.uri)
             self.client.search_experiments(max_results=1)  # opens (and checks) the store now
         except ConfigError:

@@ -42,6 +42,11 @@ class Paradigm(ABC):
     def tokenizer(self):
         return self.backbone.tokenizer
 
+    @property
+    def protocol(self):
+        """How this paradigm's backbone reads and writes text (``tasks.protocols``)."""
+        return self.backbone.protocol
+
     def bind(self, session: Session) -> None:
         """Attach the session (called by the runner before ``train`` and the first evaluation)."""
         self.session = session
@@ -60,7 +65,7 @@ class Paradigm(ABC):
         """The tool policy's search decision per item (None: no policy, the model decides)."""
         if self.tool_policy is None:
             return None
-        states = [query_state(i.query, c) for i, c in zip(items, contexts, strict=True)]
+        states = [query_state(i.query, c, self.protocol) for i, c in zip(items, contexts, strict=True)]
         return self.tool_policy.act(states, explore)
 
     def answer_batch(
@@ -74,7 +79,7 @@ class Paradigm(ABC):
         interaction = session.interact(self.model, self.tokenizer, items, contexts, decisions=decisions)
         if self.tool_policy is None:
             return interaction, {}
-        states = [query_state(i.query, c) for i, c in zip(items, contexts, strict=True)]
+        states = [query_state(i.query, c, self.protocol) for i, c in zip(items, contexts, strict=True)]
         metrics = self.tool_policy.learn(states, decisions, interaction.episodes, interaction.rewards)
         return interaction, metrics
 

@@ -16,7 +16,8 @@ class Oracle(Paradigm):
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The profile in force now (facts and format preferences), for every item."""
-        notes = self.session.user.profile(self.session.phase).notes()
+        protocol = self.session.protocol
+        notes = [protocol.note(s) for s in self.session.user.profile(self.session.phase).statements()]
         return [list(notes) for _ in items]
 
     def train(self, session: Session) -> None:

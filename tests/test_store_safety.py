@@ -153,11 +153,15 @@ def test_from_run_leaves_no_temporary_folder(tracking_uri, tmp_path, tiny_base):
 
 
 def test_a_half_set_up_store_is_one_line_naming_the_fix(tmp_path):
-    """A database an old crash left without MLflow's tables is refused, never a 143-line traceback."""
+    """A database an old crash left without MLflow's schema is refused untouched, never a 143-line
+    traceback (and never migrated: another program may still be setting it up)."""
     import sqlite3
 
-    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as db:
         db.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY)")
+    os.utime(store, (time.time() - 3600, time.time() - 3600))  # left by a crash an hour ago
+    before = store.read_bytes()
     done = subprocess.run(
         harness("run", str(SMOKE), *QUICK),
         cwd=tmp_path,
@@ -167,7 +171,19 @@ def test_a_half_set_up_store_is_one_line_naming_the_fix(tmp_path):
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "MLflow cannot open this store" in lines[0] and "move it away" in lines[0]
+    assert len(lines) == 1 and "is not a complete MLflow store" in lines[0] and "move it away" in lines[0]
+    assert store.read_bytes() == before
+
+
+def test_a_store_another_program_is_setting_up_is_waited_for(tmp_path, tiny_base):
+    """A client that creates the store in place (as MLflow does) while a run starts: the run waits for
+    it instead of migrating it at the same time."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**env_without_store(), "HARNESS_TRACKING_URI": uri}
+    run = subprocess.Popen(harness("run", str(SMOKE), *QUICK), cwd=tmp_path, env=env)
+    mlflow.MlflowClient(uri).search_experiments()  # builds the store in place, racing the run
+    assert run.wait(timeout=300) == 0
+    assert {r.info.status for r in runs_of(uri)} == {"FINISHED"}
 
 
 def test_names_of_unsafe_experiments_never_become_paths(tmp_path):

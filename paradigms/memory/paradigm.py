@@ -50,7 +50,8 @@ class Memory(Paradigm):
         contexts = []
         for item in items:
             started = time.perf_counter()
-            hits = self.store.search(item.query.question, self.settings.top_k, update_counts=update_counts)
+            question = self.protocol.question_text(item.query)
+            hits = self.store.search(question, self.settings.top_k, update_counts=update_counts)
             self.latencies_ms.append(1000 * (time.perf_counter() - started))
             kept = [record for record, score in hits if score >= self.settings.min_similarity]
             if update_counts:
@@ -96,12 +97,12 @@ class Memory(Paradigm):
             self.store.add(
                 MemoryRecord(
                     text=text,
-                    key=reflection.key_of(text),
+                    key=reflection.key_of(text, self.protocol),
                     query=episode.prompt,
                     response=episode.completion,
                     reward=interaction.rewards[index],
                     components=components,
-                    correction=correction,
+                    correction=self.protocol.correction(correction) if correction is not None else None,
                     lesson=lesson,
                     time=now,
                 )
@@ -110,14 +111,19 @@ class Memory(Paradigm):
 
     def _lessons(self, chosen) -> list[str | None]:
         mode = self.settings.reflection
+        protocol = self.protocol
         if mode == "template":
-            return [reflection.template_lesson(item, e.completion, c, corr) for _, item, e, c, corr in chosen]
+            return [
+                reflection.template_lesson(item, e.completion, c, corr, protocol)
+                for _, item, e, c, corr in chosen
+            ]
         if mode == "none":
-            return [reflection.raw_experience(item, e.completion, c) for _, item, e, c, _ in chosen]
+            return [reflection.raw_experience(item, e.completion, c, protocol) for _, item, e, c, _ in chosen]
         prompts = [
-            reflection.reflection_prompt(item, e.completion, c, corr) for _, item, e, c, corr in chosen
+            reflection.reflection_prompt(item, e.completion, c, corr, protocol, self.tokenizer)
+            for _, item, e, c, corr in chosen
         ]
-        return reflection.llm_lessons(self.model, self.tokenizer, prompts)
+        return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol)
 
     # -- accounting ----------------------------------------------------------------------------
     def storage_bytes(self) -> int:

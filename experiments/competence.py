@@ -1,0 +1,170 @@
+"""What a chat backbone knows and can do, measured once and cached with it.
+
+For a backbone that speaks the chat protocol (its world is the real world, ``tasks.worlds``):
+
+1. **Known facts**: every real-world fact asked plainly (no format request, no tool), greedy; the
+   facts it answers right form the world its runs use (``WorldView.restricted``), so stream,
+   evaluation and probe ask only what the untouched model knows.
+2. **General probe**: the restricted world's probe facts in every format; kept are the questions the
+   untouched model answers right (value and format), re-asked until the kept set is stable (batches
+   change a little with their composition), so a run's general accuracy starts at 1.0 and
+   forgetting is measured on knowledge the model had.
+3. **Competence figures**: the same figures the builtin base reports (``base_competence``), so a
+   researcher sees which tasks are in reach before spending hours on a comparison.
+
+The card is cached as JSON under ``<harness cache>/competence/`` keyed by the model's files and the
+code and data that define the probes, so a change to either re-measures it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from pathlib import Path
+
+from experiments.evaluation import answer_probe, base_competence
+from paradigms.agent import GenerationSettings
+from paradigms.backbone import Backbone, cache_root, file_lock
+from tasks import probes
+from tasks import worlds as worlds_module
+from tasks.protocols import chat as chat_protocol
+from tasks.worlds import REAL_WORLD_FILE, WorldView, real_world
+
+#: Competence probes' size for a real model (each item is a greedy generation).
+COMPETENCE_ITEMS = 100
+#: Rounds of re-asking the kept general probe at most (it is stable after one or two).
+MAX_KEEP_ROUNDS = 4
+GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
+
+
+def card_digest(source: str | Path, dtype: str) -> str:
+    """A key over the model's files (or hub id), the dtype, and the code and data behind the probes."""
+    digest = hashlib.sha256(f"{source}|{dtype}".encode())
+    path = Path(source)
+    if path.is_dir():
+        for file in sorted(path.iterdir()):
+            if file.is_file():
+                digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    for module in (chat_protocol, probes, worlds_module):
+        digest.update(inspect.getsource(module).encode())
+    digest.update(REAL_WORLD_FILE.read_bytes())
+    digest.update(inspect.getsource(measure_card).encode())
+    return digest.hexdigest()[:12]
+
+
+def card_path(source: str | Path, dtype: str) -> Path:
+    name = Path(str(source)).name or str(source).replace("/", "--")
+    return cache_root() / "competence" / f"{name}-{card_digest(source, dtype)}.json"
+
+
+def read_card(source: str | Path, dtype: str) -> dict | None:
+    path = card_path(source, dtype)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure_card(backbone: Backbone, source: str | Path, dtype: str, progress: bool = True) -> dict:
+    """The backbone's cached card, measuring it first when there is none (minutes, once)."""
+    path = card_path(source, dtype)
+    if path.is_file():
+        return json.loads(path.read_text())
+    with file_lock(path):
+        if path.is_file():
+            return json.loads(path.read_text())
+        if progress:
+            print(
+                f"measuring what {backbone.name} knows and can do (once; cached in {path.parent})", flush=True
+            )
+        card = measure_card(backbone)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(card, indent=2))
+        scratch.rename(path)
+    return card
+
+
+def card_world(card: dict) -> WorldView:
+    """The real world restricted to the facts the card says the backbone knows."""
+    return real_world(frozenset(tuple(fact) for fact in card["known_facts"]))
+
+
+def measure_card(backbone: Backbone) -> dict:
+    """Known facts, the kept general probe and the competence figures of an untouched chat backbone."""
+    started = time.perf_counter()
+    model, tokenizer, protocol = backbone.model, backbone.tokenizer, backbone.protocol
+    everything = real_world()
+    asked = probes.known_facts_probe(everything)
+    _, components = answer_probe(model, tokenizer, asked, GREEDY, protocol)
+    known = [
+        [item.query.subject, item.query.attribute]
+        for item, right in zip(asked, components["correctness"], strict=True)
+        if right
+    ]
+    world = real_world(frozenset(tuple(k) for k in known))
+    general = probes.general_probe(world=world)
+    kept = [probes.probe_key(i) for i in general]
+    for _ in range(MAX_KEEP_ROUNDS):
+        items = probes.general_probe(world=world, keep=kept)
+        _, components = answer_probe(model, tokenizer, items, GREEDY, protocol)
+        still = [
+            probes.probe_key(i)
+            for i, right, formatted in zip(
+                items, components["correctness"], components["format"], strict=True
+            )
+            if right and formatted
+        ]
+        if still == kept:
+            break
+        kept = still
+    figures = base_competence(
+        model,
+        tokenizer,
+        protocol,
+        world,
+        general=probes.general_probe(world=world, keep=kept),
+        n=COMPETENCE_ITEMS,
+    )
+    figures["known_fact_share"] = len(known) / len(asked)
+    figures["general_probe_kept"] = float(len(kept))
+    figures["general_probe_asked"] = float(len(general))
+    return {
+        "backbone": backbone.name,
+        "protocol": protocol.name,
+        "competence": figures,
+        "known_facts": known,
+        "general_probe": kept,
+        "measure_seconds": time.perf_counter() - started,
+    }
+
+
+def describe_backbone(spec: str, device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
+    """What ``harness base info --backbone SPEC`` prints for a non-builtin backbone: where it lives, its
+    protocol, and its competence figures (measured on first use, then read from the cache)."""
+    from experiments.backbones import resolve_backbone
+    from paradigms.backbone import load_backbone
+
+    source = resolve_backbone(spec, progress=progress)
+    backbone = load_backbone(source, device, dtype)
+    if backbone.protocol.world == "builtin":
+        raise ValueError(
+            f"{spec} speaks the builtin grammar; `harness base info` describes builtin bases by name"
+        )
+    card = ensure_card(backbone, source, dtype, progress=progress)
+    world = card_world(card)
+    return {
+        "spec": spec,
+        "path": source,
+        "protocol": card["protocol"],
+        "parameters": backbone.parameter_count(),
+        "competence": card["competence"],
+        "known_facts": {
+            kind: sum(1 for _, k in card["known_facts"] if k == kind) for kind in world.kind_names
+        },
+        "general_probe": {
+            "kept": len(card["general_probe"]),
+            "asked": int(card["competence"]["general_probe_asked"]),
+        },
+        "card": str(card_path(source, dtype)),
+        "measure_seconds": card["measure_seconds"],
+    }
