@@ -56,6 +56,8 @@ MAX_NEW_TOKENS = 2048
 #: Search results per call and calls per query: beyond these the prompt is only tool output.
 MAX_SEARCH_RESULTS = 32
 MAX_SEARCHES = 16
+#: Torch threads of one run: more than any machine's cores only adds threads that spin.
+MAX_THREADS = 1024
 #: Experiment names become folder and file names (reports/NAME, optuna-journal/NAME.log, ...).
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -193,6 +195,14 @@ class RunConfig(_Section):
     )
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=MAX_THREADS,
+        description="Torch threads of a run's process (0: torch's default, one per core). On a busy or "
+        "shared CPU one thread per process can be several times faster than two (they spin against "
+        "each other).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights' dtype (auto: bfloat16 on a CUDA GPU that supports it, else float32)."

@@ -85,7 +85,8 @@ class Evaluator:
 
     ``personal_rows`` are phase-independent rows resolved against the user's profile at the
     time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
-    was set in drift phase j (empty for single-phase suites).
+    was set in drift phase j (empty for single-phase suites); ``instructions`` the suite's own
+    questions with an explicit format request (scored on the format: ``eval/instruction_following``).
     """
 
     session: Session
@@ -94,6 +95,7 @@ class Evaluator:
     phases: list[list[Item]]
     settings: GenerationSettings
     reference: object | None = None
+    instructions: list[Item] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     best_general: float = float("-inf")
 
@@ -117,6 +119,11 @@ class Evaluator:
         general_accuracy = _mean(exact(general))
         self.best_general = max(self.best_general, general_accuracy)
         reference = self.reference if self.reference is not None else paradigm.model
+        if self.instructions:
+            instructed = self._answer(paradigm, self.instructions)
+            results_instructions = {m.INSTRUCTION_FOLLOWING: _mean(instructed.components["format"])}
+        else:
+            results_instructions = {}
         results = {
             m.PERSONAL_ACCURACY: _mean(exact(personal)),
             m.GENERAL_ACCURACY: general_accuracy,
@@ -130,6 +137,7 @@ class Evaluator:
             m.TRAINABLE_PARAMS: float(paradigm.trainable_parameters()),
             m.STORAGE_BYTES: float(paradigm.storage_bytes()),
             m.PEAK_RSS_BYTES: float(peak_rss_bytes()),
+            **results_instructions,
         }
         if len(self.phases) > 1:
             for j, items in enumerate(self.phases):

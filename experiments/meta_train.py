@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
 from experiments.config import Experiment, flatten, meta_settings
-from experiments.run import _backbone_source, _describe_error, _generation
+from experiments.run import _backbone_source, _describe_error, _generation, backbone_world
 from experiments.seeding import seed_everything
 from experiments.tracking import Tracker
 from paradigms import PARADIGMS
@@ -61,10 +61,14 @@ def run_meta_training(
             {**config.flat(), **{f"meta.{k}": v for k, v in flatten(settings.model_dump()).items()}}
         )
         seed_everything(settings.seed)
-        backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
+        source = _backbone_source(config, tracker, progress)
+        backbone = load_backbone(source, config.device, config.dtype, config.protocol)
+        world, general_keep = backbone_world(backbone, source, config, progress)
+        if general_keep is not None:  # measuring a chat backbone's card may draw random numbers
+            seed_everything(settings.seed)
         adapter = PARADIGMS["adapter"](config.paradigm, backbone, config.algorithm)
         suite = SUITES[config.task.suite]
-        options = config.task.options()
+        options = replace(config.task.options(), world=world)
 
         def make_session(user_seed: int, callback) -> Session:
             return Session(
@@ -77,6 +81,7 @@ def run_meta_training(
                 settings.inner_events,
                 config.task.batch_size,
                 callback,
+                backbone.protocol,
             )
 
         bar = tqdm(total=settings.iterations, desc="meta-train", unit="user", disable=not progress)

@@ -102,6 +102,11 @@ class FrozenSettings(ParadigmSettings):
 
 class OracleSettings(ParadigmSettings):
     name: Literal["oracle"] = "oracle"
+    notes: Literal["profile", "relevant"] = Field(
+        "profile",
+        description="profile: the user's whole current profile in every prompt; relevant: only the "
+        "profile entry the question is about (the asked fact, or the asked kind's format preference).",
+    )
 
 
 class WeightLearningSettings(ParadigmSettings):

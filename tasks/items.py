@@ -15,7 +15,8 @@ class Query:
     ``question`` is the question in the harness's grammar (``ask my dog ?``), which is also its
     canonical key; ``subject`` (``my`` for the user, else a world entity) and ``attribute`` are the
     same question as structured data, which a protocol renders in its own language. They are parsed
-    from ``question`` when not given.
+    from ``question`` when not given. ``variant`` picks a paraphrase where a protocol has several
+    (the chat protocol's personal questions); the grammar has one wording.
     """
 
     question: str
@@ -23,6 +24,7 @@ class Query:
     instruction: str | None = None
     subject: str = ""
     attribute: str = ""
+    variant: int = 0
 
     def __post_init__(self) -> None:
         if not self.subject or not self.attribute:

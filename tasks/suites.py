@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # imported where a dataset is built: validating a config neve
 #: bytes per event while it is built (measured: 1e6 events take 0.6 GB and 5 s), so a budget of
 #: 1e12 would exhaust any machine instead of running; at this length the stream costs ~1 GB.
 MAX_STREAM_LENGTH = 1_000_000
+#: Wordings a personal fact is asked in by the personal evaluation (the chat protocol's paraphrases).
+FACT_VARIANTS = 5
 
 
 @dataclass(frozen=True)
@@ -92,24 +94,51 @@ class Suite:
 
     # -- evaluation ---------------------------------------------------------------------------
     def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
-        """Held-out personal evaluation rows.
+        """Held-out personal evaluation rows: does the agent know this user?
 
-        Personal facts are asked with every explicit format instruction and without one (the
-        stream never instructs); preferences are asked on held-out entities (the stream never
-        asks about them), so a learned preference must generalize across entities.
+        Personal facts are asked as the stream asks them, without a format request, in
+        ``FACT_VARIANTS`` wordings (a protocol with paraphrases asks each; the grammar has one, so
+        its answers repeat); preferences are asked on held-out entities (the stream never asks
+        about them), so a learned preference must generalize across entities. Explicit format
+        requests are the instruction-following evaluation's (``instruction_eval``).
         """
         from datasets import Dataset
 
         rows = []
         if self.personal_share > 0:
             for attribute in USER_ATTRIBUTES:
-                for instruction in (None, *FORMATS):
-                    rows.append(_row(USER_SUBJECT, attribute, options.search, instruction))
+                for variant in range(FACT_VARIANTS):
+                    rows.append(_row(USER_SUBJECT, attribute, options.search, variant=variant))
         if self.personal_share < 1:
-            rng = random.Random(f"eval-{self.name}-{seed}")
-            for entity, kind in options.world.eval_questions(rng):
-                rows.append(_row(entity, kind, options.search))
+            for entity, kind in self._eval_questions(seed, options):
+                rows.append(_row(entity, kind, options.search, variant=0))
         return Dataset.from_list(rows)
+
+    def _eval_questions(self, seed: int, options: TaskOptions) -> list[tuple[str, str]]:
+        return options.world.eval_questions(random.Random(f"eval-{self.name}-{seed}"))
+
+    def instruction_eval(self, seed: int, options: TaskOptions, user: User) -> list[Item]:
+        """Does the agent still follow an explicit format request on this suite's own questions?
+
+        Personal facts with every format request; world questions of the preference kinds on the
+        held-out entities with a format other than the user's habit for that kind (in phase 0), so a
+        learned habit or a retrieved preference overriding the request shows. Scored on the format
+        only (the ``format`` reward component).
+        """
+        world, items = options.world, []
+        if self.personal_share > 0:
+            for attribute in USER_ATTRIBUTES:
+                for instruction in FORMATS:
+                    items.append(
+                        resolve(_row(USER_SUBJECT, attribute, options.search, instruction), user, 0, world)
+                    )
+        if self.personal_share < 1:
+            habits = user.profile(0).formats
+            for entity, kind in self._eval_questions(seed, options):
+                others = [f for f in FORMATS if f != habits[kind]]
+                request = others[len(entity) % len(others)]  # a fixed pick that varies across entities
+                items.append(resolve(_row(entity, kind, options.search, request), user, 0, world))
+        return items
 
     def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
         """Per-phase items: ``[i]`` asks the items whose value was set in phase i, against that value."""
@@ -130,14 +159,20 @@ class Suite:
         return per_phase
 
 
-def _row(subject: str, attribute: str, search: bool, instruction: str | None = None) -> dict:
+def _row(
+    subject: str, attribute: str, search: bool, instruction: str | None = None, variant: int | None = None
+) -> dict:
+    """One stream or evaluation row (``variant``: a personal question's wording, evaluation rows only)."""
     item = f"fact:{attribute}" if subject == USER_SUBJECT else f"world:{subject}:{attribute}"
-    return {
+    row = {
         "question": grammar.question(subject, attribute),
         "item": item,
         "search_enabled": search,
         "instruction": instruction,
     }
+    if variant is not None:
+        row["variant"] = variant
+    return row
 
 
 def resolve(row: dict, user: User, phase: int, world: WorldView | None = None) -> Item:
@@ -158,7 +193,14 @@ def resolve(row: dict, user: User, phase: int, world: WorldView | None = None) -
         owner = f"format:{attribute}"
         candidates = world.candidates(attribute)
     return Item(
-        query=Query(row["question"], bool(row["search_enabled"]), instruction, subject, attribute),
+        query=Query(
+            row["question"],
+            bool(row["search_enabled"]),
+            instruction,
+            subject,
+            attribute,
+            row.get("variant") or 0,
+        ),
         item=row["item"],
         gold=gold,
         wanted_format=instruction or preference,

@@ -21,7 +21,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def _corpus() -> list[str]:
-    texts = [TOOL_INSTRUCTIONS, *FORMAT_REQUESTS.values(), *USER_QUESTIONS.values()]
+    texts = [TOOL_INSTRUCTIONS, *FORMAT_REQUESTS.values(), *(q for qs in USER_QUESTIONS.values() for q in qs)]
     texts += [n.format(value=v) for n in USER_NOTES.values() for v in ("Rex", "Lima", "nurse", "tea", "golf")]
     texts += ['<tool_call>{"name": "search", "arguments": {"query": "my dog"}}</tool_call>', "No results."]
     texts += ["The capital of Peru is Lima.", '{"answer": "Lima"}', "- Lima", "system user assistant tool"]

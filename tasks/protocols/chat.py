@@ -11,7 +11,8 @@ Prompts are chat messages rendered with ``tokenizer.apply_chat_template``:
 renders differently with them), the tool is declared that way; otherwise (SmolLM2's template
 ignores ``tools``) the system message carries ``TOOL_INSTRUCTIONS``, one documented text
 convention. Either way a call is written in the Hermes style most tool-using chat models share:
-``<tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>``. The rollout stops at
+``<tool_call>{"name": "search", "arguments": {"query": "..."}}</tool_call>`` (search is the only tool,
+so a call is read by its ``query`` argument whatever name it gives). The rollout stops at
 ``</tool_call>``; the result goes back as a ``tool`` message rendered by the template (the end of
 the assistant turn, the tool turn, the start of the next assistant turn), all masked out of every
 loss.
@@ -63,13 +64,44 @@ TOOL_INSTRUCTIONS = (
     f'{TOOL_OPEN}{{"name": "{TOOL_NAME}", "arguments": {{"query": "..."}}}}{TOOL_CLOSE}'
 )
 
-#: How the user's private facts are asked, noted, corrected and answered in a sentence.
+#: How the user's private facts are asked (paraphrases; ``Query.variant`` picks one, the stream asks the
+#: first), noted, corrected and answered in a sentence.
 USER_QUESTIONS = {
-    "dog": "What is the name of my dog?",
-    "city": "Which city do I live in?",
-    "job": "What is my job?",
-    "drink": "What is my favourite drink?",
-    "sport": "Which sport do I play?",
+    "dog": (
+        "What is the name of my dog?",
+        "What is my dog called?",
+        "What's my dog's name?",
+        "Do you remember my dog's name?",
+        "Tell me the name of my dog.",
+    ),
+    "city": (
+        "Which city do I live in?",
+        "Where do I live?",
+        "What city is my home?",
+        "In which city do I live?",
+        "Tell me the city I live in.",
+    ),
+    "job": (
+        "What is my job?",
+        "What do I do for a living?",
+        "What is my profession?",
+        "What work do I do?",
+        "Tell me my job.",
+    ),
+    "drink": (
+        "What is my favourite drink?",
+        "What do I like to drink most?",
+        "Which drink do I like best?",
+        "What is my favorite beverage?",
+        "Tell me my favourite drink.",
+    ),
+    "sport": (
+        "Which sport do I play?",
+        "What sport do I play?",
+        "What is my sport?",
+        "Which sport is mine?",
+        "Tell me the sport I play.",
+    ),
 }
 USER_NOTES = {
     "dog": "The user's dog is called {value}.",
@@ -282,7 +314,8 @@ class ChatProtocol(Protocol):
 
     def question_text(self, query: Query) -> str:
         if query.subject == USER_SUBJECT:
-            return USER_QUESTIONS[query.attribute]
+            wordings = USER_QUESTIONS[query.attribute]
+            return wordings[query.variant % len(wordings)]
         for kind in real_kinds():
             if kind.name == query.attribute:
                 return kind.ask(query.subject)
@@ -295,7 +328,9 @@ class ChatProtocol(Protocol):
             return ""
         try:
             call = json.loads(calls[-1].strip())
-            query = call["arguments"]["query"] if call.get("name") == TOOL_NAME else ""
+            query = call["arguments"][
+                "query"
+            ]  # the only tool: a call is read by its query, whatever its name
         except (ValueError, TypeError, KeyError, AttributeError):
             return ""
         return " ".join(str(query).split())
