@@ -18,7 +18,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
-from experiments.base import is_builtin, resolve_backbone
+from experiments.backbones import resolve_backbone
+from experiments.base import RECIPES
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
@@ -83,7 +84,7 @@ def prepare_backbones(configs: list[RunConfig], tracker: Tracker | None, progres
     ):
         try:
             source = resolve_backbone(spec, tracker=tracker, progress=progress)
-            if is_builtin(spec) or card_path(source, dtype).is_file():
+            if spec in RECIPES or card_path(source, dtype).is_file():
                 continue
             backbone = load_backbone(source, device, dtype, protocol)
             if backbone.protocol.world != "builtin":
@@ -142,7 +143,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]
     # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if paradigm_class.uses_algorithm else None
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)
