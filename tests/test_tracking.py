@@ -168,7 +168,7 @@ def test_experiments_open_on_runs_and_groups_read_paradigm_algorithm_variant(tra
         config("paradigm.name=frozen"),
         config("paradigm.name=memory", "reward.weights.search_cost=0.1"),
         config("paradigm.name=memory", "reward.weights.search_cost=0.5"),
-        config("paradigm.name=memory", "reward.weights.search_cost=0.5", "seed=3"),
+        config("paradigm.name=memory", "reward.weights.search_cost=0.5", "seeds=[3]"),
         config("paradigm.name=adapter", "algorithm.name=grpo"),
         config("paradigm.name=adapter", "algorithm.name=ppo"),
     ]
