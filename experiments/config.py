@@ -29,13 +29,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from experiments import tuned as tuned_values
 from paradigms import ALGORITHMS, PARADIGMS
 from paradigms.algorithms import AlgorithmSettings
 from paradigms.base import ParadigmSettings
 from paradigms.rl.continual import ContinualSettings
 from tasks.registry import UnknownName
 from tasks.suites import SUITES, TaskOptions
-from tasks.users import META_USER_SEED_START
+from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,12 @@ class TaskConfig(_Section):
     )
     batch_size: int = Field(
         4, ge=1, description="Queries answered between two learning steps (every paradigm)."
+    )
+    users: Literal["evaluation", "tuning"] = Field(
+        "evaluation",
+        description="Which user population the seeds name: evaluation users (seeds below 9e8) or "
+        "the tuning users harness tune chooses hyperparameters on (seeds from 9e8 up); each refuses "
+        "the other's seeds, so no tuning user is ever evaluated.",
     )
 
     def options(self) -> TaskOptions:
@@ -155,7 +162,12 @@ class RunConfig(_Section):
         ge=0,
         lt=META_USER_SEED_START,
         description="Seeds the user, the stream and every random number generator (seeds from "
-        "1e9 up are the meta-training users', never evaluated).",
+        "9e8 up are tuning users, see task.users; from 1e9 up the meta-training users', never evaluated).",
+    )
+    tuned_from: str = Field(
+        "",
+        description="Where this run's tuned hyperparameters come from: the tuned-values file and its "
+        "tuning budget, set from the experiment's tuned: key ('' = nothing tuned).",
     )
 
     def flat(self) -> dict[str, Any]:
@@ -193,22 +205,51 @@ class Experiment(BaseModel):
     seeds: list[int]
     sweep: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
+    tuned: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
 
     def runs(self) -> list[RunConfig]:
-        """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid."""
+        """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid,
+        which wins over the tuned values (``tuned:``) of the run's arm."""
         points = self.grid or [{}]
-        return [
-            build_run_config(
-                apply_overrides(self.raw, {**point, **self.overrides, "seed": seed}), where=_where(point)
+        return [self._run(point, seed) for point in points for seed in self.seeds]
+
+    def _run(self, point: dict[str, Any], seed: int) -> RunConfig:
+        settings = {**point, **self.overrides, "seed": seed}
+        config = build_run_config(apply_overrides(self.raw, settings), where=_where(point))
+        if self.tuned is None or not config.algorithm.trains:
+            return config
+        path = tuned_values.resolve_path(self.tuned, config.backbone)
+        try:
+            tuned = tuned_values.read(path)
+        except ValueError as error:
+            raise ConfigError(
+                f"tuned: {error}; run harness tune on this file{_for_backbone(config)} first, or pass "
+                f"--set tuned=null to run without tuned values"
+            ) from None
+        problem = tuned_values.mismatch(tuned, config)
+        if problem is not None:
+            raise ConfigError(
+                f"tuned: {path} does not fit this run ({problem}); tune for it with harness tune"
+                f"{_for_backbone(config)}, or pass --set tuned=null"
             )
-            for point in points
-            for seed in self.seeds
-        ]
+        arm = tuned_values.arm_name(config)
+        if arm not in tuned.arms:
+            raise ConfigError(
+                f"tuned: {path} has no values for arm {arm!r} (it has {', '.join(sorted(tuned.arms))}); "
+                f"rerun harness tune with this arm in the grid"
+            )
+        values = {**tuned.arms[arm].values, "tuned_from": tuned.label(path)}
+        return build_run_config(apply_overrides(self.raw, {**values, **settings}), where=_where(point))
 
 
-_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta"}
+def _for_backbone(config: RunConfig) -> str:
+    return "" if config.backbone == "builtin" else f" with --set backbone={config.backbone}"
+
+
+_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned"}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -342,6 +383,22 @@ def _check_continual(section: Any, paradigm: str, paradigm_class: type) -> None:
         )
 
 
+def _check_population(config: RunConfig) -> None:
+    """The seed must name a user of the population ``task.users`` says (evaluation or tuning)."""
+    population = user_population(config.seed)
+    if population == config.task.users:
+        return
+    if config.task.users == "evaluation":
+        raise ConfigError(
+            f"seed: {config.seed} is a tuning user's seed (from {TUNING_USER_SEED_START} up; harness tune "
+            f"uses them); evaluate users with seeds below {TUNING_USER_SEED_START}"
+        )
+    raise ConfigError(
+        f"seed: {config.seed} is an evaluation user's seed; with task.users=tuning use seeds from "
+        f"{TUNING_USER_SEED_START} up (tasks.users.tuning_user_seeds)"
+    )
+
+
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
     tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
@@ -367,9 +424,11 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         if isinstance(task, dict) and "suite" in task and task["suite"] not in SUITES:
             raise ConfigError(f"task.suite: {SUITES.unknown_message(str(task['suite']))}")
         try:
-            return RunConfig.model_validate({**tree, "paradigm": paradigm, "algorithm": algorithm})
+            config = RunConfig.model_validate({**tree, "paradigm": paradigm, "algorithm": algorithm})
         except ValidationError as error:
             raise ConfigError(_describe(error, RunConfig)) from None
+        _check_population(config)
+        return config
     except ConfigError as error:
         raise ConfigError(f"{error}{where}") from None
 
@@ -436,6 +495,15 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError("meta: must be a section read by harness meta-train (see paradigms/meta.py)")
+    tuning = raw.get("tuning")
+    if tuning is not None and not isinstance(tuning, dict):
+        raise ConfigError("tuning: must be a section read by harness tune (see experiments/tuning.py)")
+    tuned = raw.get("tuned")
+    if tuned is not None and (not isinstance(tuned, str) or not tuned.strip()):
+        raise ConfigError(
+            f"tuned: must be the path of a tuned-values file (e.g. experiments/tuned/{{backbone}}.yaml) "
+            f"or null, got {json.dumps(tuned, default=str)}"
+        )
     body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
     experiment = Experiment(
@@ -445,6 +513,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         seeds=seeds,
         sweep=sweep,
         meta=meta,
+        tuning=tuning,
+        tuned=tuned,
         overrides=run_overrides,
         raw=body,
     )

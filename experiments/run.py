@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from analysis.stats import area_under_curve
 from experiments import metrics as m
 from experiments.base import ensure_base, is_builtin
 from experiments.config import Experiment, RunConfig
@@ -57,6 +59,15 @@ def _check_finite(values: dict[str, float], events: int) -> None:
                 f"{key} became {value} after {events} feedback events; lower the learning rate "
                 f"or the reward weights"
             )
+
+
+def curve_mean(curve: list[tuple[int, float]]) -> float:
+    """The mean of a (feedback events, accuracy) curve so far: its normalized trapezoid area
+    (analysis.stats.area_under_curve), or the one accuracy when there is one point."""
+    if len(curve) == 1:
+        return float(curve[0][1])
+    events, accuracy = zip(*curve, strict=True)
+    return area_under_curve(np.asarray(events, dtype=float), np.asarray(accuracy), normalize=True)
 
 
 @dataclass
@@ -137,7 +148,7 @@ def execute(
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
-    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}}
+    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}, "curve": []}
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -155,6 +166,8 @@ def execute(
             results = evaluator.evaluate(paradigm)
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
+        state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
+        results[m.PERSONAL_ACCURACY_AUC] = curve_mean(state["curve"])
         _check_finite(results, events)
         log(results, events)
         state["final"], state["last_eval"] = results, events

@@ -77,7 +77,7 @@ JOURNAL_DIR = "optuna-journal"
 UNCLAIMED_GRACE_SECONDS = 60.0
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-_EXPERIMENT_KEYS = ("name", "description", "grid", "seeds", "sweep")
+_EXPERIMENT_KEYS = ("name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned")
 
 
 # --------------------------------------------------------------------------- the sweep section
@@ -275,7 +275,8 @@ def _check_key_is_a_field(experiment: Experiment, key: str, param: Any) -> None:
     """Build a RunConfig with each sample value of ``key``: unknown keys and bad values fail here."""
     for where, value in _sample_values(param):
         try:
-            build_run_config(apply_overrides(experiment.raw, {**experiment.overrides, key: value}))
+            settings = {**experiment.overrides, key: value, "seed": experiment.seeds[0]}
+            build_run_config(apply_overrides(experiment.raw, settings))
         except ConfigError as error:
             message = str(error)
             if message.startswith("unknown key") or "is a value, not a section" in message:
@@ -381,6 +382,8 @@ def load_sweep(
             )
     else:
         total = n_trials or spec.n_trials or 20
+    for seed in spec.seeds or []:  # the file's own seeds were validated with the experiment
+        build_run_config(apply_overrides(experiment.raw, {**experiment.overrides, "seed": seed}))
     study_name = spec.study_name or experiment.name
     url = storage or spec.storage or str(Path(JOURNAL_DIR) / f"{experiment.name}.log")
     if workers > 1 and url.startswith("sqlite"):

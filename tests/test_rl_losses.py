@@ -6,7 +6,15 @@ import torch
 
 from paradigms.agent import Episode
 from paradigms.rl import batching
-from paradigms.rl.ppo import policy_loss, shaped_rewards, value_loss
+from paradigms.rl.ppo import (
+    advantage_sign_agreement,
+    approx_kl,
+    clip_fraction,
+    explained_variance,
+    policy_loss,
+    shaped_rewards,
+    value_loss,
+)
 from paradigms.rl.reinforce import reinforce_loss
 from paradigms.rl.sft import corrected_target
 from tasks.items import Item, Query
@@ -73,3 +81,27 @@ def test_sft_target_follows_the_correction():
         corrected_target(preference, wrong_format, "format color json .")
         == "<answer> { answer : red } </answer>"
     )
+
+
+def test_ppo_diagnostics_against_hand_computed_values():
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 1.1, 9.0]]))  # ratios 1.5, 1.1 (the masked 9 is ignored)
+    # (r - 1) - log r: 0.5 - log 1.5 = 0.094535 ; 0.1 - log 1.1 = 0.004690 ; mean 0.049612
+    assert math.isclose(approx_kl(logp, old, mask), 0.049612, rel_tol=1e-4)
+    assert clip_fraction(logp, old, mask, 0.2) == 0.5  # 1.5 is outside [0.8, 1.2], 1.1 is not
+    returns = torch.tensor([[1.0, 3.0, 100.0]])
+    assert explained_variance(returns, returns, mask) == 1.0
+    # errors (0, 1): variance 0.25 ; returns (1, 3): variance 1 -> 1 - 0.25 = 0.75
+    assert math.isclose(explained_variance(torch.tensor([[1.0, 2.0, 0.0]]), returns, mask), 0.75)
+    assert explained_variance(torch.zeros(1, 3), torch.ones(1, 3), mask) is None
+
+
+def test_advantage_sign_agreement_reads_each_token_against_its_responses_reward():
+    final = torch.tensor([2.0, 0.0])  # mean 1: response 0 above, response 1 below
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    agreeing = torch.tensor([[0.5, 0.1], [-0.3, 7.0]])
+    assert advantage_sign_agreement(agreeing, final, mask) == 1.0
+    by_position = torch.tensor([[-0.5, 0.5], [-0.5, 0.5]])  # early tokens negative, late positive
+    # tokens: (0,0) -: disagrees ; (0,1) +: agrees ; (1,0) -: agrees -> 2 of 3
+    assert math.isclose(advantage_sign_agreement(by_position, final, mask), 2 / 3, rel_tol=1e-6)

@@ -67,6 +67,41 @@ def shaped_rewards(
     return rewards
 
 
+def approx_kl(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> float:
+    """KL(old || new) over agent tokens by ``(r - 1) - log r`` (CleanRL's estimate); all (B, C)."""
+    log_ratio = logp - old_logp  # (B, C)
+    return float(batching.masked_mean(torch.expm1(log_ratio) - log_ratio, mask))
+
+
+def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor, clip: float) -> float:
+    """Share of agent tokens whose ratio left ``[1 - clip, 1 + clip]``; all (B, C)."""
+    outside = ((torch.exp(logp - old_logp) - 1).abs() > clip).float()  # (B, C)
+    return float(batching.masked_mean(outside, mask))
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """``1 - Var(R - V) / Var(R)`` over agent tokens (1: perfect, 0: no better than a constant);
+    None when the returns do not vary."""
+    live = mask.bool()
+    target, error = returns[live], (returns - values)[live]
+    variance = target.var(unbiased=False) if target.numel() > 1 else torch.tensor(0.0)
+    if float(variance) == 0.0:
+        return None
+    return float(1 - error.var(unbiased=False) / variance)
+
+
+def advantage_sign_agreement(advantages: torch.Tensor, final: torch.Tensor, mask: torch.Tensor) -> float:
+    """Share of agent tokens whose advantage has the sign of their response's reward minus the batch mean.
+
+    ``advantages``, ``mask``: (B, C); ``final``: (B,). A credit signal about the response gives
+    ~1; an advantage that depends on the token's position rather than the response gives ~0.5.
+    """
+    centred = (final - final.mean()).unsqueeze(1).expand_as(advantages)  # (B, C)
+    decided = mask * (centred != 0).float()
+    agree = ((advantages > 0) == (centred > 0)).float()  # (B, C)
+    return float(batching.masked_mean(agree, decided))
+
+
 class ValueHead(torch.nn.Module):
     """A linear value estimate on the policy's last hidden state: (B, L, H) -> (B, L)."""
 
@@ -117,6 +152,12 @@ class PPO(Learner):
             loss = self.with_continual(pg + s.value_coef * vf, batch, metrics)
             metrics["train/grad_norm"] = self.step(loss, events)
             metrics["train/policy_loss"], metrics["train/value_loss"] = pg.item(), vf.item()
+        metrics["train/approx_kl"] = approx_kl(logp.detach(), old_logp, batch.mask)
+        metrics["train/clip_fraction"] = clip_fraction(logp.detach(), old_logp, batch.mask, s.clip_range)
+        explained = explained_variance(old_values, returns, batch.mask)
+        if explained is not None:
+            metrics["train/value_explained_variance"] = explained
+        metrics["train/advantage_sign_agreement"] = advantage_sign_agreement(advantages, final, batch.mask)
         if ref_logp is not None:
             metrics["train/kl"] = float(batching.masked_mean(batching.kl_k3(old_logp, ref_logp), batch.mask))
         self.count_update(batch, passes=s.epochs + 1)
