@@ -351,6 +351,13 @@ def config_show(
         "config": experiment.base.model_dump(mode="json", exclude={"seed"}),
         "runs": [r.run_name() for r in experiment.runs()],
     }
+    if experiment.tuned is not None:
+        runs = experiment.runs()
+        document["tuned"] = {
+            r.run_name(): {"algorithm.learning_rate": r.algorithm.learning_rate, "tuned_from": r.tuned_from}
+            for r in runs
+            if r.tuned_from
+        }
     if experiment.sweep is not None:
         document["sweep"] = experiment.sweep
     typer.echo(yaml.safe_dump(document, sort_keys=False).rstrip())

@@ -252,3 +252,19 @@ def test_tune_then_run_then_report(tmp_path, tracking_uri, tiny_base, monkeypatc
     assert rows["frozen/none"][5:7] == ["", ""]
     markdown = report.markdown.read_text()
     assert "| LR | Tuned on |" in markdown and "2 trials x 1 users x 16 events" in markdown
+
+
+def test_continual_strengths_are_tuned_only_for_arms_with_a_mechanism(tmp_path):
+    file = small_comparison(tmp_path)
+    document = yaml.safe_load(file.read_text())
+    document["tuning"]["space"]["continual.strength"] = {"type": "categorical", "choices": [0.1, 1.0]}
+    document["grid"].append(
+        {"paradigm.name": "full_ft", "algorithm.name": "reinforce", "continual.regularizer": "l2sp"}
+    )
+    file.write_text(yaml.safe_dump(document, sort_keys=False))
+    spaces = {study.arm: sorted(study.plan.spec.space) for study in load_tuning(file).arms}
+    assert spaces == {
+        "full_ft-reinforce": ["algorithm.learning_rate"],
+        "adapter-sft": ["algorithm.learning_rate"],
+        "full_ft-reinforce-l2sp": ["algorithm.learning_rate", "continual.strength"],
+    }
