@@ -7,11 +7,12 @@ import torch
 from paradigms.agent import Episode
 from paradigms.rl import batching
 from paradigms.rl.ppo import (
-    advantage_sign_agreement,
     approx_kl,
     clip_fraction,
     explained_variance,
+    first_token_advantage,
     policy_loss,
+    query_offset_share,
     shaped_rewards,
     value_loss,
 )
@@ -97,11 +98,15 @@ def test_ppo_diagnostics_against_hand_computed_values():
     assert explained_variance(torch.zeros(1, 3), torch.ones(1, 3), mask) is None
 
 
-def test_advantage_sign_agreement_reads_each_token_against_its_responses_reward():
-    final = torch.tensor([2.0, 0.0])  # mean 1: response 0 above, response 1 below
-    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    agreeing = torch.tensor([[0.5, 0.1], [-0.3, 7.0]])
-    assert advantage_sign_agreement(agreeing, final, mask) == 1.0
-    by_position = torch.tensor([[-0.5, 0.5], [-0.5, 0.5]])  # early tokens negative, late positive
-    # tokens: (0,0) -: disagrees ; (0,1) +: agrees ; (1,0) -: agrees -> 2 of 3
-    assert math.isclose(advantage_sign_agreement(by_position, final, mask), 2 / 3, rel_tol=1e-6)
+def test_first_token_advantage_and_query_share():
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    advantages = torch.tensor([[9.0, -1.0, 1.0], [-0.5, 0.5, 9.0], [2.0, 0.0, 0.0], [0.0, 3.0, 3.0]])
+    # first agent tokens: -1.0 (row 0 starts at 1), -0.5, 2.0, 0.0 -> mean 0.125
+    assert math.isclose(first_token_advantage(advantages, mask), 0.125)
+    # per response: 0, 0, 2, 2 ; queries of 2: (0, 0) and (2, 2) -> all variance is between queries
+    assert math.isclose(query_offset_share(advantages, mask, group=2), 1.0, rel_tol=1e-6)
+    assert query_offset_share(advantages, mask, group=1) == 1.0  # each response is its own query
+    # reordered, per response 0, 2, 0, 2: queries (0, 2), (0, 2) with equal means -> none between them
+    swapped = advantages[[0, 2, 1, 3]]
+    assert math.isclose(query_offset_share(swapped, mask[[0, 2, 1, 3]], group=2), 0.0, abs_tol=1e-6)
+    assert query_offset_share(torch.zeros(4, 3), mask, group=2) is None
