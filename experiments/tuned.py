@@ -45,9 +45,10 @@ class TrialResult(_Strict):
     """One point of an arm's search: its values and what the tuning users' runs ended with (means)."""
 
     params: dict[str, Any] = Field(description="The values this trial ran with (dotted config keys).")
-    criterion: float = Field(description="The criterion's mean over the tuning users.")
+    criterion: float | None = Field(description="The criterion's mean over the tuning users (None: failed).")
     personal_accuracy: float | None = Field(None, description="Final eval/personal_accuracy, mean.")
     forgetting: float | None = Field(None, description="Final eval/forgetting, mean.")
+    error: str | None = Field(None, description="Why the trial failed (a diverged run...), if it did.")
 
 
 class ArmResult(_Strict):

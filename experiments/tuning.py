@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from experiments import metrics as m
@@ -125,8 +126,14 @@ def _applies(key: str, config: RunConfig) -> bool:
     return not key.startswith("continual.") or config.continual.active
 
 
+def _inline(value: Any) -> str:
+    """``value`` as one line of YAML, as ``--set`` reads it back (JSON's ``3e-05`` is a string to
+    PyYAML; YAML's own ``3.0e-05`` is a float)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
+
+
 def _as_set(key: str, value: Any) -> str:
-    return f"{key}={json.dumps(value)}"
+    return f"{key}={_inline(value)}"
 
 
 def _sweep_section(spec: TuningSpec, space: dict[str, Any], study: str) -> dict[str, Any]:
@@ -166,10 +173,10 @@ def load_tuning(file: str | Path, overrides: Sequence[str] = (), workers: int = 
             "tuned=null",
             "grid=[]",
             f"name={name}",
-            f"seeds={json.dumps(users)}",
+            f"seeds={_inline(users)}",
             "task.users=tuning",
             *fixed,
-            f"sweep={json.dumps(_sweep_section(spec, space, f'{name}-{arm}'))}",
+            f"sweep={_inline(_sweep_section(spec, space, f'{name}-{arm}'))}",
         ]
         try:
             plan = load_sweep(file, sweep_overrides, workers=workers)
@@ -239,20 +246,28 @@ def arm_result(study: ArmStudy, tracker: Tracker) -> tuned_values.ArmResult:
     storage = open_storage(plan, lambda *_: None)
     optuna_study = optuna.load_study(study_name=plan.study_name, storage=storage)
     trials = []
-    for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        finals = _trial_finals(tracker, plan, trial.number)
-        trials.append(
-            tuned_values.TrialResult(
+    for trial in optuna_study.get_trials(deepcopy=False):
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            finals = _trial_finals(tracker, plan, trial.number)
+            result = tuned_values.TrialResult(
                 params=dict(trial.params),
                 criterion=float(trial.value),
                 personal_accuracy=_mean(f.get(m.PERSONAL_ACCURACY) for f in finals),
                 forgetting=_mean(f.get(m.FORGETTING) for f in finals),
             )
-        )
-    if not trials:
+        elif trial.state == optuna.trial.TrialState.FAIL and "error" in trial.user_attrs:
+            # an error of the run itself (a diverged loss...), not a dead worker (retried)
+            result = tuned_values.TrialResult(
+                params=dict(trial.params), criterion=None, error=trial.user_attrs["error"][:300]
+            )
+        else:
+            continue
+        trials.append(result)
+    completed = [t for t in trials if t.criterion is not None]
+    if not completed:
         raise RuntimeError(f"arm {study.arm}: no completed trial to choose from")
-    trials.sort(key=lambda t: _params_key(t.params))
-    best = choose(trials)
+    trials.sort(key=lambda t: (_params_key(t.params), t.criterion is None))
+    best = choose(completed)
     return tuned_values.ArmResult(
         values=best.params,
         criterion=best.criterion,

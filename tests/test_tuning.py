@@ -74,6 +74,8 @@ def test_tuning_users_and_evaluation_users_never_overlap():
     # every run harness tune plans is a tuning user's; every run of the comparison an evaluation user's
     plan = load_tuning(COMPARISON, [TINY, "tuned=null"])
     assert [study.arm for study in plan.arms] == LEARNING_ARMS
+    for study in plan.arms:  # the values reach the sweep as numbers (PyYAML reads JSON's 3e-05 as text)
+        assert all(type(c) is float for c in study.plan.spec.space["algorithm.learning_rate"].choices)
     planned = [study.plan.config({}, seed) for study in plan.arms for seed in study.plan.seeds]
     assert planned and all(c.task.users == "tuning" and c.seed in tuning for c in planned)
     evaluated = load_experiment(COMPARISON, [TINY, "tuned=null"]).runs()
