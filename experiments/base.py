@@ -10,17 +10,16 @@ workers from building the same base twice.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
+import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from paradigms.backbone_files import BUILTIN_MARKER, CACHE_ENV, cache_root, file_lock
 from paradigms.builtin.recipe import OVERSEARCH_RECIPE, TINY_RECIPE, BaseRecipe
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
+__all__ = ["CACHE_ENV", "cache_root"]
 EXPERIMENT = "builtin-base"
 RECIPES: dict[str, BaseRecipe] = {
     "builtin": BaseRecipe(),
@@ -28,14 +27,15 @@ RECIPES: dict[str, BaseRecipe] = {
     "builtin:oversearch": OVERSEARCH_RECIPE,
 }
 COMPETENCE_FILE = "competence.json"
-
-
-def is_builtin(backbone: str) -> bool:
-    return backbone in RECIPES
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paradigm-harness")
+#: What each builtin base is, and how long its one-time build takes (2 CPU cores: README, BASE-NOTES).
+ABOUT: dict[str, str] = {
+    "builtin": "the harness's own base: a 2-layer Llama trained on the general world "
+    "(built once, about 10 minutes on 2 CPU cores)",
+    "builtin:tiny": "a test base with the same code path that has learned almost nothing "
+    "(built once, in seconds)",
+    "builtin:oversearch": "the builtin base with a needless-search habit on `home` questions, the "
+    "tool policy's testbed (built once, about 10 minutes on 2 CPU cores)",
+}
 
 
 def base_dir(recipe: BaseRecipe) -> Path:
@@ -47,15 +47,9 @@ def read_competence(directory: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-@contextmanager
-def _build_lock(directory: Path):
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def is_built(spec: str) -> bool:
+    """Whether the base ``spec`` is in the cache (its competence file is written last)."""
+    return (base_dir(RECIPES[spec]) / COMPETENCE_FILE).is_file()
 
 
 def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, force: bool = False) -> Path:
@@ -68,17 +62,19 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
     directory = base_dir(recipe)
     if not force and read_competence(directory) is not None:
         return directory
-    with _build_lock(directory):
+    with file_lock(directory):
         if not force and read_competence(directory) is not None:
             return directory  # another process built it while we waited
         from experiments.evaluation import base_competence
         from paradigms.builtin.build import train_base
 
+        if progress:
+            print(f"building {spec}: {ABOUT[spec]}; cached in {directory}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         model, tokenizer = train_base(recipe, directory, progress=progress)
         build_seconds = time.perf_counter() - started
         figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
-        (directory / "recipe.json").write_text(
+        (directory / BUILTIN_MARKER).write_text(
             json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
         )
         scratch = directory / f".{COMPETENCE_FILE}.tmp"
@@ -86,6 +82,8 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         scratch.rename(directory / COMPETENCE_FILE)
         if tracker is not None:
             _log_build(tracker, spec, recipe, directory, figures)
+        if progress:
+            print(f"built {spec} in {build_seconds:.0f} s", file=sys.stderr, flush=True)
     return directory
 
 

@@ -20,11 +20,12 @@ from experiments import metrics as m
 from paradigms.agent import Episode, GenerationSettings, rollout
 from paradigms.base import Paradigm
 from paradigms.session import Interaction, Session, item_columns
-from tasks import grammar, probes
+from tasks import probes
 from tasks.items import Item
+from tasks.protocols import PROTOCOLS, USER_SUBJECT, Protocol, Statement
 from tasks.rewards import score
 from tasks.search import SearchTool
-from tasks.suites import resolve
+from tasks.worlds import WorldView, builtin_world
 
 
 def peak_rss_bytes() -> int:
@@ -84,7 +85,8 @@ class Evaluator:
 
     ``personal_rows`` are phase-independent rows resolved against the user's profile at the
     time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
-    was set in drift phase j (empty for single-phase suites).
+    was set in drift phase j (empty for single-phase suites); ``instructions`` the suite's own
+    questions with an explicit format request (scored on the format: ``eval/instruction_following``).
     """
 
     session: Session
@@ -93,6 +95,7 @@ class Evaluator:
     phases: list[list[Item]]
     settings: GenerationSettings
     reference: object | None = None
+    instructions: list[Item] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     best_general: float = float("-inf")
 
@@ -110,13 +113,17 @@ class Evaluator:
 
     def evaluate(self, paradigm: Paradigm) -> dict[str, float]:
         """DESIGN.md's eval and cost metrics for the paradigm's policy now."""
-        phase = self.session.phase
-        personal_items = [resolve(row, self.session.user, phase) for row in self.personal_rows]
+        personal_items = [self.session.resolve(row) for row in self.personal_rows]
         personal = self._answer(paradigm, personal_items)
         general = self._answer(paradigm, self.general, with_tool=False)
         general_accuracy = _mean(exact(general))
         self.best_general = max(self.best_general, general_accuracy)
         reference = self.reference if self.reference is not None else paradigm.model
+        if self.instructions:
+            instructed = self._answer(paradigm, self.instructions)
+            results_instructions = {m.INSTRUCTION_FOLLOWING: _mean(instructed.components["format"])}
+        else:
+            results_instructions = {}
         results = {
             m.PERSONAL_ACCURACY: _mean(exact(personal)),
             m.GENERAL_ACCURACY: general_accuracy,
@@ -130,6 +137,7 @@ class Evaluator:
             m.TRAINABLE_PARAMS: float(paradigm.trainable_parameters()),
             m.STORAGE_BYTES: float(paradigm.storage_bytes()),
             m.PEAK_RSS_BYTES: float(peak_rss_bytes()),
+            **results_instructions,
         }
         if len(self.phases) > 1:
             for j, items in enumerate(self.phases):
@@ -139,23 +147,47 @@ class Evaluator:
         return results
 
 
-def _probe(model, tokenizer, items: list[Item], settings: GenerationSettings) -> tuple[list[Episode], dict]:
-    """Answer probe items with their own notes; search answers from each item's own fact."""
+def answer_probe(
+    model, tokenizer, items: list[Item], settings: GenerationSettings, protocol: Protocol | None = None
+) -> tuple[list[Episode], dict]:
+    """Answer probe items with their own notes; search answers from each item's own fact.
+
+    Returns the episodes and the reward components per item (the shared scorer, no weights).
+    """
+    protocol = protocol or PROTOCOLS["grammar"]
     tools = [
-        SearchTool((grammar.fact_line(grammar.USER_SUBJECT, i.item.split(":", 1)[1], i.gold),))
+        SearchTool.over([Statement(USER_SUBJECT, i.item.split(":", 1)[1], i.gold)], protocol)
         if i.needs_search
         else None
         for i in items
     ]
-    episodes = rollout(model, tokenizer, [i.query for i in items], tools, settings, [i.notes for i in items])
+    episodes = rollout(
+        model,
+        tokenizer,
+        [i.query for i in items],
+        tools,
+        settings,
+        [i.notes for i in items],
+        protocol=protocol,
+    )
     components, _ = score(
-        [e.prompt for e in episodes], [e.completion for e in episodes], {}, **item_columns(items)
+        [e.prompt for e in episodes], [e.completion for e in episodes], {}, **item_columns(items, protocol)
     )
     return episodes, components
 
 
-def base_competence(model, tokenizer) -> dict[str, float]:
-    """The builtin base's skill figures (greedy, held-out), as logged under ``base/``.
+def base_competence(
+    model,
+    tokenizer,
+    protocol: Protocol | None = None,
+    world: WorldView | None = None,
+    general: list[Item] | None = None,
+    n: int = 200,
+) -> dict[str, float]:
+    """A backbone's skill figures (greedy, held-out), as logged under ``base/``.
+
+    ``protocol`` and ``world`` default to the builtin base's; ``general`` is the general probe to
+    report (default: the world's whole probe); ``n`` items per competence probe.
 
     - ``general_accuracy``: general probe, right value in the instructed (held-out) format;
     - ``context_reading_accuracy``: the asked fact among 3-5 facts in context, answered right
@@ -165,24 +197,30 @@ def base_competence(model, tokenizer) -> dict[str, float]:
     - ``format_following``: right value in an explicitly instructed format;
     - ``format_note_following``: the format a context note prefers for the question's kind.
     """
+    protocol, world = protocol or PROTOCOLS["grammar"], world or builtin_world()
     greedy = GenerationSettings(max_new_tokens=32, temperature=0.0)
+
+    def answer(items: list[Item]) -> tuple[list[Episode], dict]:
+        return answer_probe(model, tokenizer, items, greedy, protocol)
+
+    def exact_share(components: dict) -> float:
+        return _mean([a * b for a, b in zip(components["correctness"], components["format"], strict=True)])
+
     figures: dict[str, float] = {}
-    _, c = _probe(model, tokenizer, probes.general_probe(), greedy)
-    figures["general_accuracy"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
-    episodes, c = _probe(model, tokenizer, probes.context_reading_probe(), greedy)
+    _, c = answer(general if general is not None else probes.general_probe(world=world))
+    figures["general_accuracy"] = exact_share(c)
+    episodes, c = answer(probes.context_reading_probe(n, protocol=protocol))
     figures["context_reading_accuracy"] = _mean(
         [ok * (e.search_calls == 0) for ok, e in zip(c["correctness"], episodes, strict=True)]
     )
     for name, items in (
-        ("search_call_rate", probes.search_probe()),
-        ("needless_search_rate", probes.needless_search_probe()),
+        ("search_call_rate", probes.search_probe(n, protocol=protocol)),
+        ("needless_search_rate", probes.needless_search_probe(n, world=world)),
     ):
-        episodes, _ = _probe(model, tokenizer, items, greedy)
+        episodes, _ = answer(items)
         figures[name] = _mean([float(e.search_calls > 0) for e in episodes])
-    _, c = _probe(model, tokenizer, probes.format_following_probe(), greedy)
-    figures["format_following"] = _mean([a * b for a, b in zip(c["correctness"], c["format"], strict=True)])
-    _, c = _probe(model, tokenizer, probes.format_note_probe(), greedy)
-    figures["format_note_following"] = _mean(
-        [a * b for a, b in zip(c["correctness"], c["format"], strict=True)]
-    )
+    _, c = answer(probes.format_following_probe(n, world=world))
+    figures["format_following"] = exact_share(c)
+    _, c = answer(probes.format_note_probe(n, world=world, protocol=protocol))
+    figures["format_note_following"] = exact_share(c)
     return figures

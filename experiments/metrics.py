@@ -12,6 +12,7 @@ PERSONAL_ACCURACY_AUC = "eval/personal_accuracy_auc"
 GENERAL_ACCURACY = "eval/general_accuracy"
 FORGETTING = "eval/forgetting"
 FORMAT_COMPLIANCE = "eval/format_compliance"
+INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
 KL_TO_BASE = "eval/kl_to_base"
 PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
@@ -28,6 +29,10 @@ STORAGE_BYTES = "cost/storage_bytes"
 PEAK_RSS_BYTES = "cost/peak_rss_bytes"
 GENERATED_TOKENS = "cost/generated_tokens"
 PROMPT_TOKENS = "cost/prompt_tokens"
+#: Wall seconds inside the shared rollout so far (answering, learning's samples, evaluations).
+GENERATION_SECONDS = "cost/generation_seconds"
+#: Wall seconds spent evaluating so far (the evaluations' own rollouts included).
+EVALUATION_SECONDS = "cost/evaluation_seconds"
 
 # the continual-learning terms of each update (paradigms/rl/continual.py), before their weights
 TRAIN_LOSS_REPLAY = "train/loss/replay"
@@ -56,6 +61,7 @@ DIRECTIONS: dict[str, str] = {
     GENERAL_ACCURACY: HIGHER,
     FORGETTING: LOWER,
     FORMAT_COMPLIANCE: HIGHER,
+    INSTRUCTION_FOLLOWING: HIGHER,
     SEARCH_CALLS_PER_QUERY: LOWER,
     KL_TO_BASE: LOWER,
     TRAIN_REWARD: HIGHER,
@@ -68,6 +74,8 @@ DIRECTIONS: dict[str, str] = {
     PEAK_RSS_BYTES: LOWER,
     GENERATED_TOKENS: LOWER,
     PROMPT_TOKENS: LOWER,
+    GENERATION_SECONDS: LOWER,
+    EVALUATION_SECONDS: LOWER,
     TRAIN_LOSS_REPLAY: LOWER,
     TRAIN_LOSS_REGULARIZER: LOWER,
     TRAIN_LOSS_DISTILL: LOWER,

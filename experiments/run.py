@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +20,19 @@ from tqdm.auto import tqdm
 
 from analysis.stats import area_under_curve
 from experiments import metrics as m
-from experiments.base import ensure_base, is_builtin
+from experiments.backbones import resolve_backbone
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, contract_tags
 from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
-from paradigms.backbone import load_backbone
+from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES
+from tasks.worlds import WorldView, builtin_world
 
 
 class RunFailed(RuntimeError):
@@ -47,9 +49,24 @@ class RunResult:
 
 
 def _backbone_source(config: RunConfig, tracker: Tracker | None, progress: bool) -> str:
-    if is_builtin(config.backbone):
-        return str(ensure_base(config.backbone, tracker=tracker, progress=progress))
-    return config.backbone
+    return resolve_backbone(config.backbone, tracker=tracker, progress=progress)
+
+
+def backbone_world(
+    backbone: Backbone, source: str, config: RunConfig, progress: bool = True
+) -> tuple[WorldView, list[str] | None]:
+    """The world a run's questions come from and the general-probe questions it keeps.
+
+    The builtin grammar's world is fixed and fully known to its base (keep: every probe question);
+    a chat backbone's is the real world restricted to what it knows, with the general probe it
+    answers right (``experiments.competence``: measured once per backbone, cached).
+    """
+    if backbone.protocol.world == "builtin":
+        return builtin_world(), None
+    from experiments.competence import card_world, ensure_card
+
+    card = ensure_card(backbone, source, config.dtype, progress=progress)
+    return card_world(card), card["general_probe"]
 
 
 def _check_finite(values: dict[str, float], events: int) -> None:
@@ -94,16 +111,24 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
 
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
     """
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     seeds = seed_everything(config.seed)
-    backbone = load_backbone(_backbone_source(config, tracker, progress), config.device, config.dtype)
+    source = _backbone_source(config, tracker, progress)
+    backbone = load_backbone(source, config.device, config.dtype, config.protocol)
+    world, general_keep = backbone_world(backbone, source, config, progress)
+    if general_keep is not None:  # measuring a backbone's card (first use) may draw random numbers
+        seeds = seed_everything(config.seed)
     suite = SUITES[config.task.suite]
-    options = config.task.options()
+    options = replace(config.task.options(), world=world)
     user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]
     # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if paradigm_class.uses_algorithm else None
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)
@@ -117,14 +142,16 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         config.budget.feedback_events,
         config.task.batch_size,
         lambda report: None,
+        backbone.protocol,
     )
     evaluator = Evaluator(
         session,
         personal_eval.to_list(),
-        probes.general_probe(config.evaluation.general_items),
+        probes.general_probe(config.evaluation.general_items, world=world, keep=general_keep),
         suite.phase_eval(user, options),
         _generation(config, config.generation.eval_temperature),
         reference,
+        instructions=suite.instruction_eval(config.seed, options, user),
     )
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
@@ -148,7 +175,15 @@ def execute(
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
-    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}, "curve": []}
+    state = {
+        "next_eval": 0,
+        "last_eval": -1,
+        "generated": 0,
+        "prompt": 0,
+        "evaluation_seconds": 0.0,
+        "final": {},
+        "curve": [],
+    }
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -162,10 +197,14 @@ def execute(
             run.log_metrics(values, step)
 
     def evaluate(events: int) -> None:
+        started = time.perf_counter()
         with isolated_rng():  # the evaluation schedule must not change what training draws
             results = evaluator.evaluate(paradigm)
+        state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
+        results[m.GENERATION_SECONDS] = session.generation_seconds
+        results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
         state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
         results[m.PERSONAL_ACCURACY_AUC] = curve_mean(state["curve"])
         _check_finite(results, events)

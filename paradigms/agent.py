@@ -1,10 +1,13 @@
 """The one rollout: every paradigm and the evaluator generate through ``rollout``.
 
 Generation runs through Hugging Face ``generate`` (any causal LM), with a search-tool loop:
-whenever a completion closes ``<search> q </search>``, the environment appends the tool's reply
-``<result> ... </result>`` and generation resumes, until ``</answer>``, end of sequence, the
-token budget, or the per-query search cap. Tool output is marked 0 in ``env_mask`` so no
-learner trains on it (Search-R1 style masking); the agent's own tokens are marked 1.
+whenever a completion closes a tool call (the protocol's ``tool_close``: ``</search>`` in the
+grammar, ``</tool_call>`` in chat), the environment appends the tool's reply (``<result> ...
+</result>``; a ``tool`` message through the chat template) and generation resumes, until the
+answer ends (``</answer>``, end of sequence), the token budget, or the per-query search cap. Tool
+output is marked 0 in ``env_mask`` so no learner trains on it (Search-R1 style masking); the
+agent's own tokens are marked 1. The protocol (``tasks.protocols``) renders the prompt and reads
+the tool calls; the rollout itself is the same for every protocol.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from tasks import grammar
 from tasks.items import Query
+from tasks.protocols import PROTOCOLS, Protocol
 
 Tool = Callable[[str], list[str]]
-_STOPS = (grammar.SEARCH_CLOSE, grammar.ANSWER_CLOSE)
 #: A tool decision taken outside the language model (``paradigms.tool_policy``): ``search`` makes the
 #: completion open with a search call, ``answer`` forbids search calls, None leaves it to the model.
 SEARCH, ANSWER = "search", "answer"
@@ -40,8 +42,9 @@ class Episode:
     """One response to one query.
 
     ``completion_ids`` holds the agent's tokens and the spliced tool output; ``env_mask[t]`` is 1
-    for agent tokens (trainable) and 0 for tool tokens. ``context_tokens`` counts the tokens of
-    the notes a paradigm added to the prompt.
+    for agent tokens (trainable) and 0 for tool tokens. ``completion`` is the transcript the
+    protocol scores; ``tool_results[i]`` the lines the i-th tool call returned. ``context_tokens``
+    counts the tokens of the notes a paradigm added to the prompt.
     """
 
     prompt: str
@@ -50,6 +53,7 @@ class Episode:
     env_mask: list[int] = field(default_factory=list)
     completion: str = ""
     search_queries: list[str] = field(default_factory=list)
+    tool_results: list[list[str]] = field(default_factory=list)
     context_tokens: int = 0
     finished: bool = False
     decision: str | None = None
@@ -74,13 +78,15 @@ class _StopOnStrings(StoppingCriteria):
     at the tokens generated in this round (the input may hold an earlier ``</search>``).
     """
 
-    def __init__(self, tokenizer, input_width: int, window: int = 16):
-        self.tokenizer, self.input_width, self.window = tokenizer, input_width, window
+    def __init__(self, tokenizer, input_width: int, stops: tuple[str, ...], window: int = 16):
+        self.tokenizer, self.input_width, self.stops, self.window = tokenizer, input_width, stops, window
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.input_width :]  # (B, T_new)
         tails = self.tokenizer.batch_decode(new[:, -self.window :], skip_special_tokens=True)
-        return torch.tensor([any(stop in tail for stop in _STOPS) for tail in tails], device=input_ids.device)
+        return torch.tensor(
+            [any(stop in tail for stop in self.stops) for tail in tails], device=input_ids.device
+        )
 
 
 class _ToolDecisions(LogitsProcessor):
@@ -111,19 +117,21 @@ class _ToolDecisions(LogitsProcessor):
         return scores
 
 
-def _decision_processor(tokenizer, active: list[Episode], width: int) -> LogitsProcessorList | None:
+def _decision_processor(
+    tokenizer, active: list[Episode], width: int, protocol: Protocol
+) -> LogitsProcessorList | None:
     decisions = [e.decision for e in active]
     if not any(decisions):
         return None
-    open_ids = tokenizer(" " + grammar.SEARCH_OPEN, add_special_tokens=False)["input_ids"]
+    open_ids = tokenizer(protocol.tool_open, add_special_tokens=False)["input_ids"]
     return LogitsProcessorList(
         [_ToolDecisions(open_ids, decisions, [len(e.completion_ids) for e in active], width)]
     )
 
 
-def _stop_reached(text: str) -> str | None:
+def _stop_reached(text: str, stops: tuple[str, ...]) -> str | None:
     """The stop string a finished generation round ended on (the last one in ``text``), if any."""
-    found = [(text.rfind(stop), stop) for stop in _STOPS if stop in text]
+    found = [(text.rfind(stop), stop) for stop in stops if stop in text]
     return max(found)[1] if found else None
 
 
@@ -148,15 +156,18 @@ def rollout(
     settings: GenerationSettings,
     contexts: Sequence[Sequence[str]] | None = None,
     decisions: Sequence[str | None] | None = None,
+    protocol: Protocol | None = None,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
-    ``tools[i]`` answers query i's searches (None: the tool replies ``nothing``);
+    ``tools[i]`` answers query i's searches (None: the tool replies with no result);
     ``contexts[i]`` are the notes a paradigm places in query i's prompt; ``decisions[i]``
     (``search``, ``answer`` or None) is a tool decision taken outside the model, enforced on the
-    sampled tokens (only for queries offered the tool). Sampling uses torch's global RNG, so a
-    seeded run is reproducible.
+    sampled tokens (only for queries offered the tool); ``protocol`` (default ``grammar``) writes
+    the prompts and reads the tool calls. Sampling uses torch's global RNG, so a seeded run is
+    reproducible.
     """
+    protocol = protocol or PROTOCOLS["grammar"]
     contexts = contexts or [()] * len(queries)
     decisions = [
         d if q.search_enabled else None
@@ -164,17 +175,17 @@ def rollout(
     ]
     episodes: list[Episode] = []
     for query, notes, decision in zip(queries, contexts, decisions, strict=True):
-        prompt = grammar.build_prompt(
-            query.question,
-            search_enabled=query.search_enabled,
-            notes=list(notes),
-            instruction=query.instruction,
-        )
+        prompt = protocol.render_prompt(query, list(notes), tokenizer)
         context_tokens = (
             len(tokenizer(" ".join(notes), add_special_tokens=False)["input_ids"]) if notes else 0
         )
         episodes.append(
-            Episode(prompt, tokenizer(prompt)["input_ids"], context_tokens=context_tokens, decision=decision)
+            Episode(
+                prompt,
+                protocol.encode_prompt(prompt, tokenizer),
+                context_tokens=context_tokens,
+                decision=decision,
+            )
         )
 
     device = next(model.parameters()).device
@@ -186,17 +197,23 @@ def rollout(
             if not active:
                 break
             _generate_round(
-                model, tokenizer, [episodes[i] for i in active], [tools[i] for i in active], settings, device
+                model,
+                tokenizer,
+                [episodes[i] for i in active],
+                [tools[i] for i in active],
+                settings,
+                device,
+                protocol,
             )
     finally:
         model.train(was_training)
     for episode in episodes:
-        episode.completion = tokenizer.decode(episode.completion_ids, skip_special_tokens=True)
+        episode.completion = protocol.transcript(episode, tokenizer)
     return episodes
 
 
 def _generate_round(
-    model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device
+    model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device, protocol: Protocol
 ) -> None:
     """One ``generate`` call for every unfinished episode; handles a search call at its end."""
     sequences = [e.prompt_ids + e.completion_ids for e in active]
@@ -218,8 +235,8 @@ def _generate_round(
         temperature=settings.temperature if sampling else None,
         top_k=settings.top_k if sampling and settings.top_k else None,
         top_p=None,
-        stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width)]),
-        logits_processor=_decision_processor(tokenizer, active, width),
+        stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width, protocol.stops)]),
+        logits_processor=_decision_processor(tokenizer, active, width, protocol),
         suppress_tokens=never,
         pad_token_id=pad,
         eos_token_id=eos,
@@ -227,15 +244,18 @@ def _generate_round(
     for row, episode, tool in zip(output[:, width:].tolist(), active, tools, strict=True):
         room = settings.max_new_tokens - len(episode.env_mask)
         new_ids = _strip_padding(tokenizer, row[:room])
-        stop = _stop_reached(tokenizer.decode(new_ids, skip_special_tokens=True))
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        stop = _stop_reached(text, protocol.stops)
         episode.completion_ids += new_ids
         episode.env_mask += [1] * len(new_ids)
-        if stop == grammar.SEARCH_CLOSE:
-            query = grammar.search_queries(tokenizer.decode(new_ids, skip_special_tokens=True))
-            episode.search_queries.append(query[-1] if query else "")
+        if stop == protocol.tool_close:
+            episode.search_queries.append(protocol.parse_tool_call(text))
             allowed = tool is not None and episode.search_calls <= settings.max_searches
-            reply = grammar.search_result(tool(episode.search_queries[-1]) if allowed else [])
-            reply_ids = tokenizer(" " + reply, add_special_tokens=False)["input_ids"]
+            results = tool(episode.search_queries[-1]) if allowed else []
+            episode.tool_results.append(results)
+            reply_ids = tokenizer(protocol.tool_reply(results, tokenizer), add_special_tokens=False)[
+                "input_ids"
+            ]
             episode.completion_ids += reply_ids
             episode.env_mask += [0] * len(reply_ids)
             episode.finished = len(episode.env_mask) >= settings.max_new_tokens

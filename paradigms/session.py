@@ -9,14 +9,16 @@ log. Nothing here knows about MLflow or the runner.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from datasets import Dataset
 
 from paradigms.agent import Episode, GenerationSettings, rollout
-from tasks import grammar, rewards
+from tasks import rewards
 from tasks.items import Item
+from tasks.protocols import PROTOCOLS, Protocol, Statement
 from tasks.search import SearchTool
 from tasks.suites import Suite, TaskOptions, correction, phase_at, resolve
 from tasks.users import User
@@ -24,14 +26,19 @@ from tasks.users import User
 
 @dataclass
 class Interaction:
-    """A batch of scored responses: ``episodes[i]`` answers ``items[i]`` (groups repeat an item)."""
+    """A batch of scored responses: ``episodes[i]`` answers ``items[i]`` (groups repeat an item).
+
+    ``corrections[i]`` is what the user corrected response i with (None: nothing to correct, or
+    scalar feedback); ``correction_texts[i]`` the same in the user's words (the run's protocol).
+    """
 
     items: list[Item]
     episodes: list[Episode]
     rewards: list[float]
     components: dict[str, list[float]]
-    corrections: list[str | None]
+    corrections: list[Statement | None]
     phase: int
+    correction_texts: list[str | None] = field(default_factory=list)
 
     @property
     def feedback_events(self) -> int:
@@ -72,14 +79,19 @@ class Session:
         budget: int,
         batch_size: int,
         on_feedback: FeedbackCallback,
+        protocol: Protocol | None = None,
     ):
         self.suite, self.user, self.stream, self.options = suite, user, stream, options
+        #: How items become the backbone's text and its text becomes answers (grammar by default).
+        self.protocol = protocol or PROTOCOLS["grammar"]
         self.weights, self.generation, self.budget = dict(weights), generation, budget
         #: Queries answered between two learning steps; the same for every paradigm.
         self.batch_size = batch_size
         self.on_feedback = on_feedback
         self.events = 0
         self.position = 0
+        #: Wall seconds spent inside the rollout (generation and tool calls), training and evaluation alike.
+        self.generation_seconds = 0.0
 
     # -- time -------------------------------------------------------------------------------
     @property
@@ -102,13 +114,18 @@ class Session:
         n = min(n, len(self.stream) - self.position)
         rows = self.stream.select(range(self.position, self.position + n))
         self.position += n
-        return [resolve(row, self.user, self.phase) for row in rows]
+        return [resolve(row, self.user, self.phase, self.options.world) for row in rows]
+
+    def resolve(self, row: dict) -> Item:
+        """A stream or evaluation row as an item of the current phase, in the run's world."""
+        return resolve(row, self.user, self.phase, self.options.world)
 
     def tool(self) -> SearchTool | None:
         """The search tool over the user's current knowledge base, or None when search is off."""
         if not self.options.search:
             return None
-        return SearchTool(tuple(self.user.profile(self.phase).fact_lines()), self.options.search_results)
+        facts = self.user.profile(self.phase).fact_statements()
+        return SearchTool.over(facts, self.protocol, self.options.search_results)
 
     # -- acting and scoring -----------------------------------------------------------------
     def interact(
@@ -132,6 +149,7 @@ class Session:
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         repeated_decisions = [d for d in decisions for _ in range(group_size)] if decisions else None
         tool = self.tool() if search else None
+        started = time.perf_counter()
         try:
             episodes = rollout(
                 model,
@@ -141,6 +159,7 @@ class Session:
                 settings or self.generation,
                 repeated_contexts,
                 repeated_decisions,
+                self.protocol,
             )
         except RuntimeError as error:
             if "inf" not in str(error) and "nan" not in str(error):
@@ -149,6 +168,8 @@ class Session:
                 f"the policy's next-token probabilities became NaN or infinite after {self.events} feedback "
                 f"events; lower algorithm.learning_rate"
             ) from error
+        finally:
+            self.generation_seconds += time.perf_counter() - started
         return self.score(repeated, episodes)
 
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:
@@ -157,16 +178,17 @@ class Session:
             [e.prompt for e in episodes],
             [e.completion for e in episodes],
             self.weights,
-            **item_columns(items),
+            **item_columns(items, self.protocol),
         )
-        corrections: list[str | None] = []
+        corrections: list[Statement | None] = []
         for item, episode in zip(items, episodes, strict=True):
             if self.options.feedback == "text":
-                parsed = grammar.parse_answer(episode.completion)
+                parsed = self.protocol.parse_answer(episode.completion, item.candidates)
                 corrections.append(correction(item, parsed.value, parsed.format, self.user, self.phase))
             else:
                 corrections.append(None)
-        return Interaction(list(items), list(episodes), total, components, corrections, self.phase)
+        texts = [self.protocol.correction(c) if c is not None else None for c in corrections]
+        return Interaction(list(items), list(episodes), total, components, corrections, self.phase, texts)
 
     def record(self, interaction: Interaction, train_metrics: Mapping[str, float] | None = None) -> None:
         """Count the batch's feedback events and hand it to the runner's callback."""
@@ -174,11 +196,14 @@ class Session:
         self.on_feedback(FeedbackReport(self.events, interaction, dict(train_metrics or {})))
 
 
-def item_columns(items: Sequence[Item]) -> dict[str, list]:
-    """The per-completion answer-key columns the reward functions take."""
+def item_columns(items: Sequence[Item], protocol: Protocol | None = None) -> dict[str, list]:
+    """The per-completion answer-key columns the reward functions take (``tasks.rewards``)."""
+    name = (protocol or PROTOCOLS["grammar"]).name
     return {
         "gold": [i.gold for i in items],
         "wanted_format": [i.wanted_format for i in items],
         "item": [i.item for i in items],
         "needs_search": [i.needs_search for i in items],
+        "candidates": [list(i.candidates) for i in items],
+        "protocol": [name] * len(items),
     }

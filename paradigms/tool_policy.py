@@ -26,61 +26,30 @@ retrieved by the ``memory`` paradigm).
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from paradigms.agent import ANSWER, SEARCH, Episode
-from tasks import grammar
+from paradigms.settings import ToolPolicySettings
 from tasks.items import Query
+from tasks.protocols import PROTOCOLS, USER_SUBJECT, Protocol
 
 ACTIONS: tuple[str, ...] = (SEARCH, ANSWER)
-_QUESTION = re.compile(r"ask (\S+) (\S+) \?")
 
 
-class ToolPolicySettings(BaseModel):
-    """The ``paradigm.tool_policy`` section (``frozen`` and ``memory``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Literal["none", "qlearning"] = Field(
-        "none", description="none: the model decides when to search; qlearning: a learned tabular policy."
-    )
-    epsilon: float = Field(0.2, ge=0, le=1, description="Exploration rate at the start (random action).")
-    epsilon_decay: float = Field(
-        0.97, gt=0, le=1, description="Factor applied to epsilon after every learning batch."
-    )
-    min_epsilon: float = Field(0.0, ge=0, le=1, description="Floor of the decayed epsilon.")
-    learning_rate: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Floor of the step size of Q <- Q + step (reward - Q), step = max(1/n, learning_rate) "
-        "at an action's n-th reward in a state: the sample mean at first, then a constant step that "
-        "tracks drift.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_alone(cls, value):
-        """``paradigm.tool_policy: qlearning`` is short for ``{name: qlearning}``."""
-        return {"name": value} if isinstance(value, str) else value
-
-
-def query_state(query: Query, notes: Sequence[str]) -> str:
+def query_state(query: Query, notes: Sequence[str], protocol: Protocol | None = None) -> str:
     """The policy's state for a query: ``<personal|world>:<attribute>:<noted|unnoted>``.
 
     ``noted`` when a prompt note states the asked subject's asked attribute (``note my dog rex .``
-    for ``ask my dog ?``). Only what the agent sees is read, never the answer key.
+    for ``ask my dog ?``), as the ``protocol`` (default grammar) reads notes. Only what the agent
+    sees is read, never the answer key.
     """
-    match = _QUESTION.search(grammar.normalize(query.question))
-    if match is None:
+    if not query.subject or not query.attribute:
         return "other"
-    subject, attribute = match.groups()
-    kind = "personal" if subject == grammar.USER_SUBJECT else "world"
-    parsed = [grammar.parse_note(note) for note in notes]
-    noted = any(p is not None and p[0] == subject and p[1] == attribute for p in parsed)
+    protocol = protocol or PROTOCOLS["grammar"]
+    subject, attribute = query.subject, query.attribute
+    kind = "personal" if subject == USER_SUBJECT else "world"
+    stated = [protocol.note_statement(note) for note in notes]
+    noted = any(s is not None and s.subject == subject and s.attribute == attribute for s in stated)
     return f"{kind}:{attribute}:{'noted' if noted else 'unnoted'}"
 
 

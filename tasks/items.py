@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_GRAMMAR_QUESTION = re.compile(r"^ask (.+) (\S+) \?$")
 
 
 @dataclass(frozen=True)
 class Query:
-    """One question put to the agent, exactly as every paradigm receives it."""
+    """One question put to the agent, exactly as every paradigm receives it.
+
+    ``question`` is the question in the harness's grammar (``ask my dog ?``), which is also its
+    canonical key; ``subject`` (``my`` for the user, else a world entity) and ``attribute`` are the
+    same question as structured data, which a protocol renders in its own language. They are parsed
+    from ``question`` when not given. ``variant`` picks a paraphrase where a protocol has several
+    (the chat protocol's personal questions); the grammar has one wording.
+    """
 
     question: str
     search_enabled: bool
     instruction: str | None = None
+    subject: str = ""
+    attribute: str = ""
+    variant: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.subject or not self.attribute:
+            match = _GRAMMAR_QUESTION.match(" ".join(self.question.split()))
+            if match:
+                object.__setattr__(self, "subject", self.subject or match.group(1))
+                object.__setattr__(self, "attribute", self.attribute or match.group(2))
 
 
 @dataclass(frozen=True)
@@ -23,6 +43,8 @@ class Item:
     a hidden preference); None means any well-formed answer complies. ``needs_search`` is True
     when the answer can only come from the user (a personal fact). ``phase`` is the drift phase
     whose value ``gold`` is. ``notes`` is context the task itself supplies (probes only).
+    ``candidates`` are every plausible value of what is asked (the gold among them): a free-text
+    answer that names another one besides the gold earns no credit.
     """
 
     query: Query
@@ -33,3 +55,4 @@ class Item:
     phase: int = 0
     kind: str = ""
     notes: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()

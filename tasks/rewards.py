@@ -3,7 +3,9 @@
 Each component is a pure function ``f(prompts, completions, **columns) -> list[float]`` where
 ``columns`` carries, per completion, the item's answer key: ``gold`` (the value),
 ``wanted_format`` (a format name or None for any), ``needs_search`` (the fact can only come from
-the user). Components and their ranges:
+the user), ``candidates`` (every plausible value; free-text answers naming another one besides the
+gold earn nothing) and ``protocol`` (the name of the protocol the completion is written in, which
+parses it; ``grammar`` when absent). Components and their ranges:
 
 - ``correctness``: 1 if the final answer's value is ``gold``, else 0.
 - ``format``: 1 if the answer is well formed and in ``wanted_format`` (any format when None), else 0.
@@ -19,41 +21,63 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from tasks import grammar
+from tasks.protocols import PROTOCOLS, Protocol
 from tasks.registry import Registry
 
 RewardFunction = Callable[..., list[float]]
 REWARD_COMPONENTS: Registry[RewardFunction] = Registry("reward component")
 
 
-def _fact_in_prompt(prompt: str, item: str, gold: str) -> bool:
+def _protocols(columns: Mapping, n: int) -> list[Protocol]:
+    """The protocol of each completion (the ``protocol`` column; grammar when there is none)."""
+    names = columns.get("protocol") or ["grammar"] * n
+    return [PROTOCOLS[name] for name in names]
+
+
+def _candidates(columns: Mapping, n: int) -> list[Sequence[str]]:
+    return columns.get("candidates") or [()] * n
+
+
+def _fact_in_prompt(protocol: Protocol, prompt: str, item: str, gold: str) -> bool:
     """Whether the asked personal fact is already written in the prompt (e.g. a retrieved memory)."""
     if not item.startswith("fact:"):
         return False
-    attribute = item.split(":", 1)[1]
-    return grammar.fact_line(grammar.USER_SUBJECT, attribute, gold) in grammar.normalize(prompt)
+    return protocol.fact_in_prompt(prompt, item.split(":", 1)[1], gold)
 
 
 @REWARD_COMPONENTS.register("correctness")
-def correctness(prompts: Sequence[str], completions: Sequence[str], gold: Sequence[str], **_) -> list[float]:
-    return [float(grammar.parse_answer(c).value == g) for c, g in zip(completions, gold, strict=True)]
+def correctness(
+    prompts: Sequence[str], completions: Sequence[str], gold: Sequence[str], **columns
+) -> list[float]:
+    n = len(completions)
+    return [
+        float(p.parse_answer(c, cands).value == g)
+        for p, c, g, cands in zip(
+            _protocols(columns, n), completions, gold, _candidates(columns, n), strict=True
+        )
+    ]
 
 
 @REWARD_COMPONENTS.register("format")
 def format_compliance(
-    prompts: Sequence[str], completions: Sequence[str], wanted_format: Sequence[str | None], **_
+    prompts: Sequence[str], completions: Sequence[str], wanted_format: Sequence[str | None], **columns
 ) -> list[float]:
     scores = []
-    for completion, wanted in zip(completions, wanted_format, strict=True):
-        parsed = grammar.parse_answer(completion)
+    for protocol, completion, wanted in zip(
+        _protocols(columns, len(completions)), completions, wanted_format, strict=True
+    ):
+        parsed = protocol.parse_answer(completion)
         scores.append(float(parsed.well_formed and (wanted is None or parsed.format == wanted)))
     return scores
 
 
-def wasted_search_calls(prompt: str, completion: str, item: str, gold: str, needs_search: bool) -> int:
+def wasted_search_calls(
+    prompt: str, completion: str, item: str, gold: str, needs_search: bool, protocol: Protocol | None = None
+) -> int:
     """Search calls that bought nothing: all of them if none was needed, else the repeats."""
-    queries = grammar.search_queries(completion)
-    if not needs_search or _fact_in_prompt(prompt, item, gold):
+    protocol = protocol or PROTOCOLS["grammar"]
+    queries = protocol.search_queries(completion)
+    if not needs_search or _fact_in_prompt(protocol, prompt, item, gold):
         return len(queries)
     return len(queries) - len(set(queries))
 
@@ -65,17 +89,21 @@ def tool_efficiency(
     item: Sequence[str],
     gold: Sequence[str],
     needs_search: Sequence[bool],
-    **_,
+    **columns,
 ) -> list[float]:
+    protocols = _protocols(columns, len(completions))
     return [
-        -float(wasted_search_calls(p, c, i, g, n))
-        for p, c, i, g, n in zip(prompts, completions, item, gold, needs_search, strict=True)
+        -float(wasted_search_calls(p, c, i, g, n, protocol))
+        for p, c, i, g, n, protocol in zip(
+            prompts, completions, item, gold, needs_search, protocols, strict=True
+        )
     ]
 
 
 @REWARD_COMPONENTS.register("search_cost")
-def search_cost(prompts: Sequence[str], completions: Sequence[str], **_) -> list[float]:
-    return [-float(len(grammar.search_queries(c))) for c in completions]
+def search_cost(prompts: Sequence[str], completions: Sequence[str], **columns) -> list[float]:
+    protocols = _protocols(columns, len(completions))
+    return [-float(len(p.search_queries(c))) for p, c in zip(protocols, completions, strict=True)]
 
 
 def score(

@@ -17,28 +17,41 @@ Families:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-
-from datasets import Dataset
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tasks import grammar
 from tasks.items import Item, Query
+from tasks.protocols import FORMATS, USER_SUBJECT, Statement
 from tasks.registry import Registry
 from tasks.users import Profile, User, make_user
-from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES, build_world
+from tasks.world import USER_ATTRIBUTES
+from tasks.worlds import WorldView, builtin_world
 
-#: Entities whose questions may appear in streams; the others are held out for evaluation.
-HELD_OUT_ENTITY_SHARE = 0.25
+if TYPE_CHECKING:  # imported where a dataset is built: validating a config never loads datasets (~2 s)
+    from datasets import Dataset
+
+#: The longest stream a suite builds. A stream is materialized before its first event, at about 650
+#: bytes per event while it is built (measured: 1e6 events take 0.6 GB and 5 s), so a budget of
+#: 1e12 would exhaust any machine instead of running; at this length the stream costs ~1 GB.
+MAX_STREAM_LENGTH = 1_000_000
+#: Wordings a personal fact is asked in by the personal evaluation (the chat protocol's paraphrases).
+FACT_VARIANTS = 5
 
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """The task knobs every suite shares (the config's ``task`` section)."""
+    """The task knobs every suite shares (the config's ``task`` section), and the world.
+
+    ``world`` is the world the backbone knows (its protocol's, restricted to the facts the
+    untouched backbone answers right); the runner sets it, the builtin world is the default.
+    """
 
     search: bool = True
     feedback: str = "text"
     search_results: int = 2
     shared_formats: float = 0.0
+    world: WorldView = field(default_factory=builtin_world, compare=False)
 
 
 @dataclass(frozen=True)
@@ -51,119 +64,167 @@ class Suite:
     description: str
 
     # -- the user and the world split ---------------------------------------------------------
-    def user(self, seed: int, options: TaskOptions = TaskOptions()) -> User:
-        """The simulated user for ``seed`` (``options.shared_formats``: see ``make_user``)."""
-        return make_user(seed, n_phases=self.n_phases, shared_formats=options.shared_formats)
-
-    @staticmethod
-    def entity_split() -> tuple[list[str], list[str]]:
-        """(stream entities, held-out evaluation entities), fixed for the world."""
-        entities = list(build_world().entities)
-        n_held = round(len(entities) * HELD_OUT_ENTITY_SHARE)
-        return entities[n_held:], entities[:n_held]
+    def user(self, seed: int, options: TaskOptions | None = None) -> User:
+        """The simulated user for ``seed`` (``options.shared_formats``: see ``make_user``); its format
+        preferences are over the options' world's question kinds."""
+        options = options or TaskOptions()
+        return make_user(
+            seed,
+            n_phases=self.n_phases,
+            shared_formats=options.shared_formats,
+            kinds=options.world.kind_names,
+        )
 
     # -- the stream ---------------------------------------------------------------------------
     def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
         """``length`` stream rows in order, deterministic in ``seed`` (columns: see ``_row``)."""
+        from datasets import Dataset
+
+        if not 0 < length <= MAX_STREAM_LENGTH:
+            raise ValueError(f"a stream has 1 to {MAX_STREAM_LENGTH} events, not {length}")
         rng = random.Random(f"stream-{self.name}-{seed}")
-        stream_entities, _ = self.entity_split()
         rows = []
         for position in range(length):
             if rng.random() < self.personal_share:
-                row = _row(grammar.USER_SUBJECT, rng.choice(list(USER_ATTRIBUTES)), options.search)
+                row = _row(USER_SUBJECT, rng.choice(list(USER_ATTRIBUTES)), options.search)
             else:
-                row = _row(rng.choice(stream_entities), rng.choice(list(WORLD_ATTRIBUTES)), options.search)
+                row = _row(*options.world.draw_stream_question(rng), options.search)
             rows.append({"position": position, **row})
         return Dataset.from_list(rows)
 
     # -- evaluation ---------------------------------------------------------------------------
     def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
-        """Held-out personal evaluation rows.
+        """Held-out personal evaluation rows: does the agent know this user?
 
-        Personal facts are asked with every explicit format instruction and without one (the
-        stream never instructs); preferences are asked on held-out entities (the stream never
-        asks about them), so a learned preference must generalize across entities.
+        Personal facts are asked as the stream asks them, without a format request, in
+        ``FACT_VARIANTS`` wordings (a protocol with paraphrases asks each; the grammar has one, so
+        its answers repeat); preferences are asked on held-out entities (the stream never asks
+        about them), so a learned preference must generalize across entities. Explicit format
+        requests are the instruction-following evaluation's (``instruction_eval``).
         """
-        _, held_out = self.entity_split()
+        from datasets import Dataset
+
         rows = []
         if self.personal_share > 0:
             for attribute in USER_ATTRIBUTES:
-                for instruction in (None, *grammar.FORMATS):
-                    rows.append(_row(grammar.USER_SUBJECT, attribute, options.search, instruction))
+                for variant in range(FACT_VARIANTS):
+                    rows.append(_row(USER_SUBJECT, attribute, options.search, variant=variant))
         if self.personal_share < 1:
-            rng = random.Random(f"eval-{self.name}-{seed}")
-            for entity in rng.sample(held_out, 8):
-                for kind in WORLD_ATTRIBUTES:
-                    rows.append(_row(entity, kind, options.search))
+            for entity, kind in self._eval_questions(seed, options):
+                rows.append(_row(entity, kind, options.search, variant=0))
         return Dataset.from_list(rows)
+
+    def _eval_questions(self, seed: int, options: TaskOptions) -> list[tuple[str, str]]:
+        return options.world.eval_questions(random.Random(f"eval-{self.name}-{seed}"))
+
+    def instruction_eval(self, seed: int, options: TaskOptions, user: User) -> list[Item]:
+        """Does the agent still follow an explicit format request on this suite's own questions?
+
+        Personal facts with every format request; world questions of the preference kinds on the
+        held-out entities with a format other than the user's habit for that kind (in phase 0), so a
+        learned habit or a retrieved preference overriding the request shows. Scored on the format
+        only (the ``format`` reward component).
+        """
+        world, items = options.world, []
+        if self.personal_share > 0:
+            for attribute in USER_ATTRIBUTES:
+                for instruction in FORMATS:
+                    items.append(
+                        resolve(_row(USER_SUBJECT, attribute, options.search, instruction), user, 0, world)
+                    )
+        if self.personal_share < 1:
+            habits = user.profile(0).formats
+            for entity, kind in self._eval_questions(seed, options):
+                others = [f for f in FORMATS if f != habits[kind]]
+                request = others[len(entity) % len(others)]  # a fixed pick that varies across entities
+                items.append(resolve(_row(entity, kind, options.search, request), user, 0, world))
+        return items
 
     def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
         """Per-phase items: ``[i]`` asks the items whose value was set in phase i, against that value."""
-        _, held_out = self.entity_split()
+        world = options.world
         per_phase = []
         for phase, changed in enumerate(user.changed_in):
             items = []
             for name in changed:
                 kind, key = name.split(":", 1)
                 if kind == "fact" and self.personal_share > 0:
-                    items.append(resolve(_row(grammar.USER_SUBJECT, key, options.search), user, phase))
+                    items.append(resolve(_row(USER_SUBJECT, key, options.search), user, phase, world))
                 elif kind == "format" and self.personal_share < 1:
-                    items += [resolve(_row(e, key, options.search), user, phase) for e in held_out[:4]]
+                    items += [
+                        resolve(_row(e, key, options.search), user, phase, world)
+                        for e in world.phase_entities(key)
+                    ]
             per_phase.append(items)
         return per_phase
 
 
-def _row(subject: str, attribute: str, search: bool, instruction: str | None = None) -> dict:
-    item = f"fact:{attribute}" if subject == grammar.USER_SUBJECT else f"world:{subject}:{attribute}"
-    return {
+def _row(
+    subject: str, attribute: str, search: bool, instruction: str | None = None, variant: int | None = None
+) -> dict:
+    """One stream or evaluation row (``variant``: a personal question's wording, evaluation rows only)."""
+    item = f"fact:{attribute}" if subject == USER_SUBJECT else f"world:{subject}:{attribute}"
+    row = {
         "question": grammar.question(subject, attribute),
         "item": item,
         "search_enabled": search,
         "instruction": instruction,
     }
+    if variant is not None:
+        row["variant"] = variant
+    return row
 
 
-def resolve(row: dict, user: User, phase: int) -> Item:
-    """The answerable item for a stream or evaluation row, in drift phase ``phase``."""
+def resolve(row: dict, user: User, phase: int, world: WorldView | None = None) -> Item:
+    """The answerable item for a stream or evaluation row, in drift phase ``phase``, in ``world``
+    (default: the builtin world)."""
+    world = world or builtin_world()
     profile: Profile = user.profile(phase)
-    kind, *rest = row["item"].split(":")
+    kind, *rest = row["item"].split(":", 2)
     instruction = row["instruction"]
     if kind == "fact":
         attribute = rest[0]
+        subject = USER_SUBJECT
         gold, preference, needs_search, owner = profile.facts[attribute], None, True, f"fact:{attribute}"
+        candidates = USER_ATTRIBUTES[attribute]
     else:
-        entity, attribute = rest
-        gold, preference, needs_search = (
-            build_world().value(entity, attribute),
-            profile.formats[attribute],
-            False,
-        )
+        subject, attribute = rest
+        gold, preference, needs_search = world.value(subject, attribute), profile.formats[attribute], False
         owner = f"format:{attribute}"
+        candidates = world.candidates(attribute)
     return Item(
-        query=Query(row["question"], bool(row["search_enabled"]), instruction),
+        query=Query(
+            row["question"],
+            bool(row["search_enabled"]),
+            instruction,
+            subject,
+            attribute,
+            row.get("variant") or 0,
+        ),
         item=row["item"],
         gold=gold,
         wanted_format=instruction or preference,
         needs_search=needs_search,
         phase=user.phase_of(owner, phase),
         kind="personal" if kind == "fact" else "preference",
+        candidates=tuple(candidates),
     )
 
 
 def correction(
     item: Item, parsed_value: str | None, parsed_format: str | None, user: User, phase: int
-) -> str | None:
-    """The user's textual correction of a response, or None when there is nothing to correct.
+) -> Statement | None:
+    """What the user corrects a response with, or None when there is nothing to correct.
 
     A wrong value is corrected first (the fact, or the world fact); otherwise a format that
     misses the user's hidden preference (explicit instructions are not corrected: they were
-    stated).
+    stated). The run's protocol words it.
     """
-    kind, *rest = item.item.split(":")
+    kind, *rest = item.item.split(":", 2)
     if parsed_value != item.gold:
         if kind == "fact":
             return user.correction(item.item, phase)
-        return grammar.fact_line(rest[0], rest[1], item.gold)
+        return Statement(rest[0], rest[1], item.gold)
     if item.query.instruction is None and item.wanted_format and parsed_format != item.wanted_format:
         return user.correction(f"format:{rest[-1]}", phase)
     return None

@@ -10,8 +10,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from tasks import grammar
+from tasks.protocols.base import FORMAT_SUBJECT, FORMATS, USER_SUBJECT, Statement
 from tasks.world import USER_ATTRIBUTES, WORLD_ATTRIBUTES
+
+#: The builtin world's question kinds: the kinds a user holds format preferences about by default.
+BUILTIN_KINDS: tuple[str, ...] = tuple(WORLD_ATTRIBUTES)
 
 #: Users a run evaluates have seeds below this (the run config refuses larger ones); the users
 #: ``harness meta-train`` learns an adapter start from are drawn at or above it, so no user seen in
@@ -51,15 +54,15 @@ class Profile:
     facts: dict[str, str]
     formats: dict[str, str]
 
-    def notes(self) -> list[str]:
-        """The whole profile as prompt notes (what the ``oracle`` control sees)."""
-        return [grammar.note_line(grammar.USER_SUBJECT, a, v) for a, v in self.facts.items()] + [
-            grammar.format_note(kind, fmt) for kind, fmt in self.formats.items()
+    def statements(self) -> list[Statement]:
+        """The whole profile, facts then format preferences (what the ``oracle`` control sees)."""
+        return self.fact_statements() + [
+            Statement(FORMAT_SUBJECT, kind, fmt) for kind, fmt in self.formats.items()
         ]
 
-    def fact_lines(self) -> list[str]:
-        """The profile's facts as search-result lines (the user's knowledge base)."""
-        return [grammar.fact_line(grammar.USER_SUBJECT, a, v) for a, v in self.facts.items()]
+    def fact_statements(self) -> list[Statement]:
+        """The profile's private facts (the user's knowledge base, which the search tool reads)."""
+        return [Statement(USER_SUBJECT, a, v) for a, v in self.facts.items()]
 
 
 @dataclass(frozen=True)
@@ -84,23 +87,28 @@ class User:
                 return p
         raise KeyError(item)
 
-    def correction(self, item: str, phase: int) -> str:
-        """The user's textual correction for ``item``: ``my dog rex .`` / ``format color json .``."""
+    def correction(self, item: str, phase: int) -> Statement:
+        """What the user corrects ``item`` to (``fact:dog`` or ``format:color``) in ``phase``; a protocol
+        words it (``my dog rex .`` / ``My dog is called Rex.``)."""
         kind, name = item.split(":", 1)
         profile = self.profile(phase)
         if kind == "fact":
-            return grammar.fact_line(grammar.USER_SUBJECT, name, profile.facts[name])
-        return grammar.fact_line(grammar.FORMAT_KEY, name, profile.formats[name])
+            return Statement(USER_SUBJECT, name, profile.facts[name])
+        return Statement(FORMAT_SUBJECT, name, profile.formats[name])
 
 
-def population_formats() -> dict[str, str]:
+def population_formats(kinds: tuple[str, ...] = BUILTIN_KINDS) -> dict[str, str]:
     """The user population's favourite answer format per question kind (fixed, like the world)."""
     rng = random.Random("population-formats")
-    return {kind: rng.choice(grammar.FORMATS) for kind in WORLD_ATTRIBUTES}
+    return {kind: rng.choice(FORMATS) for kind in kinds}
 
 
 def make_user(
-    seed: int, n_phases: int = 1, change_fraction: float = 0.5, shared_formats: float = 0.0
+    seed: int,
+    n_phases: int = 1,
+    change_fraction: float = 0.5,
+    shared_formats: float = 0.0,
+    kinds: tuple[str, ...] = BUILTIN_KINDS,
 ) -> User:
     """A user from ``seed`` with ``n_phases`` drift phases.
 
@@ -110,15 +118,16 @@ def make_user(
     same formats. The share is drawn from its own random stream, so facts, the drift schedule and,
     at 0, the whole user are the same for every value. In each phase after the first,
     ``change_fraction`` of the not-yet-changed items get a new value (different from the old one).
-    Deterministic in ``seed``.
+    ``kinds`` are the world's question kinds (the builtin world's by default; the real world's
+    for chat backbones). Deterministic in ``seed``.
     """
     if not 0.0 <= shared_formats <= 1.0:
         raise ValueError(f"shared_formats must be in [0, 1], got {shared_formats}")
     rng = random.Random(f"user-{seed}")
     facts = {a: rng.choice(pool) for a, pool in USER_ATTRIBUTES.items()}
-    formats = {kind: rng.choice(grammar.FORMATS) for kind in WORLD_ATTRIBUTES}
+    formats = {kind: rng.choice(FORMATS) for kind in kinds}
     if shared_formats > 0:
-        favourite, share_rng = population_formats(), random.Random(f"user-shared-{seed}")
+        favourite, share_rng = population_formats(kinds), random.Random(f"user-shared-{seed}")
         for kind in formats:
             if share_rng.random() < shared_formats:
                 formats[kind] = favourite[kind]
@@ -135,7 +144,7 @@ def make_user(
             if kind == "fact":
                 facts[name] = rng.choice([v for v in USER_ATTRIBUTES[name] if v != facts[name]])
             else:
-                formats[name] = rng.choice([f for f in grammar.FORMATS if f != formats[name]])
+                formats[name] = rng.choice([f for f in FORMATS if f != formats[name]])
         phases.append(Profile(dict(facts), dict(formats)))
         changed.append(tuple(sorted(now)))
     return User(seed=seed, phases=tuple(phases), changed_in=tuple(changed))

@@ -1,12 +1,16 @@
-"""Any causal LM saved to a directory works as a backbone: GPT-2 architecture, BPE tokenizer."""
+"""Any causal LM saved to a directory works as a backbone: GPT-2 architecture, BPE tokenizer; a model
+without a chat template speaks the grammar only when asked to, and a chat model is found by its template."""
 
 import mlflow
+import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from experiments.cli import app
+from paradigms.backbone import BackboneUnavailable, load_backbone
 from tasks.corpus import CorpusGenerator
+from tests.chat_model import save_tiny_chat_backbone
 from tests.conftest import SMOKE
 
 
@@ -46,7 +50,9 @@ def save_gpt2_with_bpe(directory):
 
 def test_smoke_runs_on_a_gpt2_with_a_bpe_tokenizer(tmp_path, tracking_uri):
     model_dir = save_gpt2_with_bpe(tmp_path / "gpt2-bpe")
-    result = CliRunner().invoke(app, ["run", str(SMOKE), "--set", f"backbone={model_dir}", "--quiet"])
+    result = CliRunner().invoke(
+        app, ["run", str(SMOKE), "--set", f"backbone={model_dir}", "--set", "protocol=grammar", "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     client = mlflow.MlflowClient(tracking_uri)
     [child] = [
@@ -57,3 +63,15 @@ def test_smoke_runs_on_a_gpt2_with_a_bpe_tokenizer(tmp_path, tracking_uri):
     assert child.info.status == "FINISHED"
     assert child.data.tags["backbone"] == str(model_dir)
     assert "eval/personal_accuracy" in child.data.metrics
+
+
+def test_a_model_without_a_chat_template_is_refused_with_the_fix(tmp_path):
+    model_dir = save_gpt2_with_bpe(tmp_path / "gpt2-bpe")
+    with pytest.raises(BackboneUnavailable, match=r"no chat template.*protocol: grammar"):
+        load_backbone(model_dir, device="cpu")
+    assert load_backbone(model_dir, device="cpu", protocol="grammar").protocol.name == "grammar"
+
+
+def test_a_chat_model_speaks_the_chat_protocol(tmp_path):
+    backbone = load_backbone(save_tiny_chat_backbone(tmp_path / "chat"), device="cpu")
+    assert backbone.protocol.name == "chat"

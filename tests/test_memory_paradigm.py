@@ -9,7 +9,10 @@ from experiments.tracking import Tracker
 from paradigms.backbone import weights_digest
 from paradigms.memory import reflection
 from tasks.items import Item, Query
+from tasks.protocols import PROTOCOLS, Statement
 from tests.conftest import SMOKE, TINY
+
+GRAMMAR = PROTOCOLS["grammar"]
 
 PERSONAL = Item(Query("ask my dog ?", True), "fact:dog", "rex", None, True)
 PREFERENCE = Item(Query("ask kalo color ?", True), "world:kalo:color", "red", "json", False)
@@ -20,30 +23,41 @@ WRONG_FORMAT = {"correctness": 1.0, "format": 0.0}
 def test_template_lessons():
     assert (
         reflection.template_lesson(
-            PERSONAL, "<answer> max </answer>", {"correctness": 0.0, "format": 1.0}, "my dog rex ."
+            PERSONAL,
+            "<answer> max </answer>",
+            {"correctness": 0.0, "format": 1.0},
+            Statement("my", "dog", "rex"),
+            GRAMMAR,
         )
         == "note my dog rex ."
     )
-    assert reflection.template_lesson(PERSONAL, "<answer> - rex </answer>", GOOD, None) == "note my dog rex ."
     assert (
-        reflection.template_lesson(PREFERENCE, "<answer> { answer : red } </answer>", GOOD, None)
+        reflection.template_lesson(PERSONAL, "<answer> - rex </answer>", GOOD, None, GRAMMAR)
+        == "note my dog rex ."
+    )
+    assert (
+        reflection.template_lesson(PREFERENCE, "<answer> { answer : red } </answer>", GOOD, None, GRAMMAR)
         == "note format color json ."
     )
-    assert reflection.template_lesson(PREFERENCE, "<answer> red </answer>", WRONG_FORMAT, None) is None
+    assert (
+        reflection.template_lesson(PREFERENCE, "<answer> red </answer>", WRONG_FORMAT, None, GRAMMAR) is None
+    )
 
 
 def test_raw_experience_and_reflection_prompt():
     assert (
-        reflection.raw_experience(PERSONAL, "<answer> max </answer>", WRONG_FORMAT)
+        reflection.raw_experience(PERSONAL, "<answer> max </answer>", WRONG_FORMAT, GRAMMAR)
         == "ask my dog ? said max reward bad"
     )
     assert (
-        reflection.reflection_prompt(PERSONAL, "<answer> max </answer>", {}, "my dog rex .")
+        reflection.reflection_prompt(
+            PERSONAL, "<answer> max </answer>", {}, Statement("my", "dog", "rex"), GRAMMAR, None
+        )
         == "reflect ask my dog ? said max correction my dog rex . lesson"
     )
-    assert reflection.key_of("note format color json .") == "format:color"
-    assert reflection.key_of("note my dog rex .") == "fact:dog"
-    assert reflection.key_of("ask my dog ?") is None
+    assert reflection.key_of("note format color json .", GRAMMAR) == "format:color"
+    assert reflection.key_of("note my dog rex .", GRAMMAR) == "fact:dog"
+    assert reflection.key_of("ask my dog ?", GRAMMAR) is None
 
 
 @pytest.mark.parametrize("mode", ["llm", "template", "none"])

@@ -19,6 +19,7 @@ from paradigms.rl.ppo import (
 from paradigms.rl.reinforce import reinforce_loss
 from paradigms.rl.sft import corrected_target
 from tasks.items import Item, Query
+from tasks.protocols import PROTOCOLS, Statement
 
 
 def test_ppo_policy_loss_clips_the_ratio():
@@ -75,12 +76,16 @@ def test_token_logprobs_line_up_with_completion_tokens():
 def test_sft_target_follows_the_correction():
     item = Item(Query("ask my dog ?", True), "fact:dog", "rex", None, True)
     said = Episode("p", [], completion="<answer> { answer : max } </answer>")
-    assert corrected_target(item, said, "my dog rex .") == "<answer> { answer : rex } </answer>"
+    grammar = PROTOCOLS["grammar"]
+    assert (
+        corrected_target(item, said, Statement("my", "dog", "rex"), grammar)
+        == " <answer> { answer : rex } </answer>"
+    )
     preference = Item(Query("ask kalo color ?", True), "world:kalo:color", "red", "json", False)
     wrong_format = Episode("p", [], completion="<answer> - red </answer>")
     assert (
-        corrected_target(preference, wrong_format, "format color json .")
-        == "<answer> { answer : red } </answer>"
+        corrected_target(preference, wrong_format, Statement("format", "color", "json"), grammar)
+        == " <answer> { answer : red } </answer>"
     )
 
 

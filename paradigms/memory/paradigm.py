@@ -12,58 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.base import Paradigm
 from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
 from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
 from paradigms.session import Interaction, Session
-from paradigms.tool_policy import ToolPolicySettings
+from paradigms.settings import MemorySettings
 from tasks.items import Item
 
 
-class MemorySettings(ParadigmSettings):
-    name: Literal["memory"] = "memory"
-    top_k: int = Field(3, ge=0, description="Memories retrieved into each prompt.")
-    capacity: int | None = Field(256, ge=1, description="Most memories kept (None: unbounded).")
-    eviction: Literal["oldest", "least_retrieved"] = Field(
-        "oldest", description="Which memory goes when full."
-    )
-    index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="Exact (flat) or approximate index.")
-    dedup_threshold: float | None = Field(
-        0.95,
-        ge=-1,
-        le=1,
-        description="Cosine at which a memory with the same text is a duplicate (None: keep duplicates).",
-    )
-    contradiction: Literal["replace", "keep_both", "newest_first"] = Field(
-        "replace",
-        description="A new lesson about the same key replaces the old one, sits beside it, or "
-        "hides it in retrieval.",
-    )
-    reflection: Literal["llm", "template", "none"] = Field(
-        "llm", description="Who writes lessons: the backbone, a template, or nobody (raw experiences stored)."
-    )
-    write_policy: Literal["all", "failures", "corrected"] = Field(
-        "all", description="Which interactions are written: every one, failures only, corrected ones only."
-    )
-    embedder: Literal["minilm", "backbone"] = Field(
-        "minilm", description="MiniLM sentence embeddings or the backbone's mean-pooled hidden states."
-    )
-    min_similarity: float = Field(
-        -1.0, ge=-1, le=1, description="Retrieved memories below this cosine are left out of the prompt."
-    )
-    tool_policy: ToolPolicySettings = Field(
-        default_factory=ToolPolicySettings,
-        description="Who decides when to search: the model (none) or a learned Q-learning policy.",
-    )
-
-
-@PARADIGMS.register("memory")
 class Memory(Paradigm):
     Settings = MemorySettings
 
@@ -90,7 +50,8 @@ class Memory(Paradigm):
         contexts = []
         for item in items:
             started = time.perf_counter()
-            hits = self.store.search(item.query.question, self.settings.top_k, update_counts=update_counts)
+            question = self.protocol.question_text(item.query)
+            hits = self.store.search(question, self.settings.top_k, update_counts=update_counts)
             self.latencies_ms.append(1000 * (time.perf_counter() - started))
             kept = [record for record, score in hits if score >= self.settings.min_similarity]
             if update_counts:
@@ -136,12 +97,12 @@ class Memory(Paradigm):
             self.store.add(
                 MemoryRecord(
                     text=text,
-                    key=reflection.key_of(text),
+                    key=reflection.key_of(text, self.protocol),
                     query=episode.prompt,
                     response=episode.completion,
                     reward=interaction.rewards[index],
                     components=components,
-                    correction=correction,
+                    correction=self.protocol.correction(correction) if correction is not None else None,
                     lesson=lesson,
                     time=now,
                 )
@@ -150,14 +111,19 @@ class Memory(Paradigm):
 
     def _lessons(self, chosen) -> list[str | None]:
         mode = self.settings.reflection
+        protocol = self.protocol
         if mode == "template":
-            return [reflection.template_lesson(item, e.completion, c, corr) for _, item, e, c, corr in chosen]
+            return [
+                reflection.template_lesson(item, e.completion, c, corr, protocol)
+                for _, item, e, c, corr in chosen
+            ]
         if mode == "none":
-            return [reflection.raw_experience(item, e.completion, c) for _, item, e, c, _ in chosen]
+            return [reflection.raw_experience(item, e.completion, c, protocol) for _, item, e, c, _ in chosen]
         prompts = [
-            reflection.reflection_prompt(item, e.completion, c, corr) for _, item, e, c, corr in chosen
+            reflection.reflection_prompt(item, e.completion, c, corr, protocol, self.tokenizer)
+            for _, item, e, c, corr in chosen
         ]
-        return reflection.llm_lessons(self.model, self.tokenizer, prompts)
+        return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol)
 
     # -- accounting ----------------------------------------------------------------------------
     def storage_bytes(self) -> int:

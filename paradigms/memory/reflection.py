@@ -1,13 +1,16 @@
-"""Reflection: turning one scored, possibly corrected response into a lesson (a ``note ...`` line).
+"""Reflection: turning one scored, possibly corrected response into a lesson (a note).
 
 Three modes:
 
-- ``template``: the correction verbatim (``note my dog rex .``), or, for a fully successful
-  answer, what it got right (the value for a personal fact, the format for a world question);
-  nothing otherwise.
-- ``llm``: the backbone writes the lesson from the reflection prompt (question, what it said,
-  and the correction or the reward), greedy; a malformed lesson is dropped.
+- ``template``: the correction as a note (``note my dog rex .`` / ``The user's dog is called
+  Rex.``), or, for a fully successful answer, what it got right (the value for a personal fact, the
+  format for a world question); nothing otherwise.
+- ``llm``: the backbone writes the lesson from the protocol's reflection prompt (question, what it
+  said, and the correction or the reward), greedy; a lesson the protocol cannot read is dropped.
 - ``none``: no lesson; the raw experience is stored instead (question, answer, outcome).
+
+Every text goes through the run's protocol, so the builtin grammar and a chat model's natural
+language share this code.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tasks import grammar
 from tasks.items import Item
+from tasks.protocols import FORMAT_SUBJECT, USER_SUBJECT, Protocol, Statement
 
 REFLECTION_MODES = ("llm", "template", "none")
 
@@ -27,70 +30,75 @@ def succeeded(components: dict[str, float]) -> bool:
     return components.get("correctness", 0.0) >= 1.0 and components.get("format", 0.0) >= 1.0
 
 
-def key_of(lesson: str) -> str | None:
-    """What a lesson is about: ``fact:dog``, ``format:color`` or ``world:kalo:color``."""
-    parsed = grammar.parse_note(lesson)
-    if parsed is None:
-        return None
-    subject, attribute, _ = parsed
-    if subject == grammar.USER_SUBJECT:
-        return f"fact:{attribute}"
-    if subject == grammar.FORMAT_KEY:
-        return f"format:{attribute}"
-    return f"world:{subject}:{attribute}"
+def key_of(lesson: str, protocol: Protocol) -> str | None:
+    """What a lesson is about: ``fact:dog``, ``format:color`` or ``world:kalo:color`` (None: unreadable)."""
+    statement = protocol.note_statement(lesson)
+    return statement.key if statement is not None else None
 
 
 def template_lesson(
-    item: Item, completion: str, components: dict[str, float], correction: str | None
+    item: Item,
+    completion: str,
+    components: dict[str, float],
+    correction: Statement | None,
+    protocol: Protocol,
 ) -> str | None:
     if correction is not None:
-        return f"note {correction}"
+        return protocol.note(correction)
     if not succeeded(components):
         return None
-    parsed = grammar.parse_answer(completion)
-    kind, *rest = item.item.split(":")
+    parsed = protocol.parse_answer(completion, item.candidates)
+    kind, *rest = item.item.split(":", 2)
     if kind == "fact":
-        return grammar.note_line(grammar.USER_SUBJECT, rest[0], parsed.value)
+        return protocol.note(Statement(USER_SUBJECT, rest[0], parsed.value))
     if item.query.instruction is None and item.wanted_format is not None:
-        return grammar.format_note(rest[1], parsed.format)
+        return protocol.note(Statement(FORMAT_SUBJECT, rest[1], parsed.format))
     return None
 
 
-def raw_experience(item: Item, completion: str, components: dict[str, float]) -> str:
+def raw_experience(item: Item, completion: str, components: dict[str, float], protocol: Protocol) -> str:
     """The episode itself, for ``none``: question, the answer given, and whether it was good."""
-    said = grammar.parse_answer(completion)
+    said = protocol.parse_answer(completion, item.candidates)
     outcome = "good" if succeeded(components) else "bad"
-    return f"{item.query.question} said {said.value or 'nothing'} reward {outcome}"
+    return f"{protocol.question_text(item.query)} said {said.value or 'nothing'} reward {outcome}"
 
 
 def reflection_prompt(
-    item: Item, completion: str, components: dict[str, float], correction: str | None
+    item: Item,
+    completion: str,
+    components: dict[str, float],
+    correction: Statement | None,
+    protocol: Protocol,
+    tokenizer,
 ) -> str:
-    parsed = grammar.parse_answer(completion)
-    said = grammar.render_answer(parsed.value, parsed.format) if parsed.well_formed else "nothing"
-    feedback = (
-        f"correction {correction}" if correction else f"reward {'good' if succeeded(components) else 'bad'}"
-    )
-    return grammar.reflection_prompt(item.query.question, said, feedback)
+    said = protocol.parse_answer(completion, item.candidates)
+    feedback = protocol.correction(correction) if correction is not None else None
+    return protocol.reflection_prompt(item.query, said, feedback, succeeded(components), tokenizer)
 
 
 @torch.no_grad()
-def llm_lessons(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str | None]:
-    """Greedy lessons written by the backbone, one per prompt (None when malformed or ``none``)."""
+def llm_lessons(model, tokenizer, prompts: Sequence[str], protocol: Protocol) -> list[str | None]:
+    """Greedy lessons written by the backbone, one per prompt (None when unreadable or ``none``)."""
     if not prompts:
         return []
-    batch = tokenizer(list(prompts), return_tensors="pt", padding=True).to(next(model.parameters()).device)
+    encoded = [protocol.encode_prompt(p, tokenizer) for p in prompts]
+    width = max(len(ids) for ids in encoded)
+    pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)  # (B, T)
+    attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
     was_training = model.training
     model.eval()
     try:
         output = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=protocol.lesson_max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
         )
     finally:
         model.train(was_training)
-    texts = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [grammar.parse_lesson(text) for text in texts]
+    texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+    return [protocol.parse_lesson(text) for text in texts]

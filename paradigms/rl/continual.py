@@ -10,7 +10,8 @@ each update's loss becomes
   sequences, so r is both the share of the update's sequences and the share of its loss. The
   sequences come from the general world (``replay_source: general``: world questions of the
   base's own training corpus, ``tasks.corpus``, whose instruction is never the one the general
-  probe holds out, so no probe prompt is ever trained on) or from this user's earlier exactly
+  probe holds out, so no probe prompt is ever trained on; for a chat backbone, its world's stream
+  facts answered right, ``ChatGeneralData``) or from this user's earlier exactly
   right responses (``replay_source: user``: self-imitation, tool output masked as always).
 - ``R`` (``regularizer``): ``kl`` = KL(policy || base) over the whole vocabulary at the update's
   own agent tokens; ``l2sp`` = 1/2 sum (theta - theta_0)^2 over the trainable parameters, theta_0
@@ -31,13 +32,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from paradigms.agent import Episode
 from paradigms.rl import batching
+from paradigms.rl.settings import ContinualSettings
 from tasks.corpus import CorpusGenerator, Example
 
 #: The kind of the base's corpus replay, distillation and the Fisher draw from: a world fact
@@ -45,53 +45,6 @@ from tasks.corpus import CorpusGenerator, Example
 GENERAL_KINDS = {"world": 1.0}
 #: Offset of the general data's seed from the run's seed (different draws from the base's build).
 GENERAL_SEED_OFFSET = 7919
-
-
-class ContinualSettings(BaseModel):
-    """The ``continual:`` section: mechanisms against forgetting (``full_ft`` and ``adapter`` only)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    replay: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Share r of each update drawn from replay data: the loss is (1-r) x the update's "
-        "loss + r x the replay NLL of ceil(r/(1-r) x B) replayed sequences (0 = off).",
-    )
-    replay_source: Literal["general", "user"] = Field(
-        "general",
-        description="general: world questions of the base's corpus (never the probe's held-out "
-        "instruction); user: this user's earlier exactly right responses.",
-    )
-    regularizer: Literal["none", "kl", "l2sp", "ewc"] = Field(
-        "none",
-        description="kl: KL(policy || base) on the update's own tokens; l2sp: 1/2 |theta - theta_0|^2; "
-        "ewc: 1/2 sum F (theta - theta_0)^2, F the general data's diagonal Fisher (mean 1).",
-    )
-    strength: float = Field(1.0, ge=0, description="Weight of the regularizer's term.")
-    distill: float = Field(
-        0.0, ge=0, description="Weight of KL(base || policy) on general prompts, every update (0 = off)."
-    )
-    distill_prompts: int = Field(16, ge=1, description="General sequences distilled on per update.")
-    fisher_samples: int = Field(
-        64, ge=1, description="General sequences the EWC Fisher is estimated from, once at the start."
-    )
-
-    @property
-    def active(self) -> bool:
-        return self.replay > 0 or self.regularizer != "none" or self.distill > 0
-
-    @property
-    def label(self) -> str:
-        """The active mechanisms for run names: ``replay0.25``, ``userreplay0.25``, ``ewc``, ``distill``."""
-        parts = []
-        if self.replay > 0:
-            parts.append(f"{'user' if self.replay_source == 'user' else ''}replay{self.replay:g}")
-        if self.regularizer != "none":
-            parts.append(self.regularizer)
-        if self.distill > 0:
-            parts.append("distill")
-        return "+".join(parts)
 
 
 # -- the terms: pure functions ---------------------------------------------------------------------
@@ -155,6 +108,35 @@ class GeneralData:
         return [example_episode(self.generator.example(), self.tokenizer) for _ in range(n)]
 
 
+class ChatGeneralData:
+    """General-world sequences for a chat backbone: a stream fact of its world (never a held-out or
+    general-probe fact, so no evaluation question is trained on), asked with a random format request
+    or none, answered right in that format (any format when none was asked) in the protocol's words."""
+
+    def __init__(self, tokenizer, seed: int, protocol, world):
+        self.tokenizer, self.protocol, self.world = tokenizer, protocol, world
+        self.rng = random.Random(seed + GENERAL_SEED_OFFSET)
+
+    def draw(self, n: int) -> list[Episode]:
+        from tasks.probes import world_item
+        from tasks.protocols import FORMATS
+
+        episodes = []
+        for _ in range(n):
+            entity, kind = self.rng.choice(self.world.stream)
+            request = self.rng.choice((None, *FORMATS))
+            item = world_item(self.world, entity, kind, False, request, request, "general")
+            prompt = self.protocol.render_prompt(item.query, [], self.tokenizer)
+            answer = self.protocol.answer_text(
+                item.gold, request or self.rng.choice(FORMATS), item.query, self.tokenizer
+            )
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            episodes.append(
+                Episode(prompt, self.protocol.encode_prompt(prompt, self.tokenizer), ids, [1] * len(ids))
+            )
+        return episodes
+
+
 class UserReplay:
     """This user's earlier exactly right responses (right value, wanted format), sampled uniformly."""
 
@@ -200,7 +182,12 @@ class Continual:
             return
         self.started = True
         s = self.settings
-        self.general = GeneralData(self.host.tokenizer, seed)
+        protocol = self.host.protocol
+        if protocol.name == "grammar":
+            self.general = GeneralData(self.host.tokenizer, seed)
+        else:
+            world = self.host.session.options.world
+            self.general = ChatGeneralData(self.host.tokenizer, seed, protocol, world)
         self.user = UserReplay(seed)
         parameters = self.host.parameters()
         if s.regularizer in ("l2sp", "ewc"):

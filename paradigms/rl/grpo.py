@@ -8,7 +8,9 @@ The trainer owns the optimization loop; the harness supplies:
   then in force), answers each ``group_size`` times through the shared rollout (search tool
   included) and returns the env mask, so tool output is kept out of the loss, plus the answer
   key columns the reward functions read;
-- the reward functions themselves (``tasks.rewards``) with the config's weights;
+- the rewards: every response is scored once, by the session's scorer (``tasks.rewards`` through
+  ``Session.score``, the same code every paradigm is scored by); TRL's reward functions read those
+  component values back from the rollout's columns, weighted by the config's weights;
 - a callback that reports each optimizer step's batch to the session (feedback events, which
   is where the runner evaluates), with TRL's loss, KL and clip figures;
 - the continual-learning terms (``paradigms.rl.continual``), added to TRL's loss in
@@ -19,33 +21,16 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import Literal
 
 import torch
 from datasets import Dataset
-from pydantic import Field
 from transformers import PrinterCallback, TrainerCallback
 
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import GRPOSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
-from tasks import grammar
 from tasks.rewards import REWARD_COMPONENTS
-
-
-class GRPOSettings(RLSettings):
-    name: Literal["grpo"] = "grpo"
-    group_size: int = Field(
-        8, ge=2, description="Completions per query; advantages are relative to the group."
-    )
-    clip_range: float = Field(0.2, gt=0, description="Ratio clip epsilon (TRL's epsilon).")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
-        "dapo", description="TRL's loss aggregation."
-    )
-    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by std.")
-    num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
-
 
 _TRL_METRICS = {
     "loss": "train/policy_loss",
@@ -75,7 +60,6 @@ class _ReportSteps(TrainerCallback):
         self.learner.flush(metrics)
 
 
-@ALGORITHMS.register("grpo")
 class GRPO(Learner):
     Settings = GRPOSettings
     min_group_size = 2
@@ -101,24 +85,26 @@ class GRPO(Learner):
         self.update_flops += (1 + self.settings.num_iterations) * self.host.update_flops_per_token() * tokens
 
     def rollout(self, prompts: list[str], trainer) -> dict:
-        """TRL's ``rollout_func``: ``prompts`` holds each query ``group_size`` times, in stream order."""
+        """TRL's ``rollout_func``: ``prompts`` holds each query's stream key ``group_size`` times."""
         group = self.settings.group_size
+        start = self.session.position
         items = self.session.next_items(len(prompts) // group)
         for index, item in enumerate(items):
-            expected = prompts[index * group]
-            if grammar.normalize(expected) != grammar.normalize(
-                _prompt_text(item.query.question, item.query.search_enabled)
-            ):
+            if prompts[index * group] != _stream_key(start + index, item.query.question):
                 raise RuntimeError(f"GRPO prompt order diverged from the stream at {item.query.question!r}")
         interaction = self.session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
         self.pending.append(interaction)
         episodes = interaction.episodes
+        components = [
+            {name: values[i] for name, values in interaction.components.items()} for i in range(len(episodes))
+        ]
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": None,
             "env_mask": [e.env_mask for e in episodes],
-            **item_columns(interaction.items),
+            "components": components,
+            **item_columns(interaction.items, self.session.protocol),
         }
 
     def run(self, session: Session) -> None:
@@ -130,9 +116,7 @@ class GRPO(Learner):
         queries_per_step = max(1, min(session.batch_size, session.remaining // s.group_size))
         steps = max(1, session.remaining // (queries_per_step * s.group_size))
         rows = session.stream.select(range(session.position, session.position + steps * queries_per_step))
-        dataset = Dataset.from_dict(
-            {"prompt": [_prompt_text(r["question"], r["search_enabled"]) for r in rows]}
-        )
+        dataset = Dataset.from_dict({"prompt": [_stream_key(r["position"], r["question"]) for r in rows]})
         names = REWARD_COMPONENTS.names()
         weights = [float(session.weights.get(name, 0.0)) for name in names]
         generation = session.generation
@@ -141,7 +125,8 @@ class GRPO(Learner):
             config = GRPOConfig(
                 output_dir=scratch,
                 use_cpu=on_cpu,
-                bf16=False,
+                # mixed precision only where the weights already are bfloat16 (dtype auto on a GPU)
+                bf16=not on_cpu and next(self.host.policy.parameters()).dtype == torch.bfloat16,
                 learning_rate=s.learning_rate,
                 weight_decay=s.weight_decay,
                 max_grad_norm=s.max_grad_norm,
@@ -171,7 +156,7 @@ class GRPO(Learner):
             trainer = _with_continual(GRPOTrainer)(
                 learner=self,
                 model=self.host.policy,
-                reward_funcs=[REWARD_COMPONENTS[name] for name in names],
+                reward_funcs=[_scored(name) for name in names],
                 args=config,
                 train_dataset=dataset,
                 processing_class=self.host.tokenizer,
@@ -184,8 +169,23 @@ class GRPO(Learner):
             self.flush({})
 
 
-def _prompt_text(question: str, search_enabled: bool) -> str:
-    return grammar.build_prompt(question, search_enabled=search_enabled)
+def _stream_key(position: int, question: str) -> str:
+    """What TRL sees as a prompt: the stream position and question (the rollout renders the real prompt)."""
+    return f"{position} {question}"
+
+
+def _scored(component: str):
+    """A TRL reward function returning the session's score of ``component`` for each completion.
+
+    The rollout scored every response once (``Session.score``) and passed the values in the
+    ``components`` column; reading them back keeps one scorer for every paradigm and algorithm.
+    """
+
+    def reward(prompts, completions, components, **_) -> list[float]:
+        return [float(c[component]) for c in components]
+
+    reward.__name__ = component
+    return reward
 
 
 def trl_batch(inputs: dict) -> batching.EpisodeBatch:

@@ -12,50 +12,41 @@ owns a data loop over a fixed dataset.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from paradigms.agent import Episode
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import SFTSettings
 from paradigms.session import Interaction
-from tasks import grammar
 from tasks.items import Item
+from tasks.protocols import FORMAT_SUBJECT, Protocol, Statement
 
 
-class SFTSettings(RLSettings):
-    name: Literal["sft"] = "sft"
-    group_size: int = Field(1, ge=1, description="Responses per query (1: one answer, one correction).")
-    epochs: int = Field(1, ge=1, description="Passes over each batch's targets.")
-
-
-def corrected_target(item: Item, episode: Episode, correction: str) -> str:
-    """The answer the correction implies, e.g. ``<answer> { answer : rex } </answer>``."""
-    said = grammar.parse_answer(episode.completion)
-    subject, _attribute, value = correction.split()[:3]
-    if subject == grammar.FORMAT_KEY:
-        return grammar.answer(said.value or item.gold, value)
+def corrected_target(
+    item: Item, episode: Episode, correction: Statement, protocol: Protocol, tokenizer=None
+) -> str:
+    """The completion the correction implies, in the protocol's words (e.g. ``<answer> { answer :
+    rex } </answer>``): the corrected value in the wanted format, or the value said in the corrected
+    format."""
+    said = protocol.parse_answer(episode.completion, item.candidates)
+    if correction.subject == FORMAT_SUBJECT:
+        return protocol.answer_text(said.value or item.gold, correction.value, item.query, tokenizer)
     fmt = item.query.instruction or item.wanted_format or said.format or "plain"
-    return grammar.answer(value, fmt)
+    return protocol.answer_text(correction.value, fmt, item.query, tokenizer)
 
 
-@ALGORITHMS.register("sft")
 class SFT(Learner):
     Settings = SFTSettings
 
     def update(self, interaction: Interaction, events: int) -> dict[str, float]:
-        tokenizer = self.host.tokenizer
+        tokenizer, protocol = self.host.tokenizer, self.host.protocol
         targets = []
         for item, episode, correction in zip(
             interaction.items, interaction.episodes, interaction.corrections, strict=True
         ):
             if correction is None:
                 continue
-            ids = tokenizer(" " + corrected_target(item, episode, correction), add_special_tokens=False)[
-                "input_ids"
-            ]
+            target = corrected_target(item, episode, correction, protocol, tokenizer)
+            ids = tokenizer(target, add_special_tokens=False)["input_ids"]
             targets.append(Episode(episode.prompt, episode.prompt_ids, ids, [1] * len(ids)))
         if not targets:
             return {"train/sft_targets": 0.0}
