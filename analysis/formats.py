@@ -51,6 +51,11 @@ def display_table(summary: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFr
     if show_variant:
         data["Variant"] = summary["variant"].tolist()
     data["n"] = [str(int(n)) for n in summary["runs"]]
+    if "learning_rate" in summary.columns:  # the main table: each arm's step size and its tuning
+        data["LR"] = [_learning_rate(v) for v in summary["learning_rate"]]
+        data["Tuned on"] = [
+            _tuning_budget(t, lr) for t, lr in zip(summary["tuned_from"], data["LR"], strict=True)
+        ]
     for column in columns:
         data[f"{column.label} {ARROWS[column.direction]}"] = [
             interval_cell(
@@ -64,6 +69,23 @@ def display_table(summary: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFr
             for _, row in summary.iterrows()
         ]
     return pd.DataFrame(data, dtype="str")
+
+
+def _learning_rate(value: object) -> str:
+    """``1e-04`` for a logged ``0.0001``; the text itself when it is not a number; ``""`` when absent."""
+    try:
+        return f"{float(str(value)):.0e}" if str(value) else ""
+    except ValueError:
+        return str(value)
+
+
+def _tuning_budget(tuned_from: object, learning_rate: str) -> str:
+    """The tuning budget in a run's ``tuned_from`` (``file (7 trials x 2 users x 600 events)``):
+    the part in parentheses; ``not tuned`` for a learning arm without one; ``""`` otherwise."""
+    text = str(tuned_from) if isinstance(tuned_from, str) else ""
+    if text and text.endswith(")") and " (" in text:
+        return text[text.rindex(" (") + 2 : -1]
+    return text or ("not tuned" if learning_rate else "")
 
 
 def write_csv(summary: pd.DataFrame, path: Path) -> Path:

@@ -129,6 +129,8 @@ def build_report(
         Paragraph(
             "Final values (at each run's last evaluation) per paradigm, algorithm and variant: IQM over "
             "runs with a 95% stratified-bootstrap CI (strata: task suites), n = finished runs. "
+            "LR is the group's learning rate; Tuned on, the budget of the study that chose it "
+            "(trials x tuning users x feedback events; see the runs' `tuned_from`). "
             "Also in `table.csv` and `table.tex`."
         ),
         _table_or_note(main_display),

@@ -19,13 +19,14 @@ from analysis.names import (
     FORMAT_COMPLIANCE,
     HIGHER,
     LOWER,
+    PARAM_PREFIX,
     PERSONAL_ACCURACY,
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
     TRAIN_FLOPS,
     WALL_SECONDS,
 )
-from analysis.runs import curves, final_values, forgetting_values
+from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
 
 TARGET_ACCURACY = 0.8
@@ -69,18 +70,43 @@ CONTINUAL_COLUMNS = (
 )
 
 
+#: Settings printed beside each row of the main table: summary column -> the param it shows.
+SETTING_PARAMS = {
+    "learning_rate": f"{PARAM_PREFIX}algorithm.learning_rate",
+    "tuned_from": f"{PARAM_PREFIX}tuned_from",
+}
+
+
 def comparison_table(
     table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
 ) -> pd.DataFrame:
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
     "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (or, if a
-    run did not log it, best minus final general-probe accuracy).
+    run did not log it, best minus final general-probe accuracy). After ``runs`` come the group's
+    :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none).
     """
     values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
     values["forgetting"] = forgetting_values(table)
     ordered = {column.key: values[column.key] for column in MAIN_COLUMNS}
-    return group_summaries(runs, ordered, seed, reps)
+    summary = group_summaries(runs, ordered, seed, reps)
+    for offset, (name, param) in enumerate(SETTING_PARAMS.items()):
+        summary.insert(
+            summary.columns.get_loc("runs") + 1 + offset, name, _group_setting(runs, summary, param)
+        )
+    return summary
+
+
+def _group_setting(runs: pd.DataFrame, summary: pd.DataFrame, param: str) -> list[str]:
+    """The one value of ``param`` each summary row's runs share (``""`` if none logged it, ``mixed``)."""
+    if param not in runs.columns:
+        return [""] * len(summary)
+    shown = []
+    for _, row in summary.iterrows():
+        members = runs[(runs[GROUP_COLUMNS] == row[GROUP_COLUMNS]).all(axis=1)]
+        seen = sorted({str(v) for v in members[param] if pd.notna(v) and str(v) not in ("", "nan", "None")})
+        shown.append(seen[0] if len(seen) == 1 else ("mixed" if seen else ""))
+    return shown
 
 
 def learning_table(

@@ -358,6 +358,40 @@ def sweep(
     )
 
 
+@app.command()
+def tune(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML file with a grid and a tuning: section.")],
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes per arm's study.")] = 1,
+    set_: SetOption = None,
+    tracking_uri: UriOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+) -> None:
+    """Tune every learning arm of the file's grid on tuning users; write the tuned-values file it reads."""
+    from experiments.sweep import SweepFailed
+    from experiments.tracking import Tracker
+    from experiments.tuning import load_tuning, run_tuning
+
+    try:
+        plan = load_tuning(file, set_ or [], workers=workers)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    _quiet_libraries()
+    tracker = Tracker(tracking_uri)
+    try:
+        out = run_tuning(plan, tracker, workers=workers, progress=not quiet)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    except (SweepFailed, RuntimeError) as error:
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted: the running trial is queued again; resume with the same command", 130)
+    typer.echo(
+        f"tuned {len(plan.arms)} arms x {plan.arms[0].plan.n_trials} trials x {len(plan.users)} tuning users "
+        f"(runs in {tracker.uri}, experiment {plan.experiment_name!r}); wrote {out}"
+    )
+    typer.echo(f"the comparison reads it: harness run {file}")
+
+
 @app.command("meta-train")
 @_interruptible
 def meta_train(
@@ -428,6 +462,13 @@ def config_show(
         "config": experiment.base.model_dump(mode="json", exclude={"seed"}),
         "runs": [r.run_name() for r in experiment.runs()],
     }
+    if experiment.tuned is not None:
+        runs = experiment.runs()
+        document["tuned"] = {
+            r.run_name(): {"algorithm.learning_rate": r.algorithm.learning_rate, "tuned_from": r.tuned_from}
+            for r in runs
+            if r.tuned_from
+        }
     if experiment.sweep is not None:
         document["sweep"] = experiment.sweep
     typer.echo(yaml.safe_dump(document, sort_keys=False).rstrip())

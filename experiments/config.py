@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from experiments import tuned as tuned_values
 from experiments.backbones import backbone_problem
 from experiments.errors import ConfigError
 from paradigms import ALGORITHMS, PARADIGMS
@@ -45,7 +46,7 @@ from paradigms.rl.settings import ContinualSettings
 from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
 from tasks.registry import UnknownName
 from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
-from tasks.users import META_USER_SEED_START
+from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
 
 __all__ = ["ConfigError", "Experiment", "RunConfig", "load_experiment"]
 
@@ -104,6 +105,12 @@ class TaskConfig(_Section):
         ge=1,
         le=MAX_BATCH_SIZE,
         description=f"Queries answered between two learning steps (every paradigm; up to {MAX_BATCH_SIZE}).",
+    )
+    users: Literal["evaluation", "tuning"] = Field(
+        "evaluation",
+        description="Which user population the seeds name: evaluation users (seeds below 9e8) or "
+        "the tuning users harness tune chooses hyperparameters on (seeds from 9e8 up); each refuses "
+        "the other's seeds, so no tuning user is ever evaluated.",
     )
 
     def options(self) -> TaskOptions:
@@ -212,7 +219,12 @@ class RunConfig(_Section):
         ge=0,
         lt=META_USER_SEED_START,
         description="Seeds the user, the stream and every random number generator (seeds from "
-        "1e9 up are the meta-training users', never evaluated).",
+        "9e8 up are tuning users, see task.users; from 1e9 up the meta-training users', never evaluated).",
+    )
+    tuned_from: str = Field(
+        "",
+        description="Where this run's tuned hyperparameters come from: the tuned-values file and its "
+        "tuning budget, set from the experiment's tuned: key ('' = nothing tuned).",
     )
 
     def flat(self) -> dict[str, Any]:
@@ -250,22 +262,51 @@ class Experiment(BaseModel):
     seeds: list[int]
     sweep: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
+    tuned: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
 
     def runs(self) -> list[RunConfig]:
-        """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid."""
+        """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid,
+        which wins over the tuned values (``tuned:``) of the run's arm."""
         points = self.grid or [{}]
-        return [
-            build_run_config(
-                apply_overrides(self.raw, {**point, **self.overrides, "seed": seed}), where=_where(point)
+        return [self._run(point, seed) for point in points for seed in self.seeds]
+
+    def _run(self, point: dict[str, Any], seed: int) -> RunConfig:
+        settings = {**point, **self.overrides, "seed": seed}
+        config = build_run_config(apply_overrides(self.raw, settings), where=_where(point))
+        if self.tuned is None or not config.algorithm.trains:
+            return config
+        path = tuned_values.resolve_path(self.tuned, config.backbone)
+        try:
+            tuned = tuned_values.read(path)
+        except ValueError as error:
+            raise ConfigError(
+                f"tuned: {error}; run harness tune on this file{_for_backbone(config)} first, or pass "
+                f"--set tuned=null to run without tuned values"
+            ) from None
+        problem = tuned_values.mismatch(tuned, config)
+        if problem is not None:
+            raise ConfigError(
+                f"tuned: {path} does not fit this run ({problem}); tune for it with harness tune"
+                f"{_for_backbone(config)}, or pass --set tuned=null"
             )
-            for point in points
-            for seed in self.seeds
-        ]
+        arm = tuned_values.arm_name(config)
+        if arm not in tuned.arms:
+            raise ConfigError(
+                f"tuned: {path} has no values for arm {arm!r} (it has {', '.join(sorted(tuned.arms))}); "
+                f"rerun harness tune with this arm in the grid"
+            )
+        values = {**tuned.arms[arm].values, "tuned_from": tuned.label(path)}
+        return build_run_config(apply_overrides(self.raw, {**values, **settings}), where=_where(point))
 
 
-_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta"}
+def _for_backbone(config: RunConfig) -> str:
+    return "" if config.backbone == "builtin" else f" with --set backbone={config.backbone}"
+
+
+_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned"}
 #: A run's seed comes from the experiment's ``seeds``; ``seed`` alone is short for ``seeds: [seed]``.
 _SEED_KEYS = {"seed", "seeds"}
 #: An experiment file is a few hundred bytes; anything this large is not one.
@@ -463,6 +504,22 @@ def _check_continual(section: Any, paradigm: ParadigmSettings) -> None:
         )
 
 
+def _check_population(config: RunConfig) -> None:
+    """The seed must name a user of the population ``task.users`` says (evaluation or tuning)."""
+    population = user_population(config.seed)
+    if population == config.task.users:
+        return
+    if config.task.users == "evaluation":
+        raise ConfigError(
+            f"seed: {config.seed} is a tuning user's seed (from {TUNING_USER_SEED_START} up; harness tune "
+            f"uses them); evaluate users with seeds below {TUNING_USER_SEED_START}"
+        )
+    raise ConfigError(
+        f"seed: {config.seed} is an evaluation user's seed; with task.users=tuning use seeds from "
+        f"{TUNING_USER_SEED_START} up (tasks.users.tuning_user_seeds)"
+    )
+
+
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
     tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
@@ -498,6 +555,7 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
             config = RunConfig.model_validate({**tree, "paradigm": paradigm, "algorithm": algorithm})
         except ValidationError as error:
             raise ConfigError(_describe(error, RunConfig)) from None
+        _check_population(config)
         check_no_bools_as_numbers(tree, config)
         sequences = config.task.batch_size * getattr(config.algorithm, "group_size", 1)
         if sequences > MAX_SEQUENCES_PER_STEP:
@@ -645,6 +703,15 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError("meta: must be a section read by harness meta-train (see paradigms/meta.py)")
+    tuning = raw.get("tuning")
+    if tuning is not None and not isinstance(tuning, dict):
+        raise ConfigError("tuning: must be a section read by harness tune (see experiments/tuning.py)")
+    tuned = raw.get("tuned")
+    if tuned is not None and (not isinstance(tuned, str) or not tuned.strip()):
+        raise ConfigError(
+            f"tuned: must be the path of a tuned-values file (e.g. experiments/tuned/{{backbone}}.yaml) "
+            f"or null, got {json.dumps(tuned, default=str)}"
+        )
     if len(grid or [{}]) * len(seeds) > MAX_RUNS:
         raise ConfigError(
             f"grid: {len(grid or [{}])} points x {len(seeds)} seeds is more than {MAX_RUNS:,} runs; "
@@ -659,6 +726,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         seeds=seeds,
         sweep=sweep,
         meta=meta,
+        tuning=tuning,
+        tuned=tuned,
         overrides=run_overrides,
         raw=body,
     )

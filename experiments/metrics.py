@@ -5,6 +5,10 @@ from __future__ import annotations
 HIGHER, LOWER = "higher", "lower"
 
 PERSONAL_ACCURACY = "eval/personal_accuracy"
+#: The personal-accuracy curve's mean so far: its normalized trapezoid area from event 0 to this
+#: evaluation (at event 0, the accuracy itself); the final value is the run's sample efficiency,
+#: the criterion harness tune maximizes.
+PERSONAL_ACCURACY_AUC = "eval/personal_accuracy_auc"
 GENERAL_ACCURACY = "eval/general_accuracy"
 FORGETTING = "eval/forgetting"
 FORMAT_COMPLIANCE = "eval/format_compliance"
@@ -57,6 +61,7 @@ META_STEP_NORM = "meta/step_norm"
 #: Direction of every fixed metric name: is a higher value better or worse?
 DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
+    PERSONAL_ACCURACY_AUC: HIGHER,
     GENERAL_ACCURACY: HIGHER,
     FORGETTING: LOWER,
     FORMAT_COMPLIANCE: HIGHER,

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from analysis.stats import area_under_curve
 from experiments import metrics as m
 from experiments.backbones import resolve_backbone
 from experiments.base import RECIPES
@@ -100,6 +102,15 @@ def _check_finite(values: dict[str, float], events: int) -> None:
                 f"{key} became {value} after {events} feedback events; lower the learning rate "
                 f"or the reward weights"
             )
+
+
+def curve_mean(curve: list[tuple[int, float]]) -> float:
+    """The mean of a (feedback events, accuracy) curve so far: its normalized trapezoid area
+    (analysis.stats.area_under_curve), or the one accuracy when there is one point."""
+    if len(curve) == 1:
+        return float(curve[0][1])
+    events, accuracy = zip(*curve, strict=True)
+    return area_under_curve(np.asarray(events, dtype=float), np.asarray(accuracy), normalize=True)
 
 
 @dataclass
@@ -204,6 +215,7 @@ def execute(
         "evaluation_seconds": 0.0,
         "final": {},
         "stream_phase": None,  # the phase the last consumed batch was drawn in
+        "curve": [],
     }
     bar = tqdm(
         total=config.budget.feedback_events,
@@ -228,6 +240,8 @@ def execute(
         results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
+        state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
+        results[m.PERSONAL_ACCURACY_AUC] = curve_mean(state["curve"])
         _check_finite(results, events)
         log(results, events)
         state["final"], state["last_eval"] = results, events

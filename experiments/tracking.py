@@ -393,9 +393,15 @@ class TrackedRun:
         entity = mlflow.data.from_huggingface(
             dataset, name=name, digest=dataset._fingerprint[:16]
         )._to_mlflow_entity()
-        self.client.log_inputs(
-            self.run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
-        )
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException as error:
+            # two workers starting runs on the same user at once both insert the dataset; the loser
+            # of that race finds it the second time and only links it to its run
+            if "UNIQUE constraint failed: datasets" not in str(error):
+                raise
+            self.client.log_inputs(self.run_id, inputs)
 
     def resume(self) -> TrackedRun:
         """Set a closed run back to RUNNING (a resumed sweep's parent) and accept writes again."""

@@ -20,11 +20,31 @@ BUILTIN_KINDS: tuple[str, ...] = tuple(WORLD_ATTRIBUTES)
 #: ``harness meta-train`` learns an adapter start from are drawn at or above it, so no user seen in
 #: meta-training is ever evaluated.
 META_USER_SEED_START = 1_000_000_000
+#: Users ``harness tune`` chooses hyperparameters on have seeds from here up to
+#: ``META_USER_SEED_START`` (the run config's ``task.users: tuning``); an evaluation run
+#: (``task.users: evaluation``, the default) refuses them, so no tuning user is ever evaluated.
+TUNING_USER_SEED_START = 900_000_000
 
 
 def meta_user_seeds(n: int) -> list[int]:
     """The seeds of the first ``n`` meta-training users (disjoint from every evaluable seed)."""
     return [META_USER_SEED_START + i for i in range(n)]
+
+
+def tuning_user_seeds(n: int) -> list[int]:
+    """The seeds of the first ``n`` tuning users (disjoint from evaluation and meta-training users)."""
+    if not 0 < n <= META_USER_SEED_START - TUNING_USER_SEED_START:
+        raise ValueError(
+            f"the number of tuning users must be in 1..{META_USER_SEED_START - TUNING_USER_SEED_START}"
+        )
+    return [TUNING_USER_SEED_START + i for i in range(n)]
+
+
+def user_population(seed: int) -> str:
+    """Which population a user seed belongs to: ``evaluation``, ``tuning`` or ``meta``."""
+    if seed >= META_USER_SEED_START:
+        return "meta"
+    return "tuning" if seed >= TUNING_USER_SEED_START else "evaluation"
 
 
 @dataclass(frozen=True)

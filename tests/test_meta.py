@@ -15,7 +15,7 @@ from experiments.config import ConfigError, load_experiment
 from experiments.run import assemble
 from paradigms.meta import MetaSettings, meta_lr_at, reptile_step
 from tasks.suites import SUITES
-from tasks.users import META_USER_SEED_START, make_user, meta_user_seeds
+from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, make_user, meta_user_seeds
 from tests.conftest import SMOKE, TINY
 
 META = [
@@ -47,8 +47,11 @@ def test_meta_lr_anneals_linearly():
 def test_meta_users_are_never_evaluated_users():
     meta = set(meta_user_seeds(1000))
     assert min(meta) == META_USER_SEED_START and len(meta) == 1000
-    # every seed a run may evaluate is below META_USER_SEED_START: the config refuses the others
-    assert load_experiment(SMOKE, [f"seeds=[{META_USER_SEED_START - 1}]"]).runs()[0].seed < min(meta)
+    # every seed a run may evaluate is below META_USER_SEED_START (below TUNING_USER_SEED_START, in
+    # fact: the seeds between are tuning users'): the config refuses the others
+    assert load_experiment(SMOKE, [f"seeds=[{TUNING_USER_SEED_START - 1}]"]).runs()[0].seed < min(meta)
+    tuning = load_experiment(SMOKE, ["task.users=tuning", f"seeds=[{META_USER_SEED_START - 1}]"])
+    assert tuning.runs()[0].seed < min(meta)
     with pytest.raises(ConfigError, match="seed"):
         load_experiment(SMOKE, [f"seeds=[{META_USER_SEED_START}]"])
     # the users themselves differ, not only their seeds' numbers

@@ -6,7 +6,16 @@ import torch
 
 from paradigms.agent import Episode
 from paradigms.rl import batching
-from paradigms.rl.ppo import policy_loss, shaped_rewards, value_loss
+from paradigms.rl.ppo import (
+    approx_kl,
+    clip_fraction,
+    explained_variance,
+    first_token_advantage,
+    policy_loss,
+    query_offset_share,
+    shaped_rewards,
+    value_loss,
+)
 from paradigms.rl.reinforce import reinforce_loss
 from paradigms.rl.sft import corrected_target
 from tasks.items import Item, Query
@@ -78,3 +87,31 @@ def test_sft_target_follows_the_correction():
         corrected_target(preference, wrong_format, Statement("format", "color", "json"), grammar)
         == " <answer> { answer : red } </answer>"
     )
+
+
+def test_ppo_diagnostics_against_hand_computed_values():
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 1.1, 9.0]]))  # ratios 1.5, 1.1 (the masked 9 is ignored)
+    # (r - 1) - log r: 0.5 - log 1.5 = 0.094535 ; 0.1 - log 1.1 = 0.004690 ; mean 0.049612
+    assert math.isclose(approx_kl(logp, old, mask), 0.049612, rel_tol=1e-4)
+    assert clip_fraction(logp, old, mask, 0.2) == 0.5  # 1.5 is outside [0.8, 1.2], 1.1 is not
+    returns = torch.tensor([[1.0, 3.0, 100.0]])
+    assert explained_variance(returns, returns, mask) == 1.0
+    # errors (0, 1): variance 0.25 ; returns (1, 3): variance 1 -> 1 - 0.25 = 0.75
+    assert math.isclose(explained_variance(torch.tensor([[1.0, 2.0, 0.0]]), returns, mask), 0.75)
+    assert explained_variance(torch.zeros(1, 3), torch.ones(1, 3), mask) is None
+
+
+def test_first_token_advantage_and_query_share():
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    advantages = torch.tensor([[9.0, -1.0, 1.0], [-0.5, 0.5, 9.0], [2.0, 0.0, 0.0], [0.0, 3.0, 3.0]])
+    # first agent tokens: -1.0 (row 0 starts at 1), -0.5, 2.0, 0.0 -> mean 0.125
+    assert math.isclose(first_token_advantage(advantages, mask), 0.125)
+    # per response: 0, 0, 2, 2 ; queries of 2: (0, 0) and (2, 2) -> all variance is between queries
+    assert math.isclose(query_offset_share(advantages, mask, group=2), 1.0, rel_tol=1e-6)
+    assert query_offset_share(advantages, mask, group=1) == 1.0  # each response is its own query
+    # reordered, per response 0, 2, 0, 2: queries (0, 2), (0, 2) with equal means -> none between them
+    swapped = advantages[[0, 2, 1, 3]]
+    assert math.isclose(query_offset_share(swapped, mask[[0, 2, 1, 3]], group=2), 0.0, abs_tol=1e-6)
+    assert query_offset_share(torch.zeros(4, 3), mask, group=2) is None

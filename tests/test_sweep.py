@@ -305,3 +305,17 @@ def test_the_named_sweep_experiments_validate():
     for name in ("reward_weights", "search_penalty", "lora_rank", "memory", "feedback", "algorithms"):
         plan = load_sweep(ROOT / "experiments" / f"{name}.yaml")
         assert plan.n_trials >= 1 and plan.directions
+
+
+def test_every_worker_walks_a_grid_in_the_same_order(tmp_path, monkeypatch):
+    # Optuna's GridSampler gives trial k the k-th point of its own shuffled order: workers whose
+    # orders differ run some points twice and others never
+    from experiments.sweep import _sampler, load_sweep
+
+    space = {"reward.weights.format": {"type": "categorical", "choices": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}}
+    plan = load_sweep(sweep_file(tmp_path, space=space, sampler="grid", n_trials=None))
+    orders = []
+    for pid in (1234, 5678):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        orders.append(_sampler(plan)._all_grids)
+    assert orders[0] == orders[1] and sorted(orders[0]) == [(v,) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)]

@@ -52,11 +52,17 @@ class Learner(ABC):
         """Parameters this learner updates (the paradigm's, plus e.g. a value head)."""
         return list(self.host.parameters())
 
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: one group at ``learning_rate`` unless a learner needs more."""
+        return [{"params": self.trainable()}]
+
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(
-                self.trainable(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay
+                self.parameter_groups(),
+                lr=self.settings.learning_rate,
+                weight_decay=self.settings.weight_decay,
             )
         return self._optimizer
 

@@ -60,6 +60,12 @@ class PPOSettings(RLSettings):
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
     epochs: int = Field(2, ge=1, description="Optimization passes over each batch.")
     whiten_advantages: bool = Field(True, description="Normalize advantages over the batch.")
+    value_learning_rate: float = Field(
+        1e-2,
+        gt=0,
+        description="The value head's own learning rate (the policy's is learning_rate); see "
+        "paradigms/rl/ppo.py for why it is not the policy's.",
+    )
 
 
 class ReinforceSettings(RLSettings):
