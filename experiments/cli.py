@@ -299,6 +299,29 @@ def meta_train(
     typer.echo(f"use it with: harness run FILE --set paradigm.name=adapter --set paradigm.init={target}")
 
 
+@app.command("export-users")
+def export_users(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML file (its suite, budget, seeds, backbone).")],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.")],
+    set_: SetOption = None,
+) -> None:
+    """Write the file's simulated users (its seeds) as a user-log JSONL file for task.suite=jsonl."""
+    from experiments.config import load_experiment
+    from experiments.user_logs import export_simulated_users
+
+    try:
+        experiment = load_experiment(file, set_ or [])
+        lines, held_out = export_simulated_users(experiment, out)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    typer.echo(
+        f"wrote {lines} lines of {len(experiment.seeds)} users (seeds {experiment.seeds}) to {out}; "
+        "run on it "
+        f"with: --set task.suite=jsonl --set task.path={out} --set task.holdout={held_out} "
+        f"--set seeds={list(range(len(experiment.seeds)))}"
+    )
+
+
 @config_app.command("show")
 def config_show(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None

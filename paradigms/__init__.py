@@ -3,7 +3,7 @@
 Importing the package registers every builtin paradigm and algorithm.
 """
 
-from paradigms import adapter, frozen, full_finetune, oracle  # noqa: F401  (registration)  # noqa: F401  (registration)
+from paradigms import adapter, frozen, full_finetune, hybrid, oracle  # noqa: F401  (registration)
 from paradigms.algorithms import ALGORITHMS
 from paradigms.base import PARADIGMS
 from paradigms.memory import paradigm as _memory  # noqa: F401  (registration)
