@@ -322,6 +322,28 @@ def export_users(
     )
 
 
+@app.command("convert-lamp")
+def convert_lamp(
+    questions: Annotated[Path, typer.Option("--questions", help="LaMP's <split>_questions.json.")],
+    outputs: Annotated[Path, typer.Option("--outputs", help="LaMP's <split>_outputs.json (the golds).")],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL user-log file to write.")],
+) -> None:
+    """Convert a LaMP classification split (LaMP_2 movie tags, LaMP_3 ratings) to a user-log JSONL file."""
+    from tasks.converters.lamp import LampFormatError, lamp_to_log
+    from tasks.user_logs import LogError, write_log
+
+    try:
+        lines = lamp_to_log(questions, outputs)
+        write_log(lines, out)
+    except (LampFormatError, LogError) as error:
+        _fail(str(error), 2)
+    users = len({line["user"] for line in lines})
+    typer.echo(
+        f"wrote {len(lines)} lines of {users} users to {out}; run on it with a chat backbone: --set "
+        f"task.suite=jsonl --set task.path={out} --set task.holdout=1 --set backbone=smollm2"
+    )
+
+
 @config_app.command("show")
 def config_show(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None
