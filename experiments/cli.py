@@ -318,7 +318,7 @@ def export_users(
         f"wrote {lines} lines of {len(experiment.seeds)} users (seeds {experiment.seeds}) to {out}; "
         "run on it "
         f"with: --set task.suite=jsonl --set task.path={out} --set task.holdout={held_out} "
-        f"--set seeds={list(range(len(experiment.seeds)))}"
+        f"--set seeds=[{','.join(str(k) for k in range(len(experiment.seeds)))}]"
     )
 
 
