@@ -57,7 +57,7 @@ class Assumptions:
             "Answer FLOPs = 2 x (base + unmerged per-user adapter) parameters x measured tokens per query; "
             "full_ft serves each user's own model.",
             "Storage = users x per-user state + one shared base (none for full_ft). "
-            f"A {self.node_bytes / 1e9:g} GB node keeps the base and as many users' states as fit;",
+            f"A node with {self.node_bytes / 1e9:g} GB keeps the base and as many users' states as fit;",
             "a query of a non-resident user loads its state. Memory's query embedding, index search and "
             "reflection passes are not counted.",
         )

@@ -31,7 +31,8 @@ def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions)
     """The three panels of ``picture`` (:func:`analysis.serving.serving_costs`) against users."""
     groups = picture[GROUP_COLUMNS].drop_duplicates().itertuples(index=False)
     palette = paradigm_palette(picture["paradigm"])
-    with new_figure(1, 3, width=4.0, height=3.4) as (figure, axes):
+    with new_figure(1, 3, width=4.0, height=4.4) as (figure, axes):
+        figure.get_layout_engine().set(rect=(0, 0.2, 1, 0.8))  # the bottom fifth holds the assumptions
         for index, (paradigm, algorithm, variant) in enumerate(groups):
             rows = picture[
                 (picture["paradigm"] == paradigm)
@@ -53,8 +54,10 @@ def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions)
             axis.set_yscale("log")
             axis.set_xlabel("users")
             axis.set_title(title)
-        axes[0][0].legend(fontsize=6, loc="upper left")
-        figure.text(0.01, -0.01, "\n".join(assumptions.lines()), fontsize=6, va="top", ha="left", wrap=True)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside right upper", fontsize=6)
+        text = "Assumptions:\n" + "\n".join(assumptions.lines())
+        figure.text(0.01, 0.17, text, fontsize=7, va="top", ha="left")
         paths = save_figure(figure, out_dir, FIGURE)
     return FigureResult(
         FIGURE,
