@@ -9,8 +9,9 @@ For a backbone that speaks the chat protocol (its world is the real world, ``tas
    untouched model answers right (value and format), re-asked until the kept set is stable (batches
    change a little with their composition), so a run's general accuracy starts at 1.0 and
    forgetting is measured on knowledge the model had.
-3. **Competence figures**: the same figures the builtin base reports (``base_competence``), so a
-   researcher sees which tasks are in reach before spending hours on a comparison.
+3. **Competence figures** (``harness base info``): the same figures the builtin base reports
+   (``base_competence``), so a researcher sees which tasks are in reach before spending hours on a
+   comparison. Runs need only 1 and 2, so these are measured when first asked for.
 
 The card is cached as JSON under ``<harness cache>/competence/`` keyed by the model's files and the
 code and data that define the probes, so a change to either re-measures it.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -39,18 +41,26 @@ MAX_KEEP_ROUNDS = 4
 GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
 
 
+def _code_digest() -> str:
+    """The code and data the card's measurement depends on, hashed once per process (so an edit made
+    while a run is going does not change the key in mid-run)."""
+    digest = hashlib.sha256(REAL_WORLD_FILE.read_bytes())
+    for module in (chat_protocol, probes, worlds_module, sys.modules[__name__]):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()
+
+
+_CODE_DIGEST = _code_digest()
+
+
 def card_digest(source: str | Path, dtype: str) -> str:
     """A key over the model's files (or hub id), the dtype, and the code and data behind the probes."""
-    digest = hashlib.sha256(f"{source}|{dtype}".encode())
+    digest = hashlib.sha256(f"{source}|{dtype}|{_CODE_DIGEST}".encode())
     path = Path(source)
     if path.is_dir():
         for file in sorted(path.iterdir()):
             if file.is_file():
                 digest.update(f"{file.name}:{file.stat().st_size}".encode())
-    for module in (chat_protocol, probes, worlds_module):
-        digest.update(inspect.getsource(module).encode())
-    digest.update(REAL_WORLD_FILE.read_bytes())
-    digest.update(inspect.getsource(measure_card).encode())
     return digest.hexdigest()[:12]
 
 
@@ -64,19 +74,31 @@ def read_card(source: str | Path, dtype: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ensure_card(backbone: Backbone, source: str | Path, dtype: str, progress: bool = True) -> dict:
-    """The backbone's cached card, measuring it first when there is none (minutes, once)."""
+def ensure_card(
+    backbone: Backbone, source: str | Path, dtype: str, progress: bool = True, competence: bool = False
+) -> dict:
+    """The backbone's cached card, measuring what is missing first (minutes, once): its known facts and
+    general probe always, its competence figures when ``competence``."""
     path = card_path(source, dtype)
-    if path.is_file():
-        return json.loads(path.read_text())
+
+    def complete(card: dict | None) -> bool:
+        return card is not None and (not competence or "competence" in card)
+
+    card = json.loads(path.read_text()) if path.is_file() else None
+    if complete(card):
+        return card
     with file_lock(path):
-        if path.is_file():
-            return json.loads(path.read_text())
+        card = json.loads(path.read_text()) if path.is_file() else None
+        if complete(card):
+            return card  # measured by another process while we waited
         if progress:
-            print(
-                f"measuring what {backbone.name} knows and can do (once; cached in {path.parent})", flush=True
-            )
-        card = measure_card(backbone)
+            what = "knows and can do" if competence else "knows"
+            print(f"measuring what {backbone.name} {what} (once; cached in {path.parent})", flush=True)
+        started = time.perf_counter()
+        card = card or measure_world(backbone)
+        if competence and "competence" not in card:
+            card["competence"] = measure_competence(backbone, card)
+        card["measure_seconds"] = card.get("measure_seconds", 0.0) + time.perf_counter() - started
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_suffix(".tmp")
         scratch.write_text(json.dumps(card, indent=2))
@@ -89,9 +111,8 @@ def card_world(card: dict) -> WorldView:
     return real_world(frozenset(tuple(fact) for fact in card["known_facts"]))
 
 
-def measure_card(backbone: Backbone) -> dict:
-    """Known facts, the kept general probe and the competence figures of an untouched chat backbone."""
-    started = time.perf_counter()
+def measure_world(backbone: Backbone) -> dict:
+    """The facts an untouched chat backbone knows and the general-probe questions it answers right."""
     model, tokenizer, protocol = backbone.model, backbone.tokenizer, backbone.protocol
     everything = real_world()
     asked = probes.known_facts_probe(everything)
@@ -117,25 +138,27 @@ def measure_card(backbone: Backbone) -> dict:
         if still == kept:
             break
         kept = still
-    figures = base_competence(
-        model,
-        tokenizer,
-        protocol,
-        world,
-        general=probes.general_probe(world=world, keep=kept),
-        n=COMPETENCE_ITEMS,
-    )
-    figures["known_fact_share"] = len(known) / len(asked)
-    figures["general_probe_kept"] = float(len(kept))
-    figures["general_probe_asked"] = float(len(general))
     return {
         "backbone": backbone.name,
         "protocol": protocol.name,
-        "competence": figures,
         "known_facts": known,
+        "known_fact_share": len(known) / len(asked),
         "general_probe": kept,
-        "measure_seconds": time.perf_counter() - started,
+        "general_probe_asked": len(general),
     }
+
+
+def measure_competence(backbone: Backbone, card: dict) -> dict:
+    """The builtin base's competence figures, for a chat backbone on its known world and kept probe."""
+    world = card_world(card)
+    return base_competence(
+        backbone.model,
+        backbone.tokenizer,
+        backbone.protocol,
+        world,
+        general=probes.general_probe(world=world, keep=card["general_probe"]),
+        n=COMPETENCE_ITEMS,
+    )
 
 
 def describe_backbone(spec: str, device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
@@ -150,7 +173,7 @@ def describe_backbone(spec: str, device: str = "auto", dtype: str = "float32", p
         raise ValueError(
             f"{spec} speaks the builtin grammar; `harness base info` describes builtin bases by name"
         )
-    card = ensure_card(backbone, source, dtype, progress=progress)
+    card = ensure_card(backbone, source, dtype, progress=progress, competence=True)
     world = card_world(card)
     return {
         "spec": spec,
@@ -159,12 +182,10 @@ def describe_backbone(spec: str, device: str = "auto", dtype: str = "float32", p
         "parameters": backbone.parameter_count(),
         "competence": card["competence"],
         "known_facts": {
-            kind: sum(1 for _, k in card["known_facts"] if k == kind) for kind in world.kind_names
+            "share": round(card["known_fact_share"], 3),
+            **{kind: sum(1 for _, k in card["known_facts"] if k == kind) for kind in world.kind_names},
         },
-        "general_probe": {
-            "kept": len(card["general_probe"]),
-            "asked": int(card["competence"]["general_probe_asked"]),
-        },
+        "general_probe": {"kept": len(card["general_probe"]), "asked": card["general_probe_asked"]},
         "card": str(card_path(source, dtype)),
-        "measure_seconds": card["measure_seconds"],
+        "measure_seconds": round(card["measure_seconds"], 1),
     }

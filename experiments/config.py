@@ -166,6 +166,13 @@ class RunConfig(_Section):
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto, cpu, mps, cuda or cuda:N."
     )
+    threads: int = Field(
+        0,
+        ge=0,
+        description="Torch threads of a run's process (0: torch's default, one per core). On a busy or "
+        "shared CPU one thread per process can be several times faster than two (they spin against "
+        "each other).",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights' dtype (auto: bfloat16 on a CUDA GPU that supports it, else float32)."
     )

@@ -25,6 +25,10 @@ STORAGE_BYTES = "cost/storage_bytes"
 PEAK_RSS_BYTES = "cost/peak_rss_bytes"
 GENERATED_TOKENS = "cost/generated_tokens"
 PROMPT_TOKENS = "cost/prompt_tokens"
+#: Wall seconds inside the shared rollout so far (answering, learning's samples, evaluations).
+GENERATION_SECONDS = "cost/generation_seconds"
+#: Wall seconds spent evaluating so far (the evaluations' own rollouts included).
+EVALUATION_SECONDS = "cost/evaluation_seconds"
 
 # the continual-learning terms of each update (paradigms/rl/continual.py), before their weights
 TRAIN_LOSS_REPLAY = "train/loss/replay"
@@ -65,6 +69,8 @@ DIRECTIONS: dict[str, str] = {
     PEAK_RSS_BYTES: LOWER,
     GENERATED_TOKENS: LOWER,
     PROMPT_TOKENS: LOWER,
+    GENERATION_SECONDS: LOWER,
+    EVALUATION_SECONDS: LOWER,
     TRAIN_LOSS_REPLAY: LOWER,
     TRAIN_LOSS_REGULARIZER: LOWER,
     TRAIN_LOSS_DISTILL: LOWER,

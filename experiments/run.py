@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,6 +100,10 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
 
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
     """
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     seeds = seed_everything(config.seed)
     source = _backbone_source(config, tracker, progress)
     backbone = load_backbone(source, config.device, config.dtype, config.protocol)
@@ -159,7 +164,14 @@ def execute(
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
-    state = {"next_eval": 0, "last_eval": -1, "generated": 0, "prompt": 0, "final": {}}
+    state = {
+        "next_eval": 0,
+        "last_eval": -1,
+        "generated": 0,
+        "prompt": 0,
+        "evaluation_seconds": 0.0,
+        "final": {},
+    }
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -173,10 +185,14 @@ def execute(
             run.log_metrics(values, step)
 
     def evaluate(events: int) -> None:
+        started = time.perf_counter()
         with isolated_rng():  # the evaluation schedule must not change what training draws
             results = evaluator.evaluate(paradigm)
+        state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
+        results[m.GENERATION_SECONDS] = session.generation_seconds
+        results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
         _check_finite(results, events)
         log(results, events)
         state["final"], state["last_eval"] = results, events

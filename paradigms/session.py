@@ -9,6 +9,7 @@ log. Nothing here knows about MLflow or the runner.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -104,6 +105,8 @@ class Session:
         self.on_feedback = on_feedback
         self.events = 0
         self.position = 0
+        #: Wall seconds spent inside the rollout (generation and tool calls), training and evaluation alike.
+        self.generation_seconds = 0.0
 
     # -- time -------------------------------------------------------------------------------
     @property
@@ -161,6 +164,7 @@ class Session:
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         repeated_decisions = [d for d in decisions for _ in range(group_size)] if decisions else None
         tool = self.tool() if search else None
+        started = time.perf_counter()
         try:
             episodes = rollout(
                 model,
@@ -179,6 +183,8 @@ class Session:
                 f"the policy's next-token probabilities became NaN or infinite after {self.events} feedback "
                 f"events; lower algorithm.learning_rate"
             ) from error
+        finally:
+            self.generation_seconds += time.perf_counter() - started
         return self.score(repeated, episodes)
 
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:

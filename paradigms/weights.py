@@ -49,13 +49,6 @@ class WeightLearning(Paradigm):
 
     def use_continual(self, settings: ContinualSettings) -> None:
         """Add the ``continual:`` mechanisms to every update of this paradigm's learner."""
-        general = (settings.replay > 0 and settings.replay_source == "general") or settings.distill > 0
-        if self.protocol.name != "grammar" and (general or settings.regularizer == "ewc"):
-            raise ValueError(
-                "continual: general replay, distillation and EWC draw the builtin base's own corpus, which "
-                f"a {self.protocol.name} backbone does not speak; use continual.replay_source=user or "
-                "continual.regularizer=kl|l2sp with this backbone"
-            )
         if settings.regularizer == "kl" or settings.distill > 0:
             self.backbone.reference()  # the copy of the base, made before any update
         self.learner.continual = Continual(settings, self)

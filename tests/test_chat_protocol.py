@@ -200,3 +200,20 @@ def test_search_matches_content_words_of_free_text():
     assert tool("my dog's name") == ["The user's dog is called Rex."]
     assert tool("where do I live") == ["The user lives in Lima."]
     assert tool("what is the weather") == []
+
+
+def test_general_replay_for_a_chat_backbone_never_asks_an_evaluated_fact(tokenizer):
+    from paradigms.rl.continual import ChatGeneralData
+    from tasks.worlds import real_world
+
+    world = real_world()
+    evaluated = {(e, k) for k, entities in world.held_out.items() for e in entities} | set(world.probe)
+    episodes = ChatGeneralData(tokenizer, 0, CHAT, world).draw(60)
+    asked = set()
+    for episode in episodes:
+        for entity, kind in world.facts:
+            if world.kind(kind).ask(entity) in episode.prompt:
+                asked.add((entity, kind))
+        assert episode.completion_ids and all(episode.env_mask)
+        assert tokenizer.decode(episode.completion_ids).endswith("<|im_end|>")
+    assert len(asked) >= 20 and not asked & evaluated

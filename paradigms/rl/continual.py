@@ -10,7 +10,8 @@ each update's loss becomes
   sequences, so r is both the share of the update's sequences and the share of its loss. The
   sequences come from the general world (``replay_source: general``: world questions of the
   base's own training corpus, ``tasks.corpus``, whose instruction is never the one the general
-  probe holds out, so no probe prompt is ever trained on) or from this user's earlier exactly
+  probe holds out, so no probe prompt is ever trained on; for a chat backbone, its world's stream
+  facts answered right, ``ChatGeneralData``) or from this user's earlier exactly
   right responses (``replay_source: user``: self-imitation, tool output masked as always).
 - ``R`` (``regularizer``): ``kl`` = KL(policy || base) over the whole vocabulary at the update's
   own agent tokens; ``l2sp`` = 1/2 sum (theta - theta_0)^2 over the trainable parameters, theta_0
@@ -155,6 +156,35 @@ class GeneralData:
         return [example_episode(self.generator.example(), self.tokenizer) for _ in range(n)]
 
 
+class ChatGeneralData:
+    """General-world sequences for a chat backbone: a stream fact of its world (never a held-out or
+    general-probe fact, so no evaluation question is trained on), asked with a random format request
+    or none, answered right in that format (any format when none was asked) in the protocol's words."""
+
+    def __init__(self, tokenizer, seed: int, protocol, world):
+        self.tokenizer, self.protocol, self.world = tokenizer, protocol, world
+        self.rng = random.Random(seed + GENERAL_SEED_OFFSET)
+
+    def draw(self, n: int) -> list[Episode]:
+        from tasks.probes import world_item
+        from tasks.protocols import FORMATS
+
+        episodes = []
+        for _ in range(n):
+            entity, kind = self.rng.choice(self.world.stream)
+            request = self.rng.choice((None, *FORMATS))
+            item = world_item(self.world, entity, kind, False, request, request, "general")
+            prompt = self.protocol.render_prompt(item.query, [], self.tokenizer)
+            answer = self.protocol.answer_text(
+                item.gold, request or self.rng.choice(FORMATS), item.query, self.tokenizer
+            )
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            episodes.append(
+                Episode(prompt, self.protocol.encode_prompt(prompt, self.tokenizer), ids, [1] * len(ids))
+            )
+        return episodes
+
+
 class UserReplay:
     """This user's earlier exactly right responses (right value, wanted format), sampled uniformly."""
 
@@ -200,7 +230,12 @@ class Continual:
             return
         self.started = True
         s = self.settings
-        self.general = GeneralData(self.host.tokenizer, seed)
+        protocol = self.host.protocol
+        if protocol.name == "grammar":
+            self.general = GeneralData(self.host.tokenizer, seed)
+        else:
+            world = self.host.session.options.world
+            self.general = ChatGeneralData(self.host.tokenizer, seed, protocol, world)
         self.user = UserReplay(seed)
         parameters = self.host.parameters()
         if s.regularizer in ("l2sp", "ewc"):

@@ -152,7 +152,8 @@ class GRPO(Learner):
             config = GRPOConfig(
                 output_dir=scratch,
                 use_cpu=on_cpu,
-                bf16=False,
+                # mixed precision only where the weights already are bfloat16 (dtype auto on a GPU)
+                bf16=not on_cpu and next(self.host.policy.parameters()).dtype == torch.bfloat16,
                 learning_rate=s.learning_rate,
                 weight_decay=s.weight_decay,
                 max_grad_norm=s.max_grad_norm,

@@ -1,0 +1,113 @@
+"""SmolLM2-135M-Instruct, the offline real chat model, as a backbone (slow: minutes on a CPU).
+
+What a real model must show for the comparison to mean something: it reads the user's fact from a
+note (the oracle far above the floor); memory learns the user's facts without touching a weight;
+an adapter trained with GRPO learns the user's format habits; and a search call's result reaches
+the model as a masked tool turn.
+"""
+
+import mlflow
+import pytest
+
+from experiments.config import load_experiment
+from experiments.run import assemble, run_experiment
+from experiments.tracking import Tracker
+from paradigms.agent import SEARCH, GenerationSettings, rollout
+from paradigms.backbone import weights_digest
+from tasks.items import Query
+from tasks.protocols import Statement
+from tasks.search import SearchTool
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SMOLLM2 = ROOT / "experiments" / "smollm2_checks.yaml"
+
+
+def _final(tracking_uri: str, experiment: str) -> dict[str, dict]:
+    """Each finished child run's last value of every metric, by run name."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert all(r.info.status == "FINISHED" for r in children), [r.data.tags.get("error") for r in children]
+    return {r.info.run_name: r.data.metrics for r in children}
+
+
+def _history(tracking_uri: str, run_id: str, metric: str) -> list[tuple[int, float]]:
+    client = mlflow.MlflowClient(tracking_uri)
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, metric))
+
+
+def test_the_oracle_reads_what_the_frozen_model_cannot_know(tracking_uri):
+    experiment = load_experiment(
+        SMOLLM2,
+        ["name=smollm2-controls", "task.suite=user_facts", "budget.feedback_events=4", "evaluation.every=4"],
+    )
+    experiment = experiment.model_copy(
+        update={
+            "grid": [{"paradigm.name": "frozen"}, {"paradigm.name": "oracle", "paradigm.notes": "relevant"}]
+        }
+    )
+    run_experiment(experiment, Tracker(tracking_uri), progress=False)
+    final = _final(tracking_uri, "smollm2-controls")
+    frozen, oracle = final["frozen-user_facts-s0"], final["oracle-user_facts-s0"]
+    assert oracle["eval/personal_accuracy"] - frozen["eval/personal_accuracy"] >= 0.5, (oracle, frozen)
+    assert frozen["eval/general_accuracy"] == 1.0  # the kept general probe: what the untouched model knows
+
+
+def test_memory_learns_the_users_facts_with_its_weights_untouched():
+    experiment = load_experiment(
+        SMOLLM2,
+        [
+            "task.suite=user_facts",
+            "paradigm.name=memory",
+            "paradigm.top_k=1",
+            "budget.feedback_events=200",
+        ],
+    )
+    [config] = experiment.runs()
+    parts = assemble(config, progress=False)
+    before = weights_digest(parts.paradigm.model)
+    untrained = parts.evaluator.evaluate(parts.paradigm)
+    parts.paradigm.train(parts.session)
+    learned = parts.evaluator.evaluate(parts.paradigm)
+    assert parts.session.events == 200
+    assert learned["eval/personal_accuracy"] >= 0.8, (untrained, learned)
+    assert weights_digest(parts.paradigm.model) == before
+
+
+def test_adapter_grpo_learns_the_users_format_habits(tracking_uri):
+    experiment = load_experiment(
+        SMOLLM2,
+        ["name=smollm2-grpo", "task.suite=preferences", "paradigm.name=adapter", "algorithm.name=grpo"],
+    )
+    run_experiment(experiment, Tracker(tracking_uri), progress=False)
+    client = mlflow.MlflowClient(tracking_uri)
+    [run] = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("smollm2-grpo").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    curve = _history(tracking_uri, run.info.run_id, "eval/format_compliance")
+    assert curve[-1][1] - curve[0][1] >= 0.2, curve
+
+
+def test_a_search_result_reaches_the_model_as_a_masked_tool_turn():
+    experiment = load_experiment(SMOLLM2, ["task.suite=user_facts"])
+    [config] = experiment.runs()[:1]
+    parts = assemble(config, progress=False)
+    model, tokenizer, protocol = parts.paradigm.model, parts.paradigm.tokenizer, parts.paradigm.protocol
+    tool = SearchTool.over([Statement("my", "dog", "rex"), Statement("my", "city", "lima")], protocol, 1)
+    [episode] = rollout(
+        model,
+        tokenizer,
+        [Query("ask my dog ?", True)],
+        [tool],
+        GenerationSettings(temperature=0.0, max_new_tokens=48),
+        decisions=[SEARCH],  # the search is forced; the model writes the call itself
+        protocol=protocol,
+    )
+    assert episode.search_calls == 1
+    reply = protocol.tool_reply(episode.tool_results[0], tokenizer)
+    masked = [t for t, keep in zip(episode.completion_ids, episode.env_mask, strict=True) if not keep]
+    assert masked == tokenizer(reply, add_special_tokens=False)["input_ids"]
+    assert reply.startswith("<|im_end|>\n<|im_start|>tool\n")
