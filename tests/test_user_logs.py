@@ -316,3 +316,18 @@ def test_a_lamp_log_on_the_builtin_base_is_refused_before_anything_runs(tmp_path
         SMOKE, ["task.suite=jsonl", f"task.path={out}", "task.holdout=1", "backbone=smollm2"]
     ).runs()[0]
     assert config.task.holdout == 1
+
+
+def test_the_example_file_is_what_export_users_writes_and_the_named_files_validate(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "example.jsonl"
+    result = CliRunner().invoke(
+        app, ["export-users", str(root / "experiments" / "export_users.yaml"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == (root / "docs" / "user-logs-example.jsonl").read_text()
+    assert "task.holdout=93" in result.output
+    monkeypatch.chdir(root)  # user_logs.yaml names its file relative to the project root
+    for name in ("user_logs", "hybrid", "export_users", "comparison"):
+        shown = CliRunner().invoke(app, ["config", "show", str(root / "experiments" / f"{name}.yaml")])
+        assert shown.exit_code == 0, (name, shown.output)
