@@ -43,6 +43,11 @@ def meta_settings(experiment: Experiment) -> MetaSettings:
         )
     if experiment.base.paradigm.init is not None:
         raise ConfigError("paradigm.init: meta-training starts from LoRA's default start; leave it unset")
+    if SUITES[experiment.base.task.suite].reads_file:
+        raise ConfigError(
+            "task.suite: meta-training draws its own simulated users, which a user-log file does not have; "
+            "meta-train on a simulated suite and run the jsonl suite with paradigm.init"
+        )
     try:
         return MetaSettings.model_validate(experiment.meta or {})
     except ValidationError as error:

@@ -331,3 +331,14 @@ def test_the_example_file_is_what_export_users_writes_and_the_named_files_valida
     for name in ("user_logs", "hybrid", "export_users", "comparison"):
         shown = CliRunner().invoke(app, ["config", "show", str(root / "experiments" / f"{name}.yaml")])
         assert shown.exit_code == 0, (name, shown.output)
+
+
+def test_meta_training_refuses_a_user_log(tmp_path):
+    from experiments.meta_train import meta_settings
+
+    path = write(tmp_path, [line(time=t) for t in range(5)])
+    experiment = load_experiment(
+        SMOKE, ["paradigm.name=adapter", "task.suite=jsonl", f"task.path={path}", "task.holdout=1"]
+    )
+    with pytest.raises(ConfigError, match=r"task\.suite: meta-training draws its own simulated users"):
+        meta_settings(experiment)
