@@ -57,4 +57,4 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch $(VENV)/.smollm2
 	touch $(VENV)/.installed $@
 
 clean:
-	rm -rf $(VENV) mlflow.db mlartifacts reports
+	rm -rf $(VENV) mlflow.db mlflow.db-artifacts .mlflow.db.lock mlartifacts mlruns reports

@@ -1,23 +1,30 @@
 """The ``harness`` command line.
 
-Exit status: 0 done; 2 bad input (config, file, argument), one line on stderr naming the field
-and the fix; 1 a run failed (its MLflow run is marked FAILED with the reason).
+Exit status: 0 done; 2 bad input (config, file, argument, store), one line on stderr naming the
+field and the fix, nothing written; 1 a run failed (its MLflow run is marked FAILED with the
+reason); 130 interrupted (Ctrl-C or SIGTERM), saying which runs were marked KILLED.
+
+Every input is checked before anything runs or is written: the experiment file (and the backbone
+it names) by ``experiments.config``, the tracking store by ``experiments.tracking.Tracker``, the
+command's own arguments here. This module imports only typer at load time, and the config check
+needs no torch, transformers or FAISS, so ``harness --help`` and every exit-2 answer come in about
+a second; the model stack is imported once a run is about to start.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import socket
 import sys
-import warnings
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-import yaml
 
-from experiments.config import ConfigError
-from experiments.signals import sigterm_as_interrupt
+from experiments.errors import ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -40,6 +47,7 @@ UriOption = Annotated[
         "--tracking-uri", help="MLflow store (default: sqlite:///mlflow.db or $HARNESS_TRACKING_URI)."
     ),
 ]
+BUILTIN_BASES = "builtin, builtin:tiny (seconds, for tests) or builtin:oversearch"
 
 
 def _fail(message: str, status: int) -> None:
@@ -47,13 +55,35 @@ def _fail(message: str, status: int) -> None:
     raise typer.Exit(status)
 
 
+def _interruptible(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C before a command has written anything: one line and status 130, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            _fail("interrupted before anything was written", 130)
+
+    return wrapper
+
+
+def _interrupted(tracker: Any) -> None:
+    """Exit 130 saying what the interrupted command closed in MLflow (nothing, if it had not started)."""
+    killed = [run.name for run in getattr(tracker, "started", []) if run.status == "KILLED"]
+    if killed:
+        _fail(f"interrupted: marked KILLED in MLflow: {', '.join(killed)}", 130)
+    _fail("interrupted before any run was logged; nothing was written to MLflow", 130)
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter (deprecation notices, MLflow hints) out of the researcher's terminal."""
+    import logging
+    import warnings
+
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import logging
-
     for name in (
         "mlflow",
         "alembic",
@@ -71,7 +101,21 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load
 
 
+def _tracker(uri: str | None):
+    """The checked store (ConfigError when it cannot be used); imports MLflow, not the model stack."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a new store's migration chatter
+    # MLflow logs a store's database errors (with the SQL) before raising them; the raised error is
+    # what the researcher gets, as one line (Tracker) or as the run's reason
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    from experiments.tracking import Tracker
+
+    return Tracker(uri)
+
+
 @app.command()
+@_interruptible
 def run(
     file: Annotated[Path | None, typer.Argument(help="Experiment YAML file.")] = None,
     set_: SetOption = None,
@@ -82,33 +126,34 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
     """Run an experiment file: its base config × grid × seeds, one MLflow child run each."""
-    from experiments.run import RunFailed, run_experiment
-
     try:
         if from_run is not None:
             if file is not None:
                 raise ConfigError("pass either FILE or --from-run RUN_ID, not both")
-            experiment, tracker = _experiment_from_run(from_run, set_ or [], tracking_uri)
+            tracker = _tracker(tracking_uri)
+            experiment = _experiment_from_run(from_run, set_ or [], tracker)
         else:
             if file is None:
                 raise ConfigError(
                     "missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml"
                 )
             from experiments.config import load_experiment
-            from experiments.tracking import Tracker
 
             experiment = load_experiment(file, set_ or [])
-            tracker = Tracker(tracking_uri)
+            tracker = _tracker(tracking_uri)
     except ConfigError as error:
         _fail(str(error), 2)
     _quiet_libraries()
+    from experiments.run import RunFailed, run_experiment
+    from experiments.signals import sigterm_as_interrupt
+
     try:
         with sigterm_as_interrupt():
             results = run_experiment(experiment, tracker, progress=not quiet)
     except RunFailed as error:
         _fail(str(error), 1)
     except KeyboardInterrupt:
-        _fail("interrupted: the running run and its parent are marked KILLED in MLflow", 130)
+        _interrupted(tracker)
     for result in results:
         final = result.final
         typer.echo(
@@ -120,35 +165,71 @@ def run(
         f"{len(results)} runs logged to {tracker.uri} (experiment {experiment.name!r}); "
         f"view them with: harness ui"
     )
+    _say_backbone_notes({config.backbone for config in experiment.runs()})
 
 
-def _experiment_from_run(run_id: str, overrides: list[str], uri: str | None):
+def _say_backbone_notes(backbones: set[str]) -> None:
+    from experiments.backbones import backbone_note
+
+    for spec in sorted(backbones):
+        note = backbone_note(spec)
+        if note:
+            typer.echo(f"note: {note}")
+
+
+def _experiment_from_run(run_id: str, overrides: list[str], tracker):
+    """The experiment that re-runs the logged config of ``run_id`` (its ``config.yaml`` artifact)."""
     import mlflow
+    import yaml
     from mlflow.exceptions import MlflowException
 
     from experiments.config import Experiment, apply_overrides, build_run_config, parse_override
-    from experiments.tracking import Tracker
 
-    tracker = Tracker(uri)
     try:
         logged = tracker.client.get_run(run_id)
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="config.yaml", tracking_uri=tracker.uri
-        )
-    except (MlflowException, OSError) as error:
+        with tempfile.TemporaryDirectory(prefix="harness-from-run-") as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="config.yaml", tracking_uri=tracker.uri, dst_path=scratch
+            )
+            raw = yaml.safe_load(Path(local).read_text())
+    except (MlflowException, OSError, yaml.YAMLError) as error:
         raise ConfigError(
             f"--from-run {run_id}: no run with a config.yaml artifact in {tracker.uri} "
-            f"({str(error).splitlines()[0]})"
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
         ) from None
-    raw = yaml.safe_load(Path(local).read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--from-run {run_id}: its config.yaml is not a config mapping")
     raw = apply_overrides(raw, dict(parse_override(o) for o in overrides))
     config = build_run_config(raw)
     name = tracker.client.get_experiment(logged.info.experiment_id).name
-    experiment = Experiment(name=name, base=config, grid=[], seeds=[config.seed], raw=raw)
-    return experiment, tracker
+    return Experiment(name=name, base=config, grid=[], seeds=[config.seed], raw=raw)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written under ``folder`` (created if missing); None when they can.
+
+    Leaves nothing behind: folders it had to create for the check are removed again.
+    """
+    created = []
+    try:
+        for parent in [*reversed(folder.parents), folder]:
+            if not parent.exists():
+                parent.mkdir()
+                created.append(parent)
+            elif not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return None
+    except OSError as error:
+        return f"cannot write there ({error.strerror or error})"
+    finally:
+        for path in reversed(created):
+            path.rmdir()
 
 
 @app.command()
+@_interruptible
 def report(
     experiment: Annotated[
         list[str] | None, typer.Option("--experiment", help="MLflow experiment name (repeatable).")
@@ -168,28 +249,47 @@ def report(
     ] = True,
 ) -> None:
     """Tables and figures (Markdown, HTML, LaTeX, CSV) from an experiment's finished runs."""
+    from experiments.config import SAFE_NAME
+
     names = experiment or []
     if not names and parquet is None:
         _fail("--experiment: name the MLflow experiment to report on, e.g. --experiment comparison", 2)
     if parquet is not None and not parquet.is_file():
         _fail(f"--from-parquet: no such file {parquet}; pass a runs.parquet written by an earlier report", 2)
-    _quiet_libraries()
-    from analysis.report import build_report, log_report
+    if out is None:
+        default = names[0] if names else parquet.stem
+        if not SAFE_NAME.fullmatch(default):
+            _fail(f"--out: {default!r} is not a safe folder name for reports/NAME; pass --out DIR", 2)
+        out = Path("reports") / default
+    problem = _folder_problem(out)
+    if problem is not None:
+        _fail(f"--out {out}: {problem}; choose a folder you can write (it is created if missing)", 2)
+    from experiments.tracking import check_tracking_uri, sqlite_path
     from experiments.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
-    target = out or Path("reports") / (names[0] if names else parquet.stem)
+    if parquet is None:
+        try:
+            check_tracking_uri(uri)
+        except ConfigError as error:
+            _fail(str(error), 2)
+        store = sqlite_path(uri)
+        if store is not None and not store.is_file():
+            _fail(f"no MLflow store at {store}: run an experiment first, or pass --tracking-uri", 2)
+    _quiet_libraries()
+    from analysis.report import build_report, log_report
+
     try:
         result = build_report(
-            names, uri if parquet is None else None, target, parquet=parquet, study=_study_for(names)
+            names, uri if parquet is None else None, out, parquet=parquet, study=_study_for(names)
         )
     except ValueError as error:
         _fail(str(error), 2)
     if log and parquet is None:
-        log_report(uri, names[0], target)
+        log_report(uri, names[0], out)
     typer.echo(f"{result.finished_runs} finished runs; {len(result.unfinished_runs)} failed or unfinished")
     typer.echo(f"report: {result.html.resolve()}")
-    typer.echo(f"tables: {result.table_csv} {result.table_tex}; figures in {target / 'figures'}")
+    typer.echo(f"tables: {result.table_csv} {result.table_tex}; figures in {out / 'figures'}")
     typer.echo("open the runs with: harness ui")
 
 
@@ -205,9 +305,12 @@ def _study_for(names: list[str]):
 
 
 @app.command()
+@_interruptible
 def sweep(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file with a sweep: section.")],
-    workers: Annotated[int, typer.Option("--workers", help="Local worker processes on the study.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Local worker processes on the study.")
+    ] = 1,
     storage: Annotated[
         str | None,
         typer.Option(
@@ -217,7 +320,8 @@ def sweep(
         ),
     ] = None,
     n_trials: Annotated[
-        int | None, typer.Option("--n-trials", help="Trials that must finish (overrides sweep.n_trials).")
+        int | None,
+        typer.Option("--n-trials", min=1, help="Trials that must finish (overrides sweep.n_trials)."),
     ] = None,
     set_: SetOption = None,
     tracking_uri: UriOption = None,
@@ -225,14 +329,13 @@ def sweep(
 ) -> None:
     """Run the file's sweep: section as an Optuna study; the same command resumes it."""
     from experiments.sweep import SweepFailed, load_sweep, run_sweep
-    from experiments.tracking import Tracker
 
     try:
         plan = load_sweep(file, set_ or [], n_trials=n_trials, storage=storage, workers=workers)
+        tracker = _tracker(tracking_uri)
     except ConfigError as error:
         _fail(str(error), 2)
     _quiet_libraries()
-    tracker = Tracker(tracking_uri)
     try:
         result = run_sweep(plan, tracker, workers=workers, progress=not quiet)
     except ConfigError as error:
@@ -256,6 +359,7 @@ def sweep(
 
 
 @app.command("meta-train")
+@_interruptible
 def meta_train(
     file: Annotated[
         Path, typer.Argument(help="Experiment YAML file: an adapter config and a meta: section.")
@@ -269,24 +373,28 @@ def meta_train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
 ) -> None:
     """Meta-learn a LoRA adapter start across simulated users (Reptile); use it with paradigm.init=DIR."""
-    from experiments.config import load_experiment
-    from experiments.meta_train import meta_settings, run_meta_training
-    from experiments.tracking import Tracker
+    from experiments.config import load_experiment, meta_settings
 
     try:
         # the file's grid may point paradigm.init at the start this command is about to write
         experiment = load_experiment(file, [*(set_ or []), "grid=[]"])
         meta_settings(experiment)
+        target = out or Path("meta-init") / experiment.name
+        problem = _folder_problem(target.parent)
+        if problem is not None:
+            raise ConfigError(f"--out {target}: {problem}; choose a folder you can write")
+        tracker = _tracker(tracking_uri)
     except ConfigError as error:
         _fail(str(error), 2)
-    target = out or Path("meta-init") / experiment.name
     _quiet_libraries()
-    tracker = Tracker(tracking_uri)
+    from experiments.meta_train import run_meta_training
+    from experiments.signals import sigterm_as_interrupt
+
     try:
         with sigterm_as_interrupt():
             run_id, iterations = run_meta_training(experiment, target, tracker, progress=not quiet)
     except KeyboardInterrupt:
-        _fail("interrupted: the meta-training run is marked KILLED in MLflow", 130)
+        _interrupted(tracker)
     except Exception as error:  # the MLflow run is already marked FAILED with the reason
         _fail(f"meta-training failed: {type(error).__name__}: {error}", 1)
     events = iterations[-1].events if iterations else 0
@@ -345,10 +453,13 @@ def convert_lamp(
 
 
 @config_app.command("show")
+@_interruptible
 def config_show(
     file: Annotated[Path, typer.Argument(help="Experiment YAML file.")], set_: SetOption = None
 ) -> None:
     """Print the validated, fully resolved config and the runs it expands to."""
+    import yaml
+
     from experiments.config import load_experiment
 
     try:
@@ -368,26 +479,30 @@ def config_show(
 
 
 @base_app.command("build")
+@_interruptible
 def base_build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a cached build exists.")] = False,
-    spec: Annotated[
-        str,
-        typer.Option("--backbone", help="builtin, builtin:tiny (seconds, for tests) or builtin:oversearch."),
-    ] = "builtin",
+    spec: Annotated[str, typer.Option("--backbone", help=f"{BUILTIN_BASES}.")] = "builtin",
     tracking_uri: UriOption = None,
 ) -> None:
     """Build (or reuse) the cached builtin base and print its competence figures."""
+    import json
+
     from experiments.base import RECIPES, describe, ensure_base
-    from experiments.tracking import Tracker
 
     if spec not in RECIPES:
         _fail(f"--backbone: unknown builtin base {spec!r}; known: {', '.join(RECIPES)}", 2)
+    try:
+        tracker = _tracker(tracking_uri)
+    except ConfigError as error:
+        _fail(str(error), 2)
     _quiet_libraries()
-    ensure_base(spec, tracker=Tracker(tracking_uri), progress=True, force=force)
+    ensure_base(spec, tracker=tracker, progress=True, force=force)
     typer.echo(json.dumps(describe(spec), indent=2))
 
 
 @base_app.command("info")
+@_interruptible
 def base_info(
     spec: Annotated[
         str,
@@ -399,9 +514,16 @@ def base_info(
 ) -> None:
     """Show a backbone's competence figures: a builtin base's recipe, cache path and figures (once built),
     or a chat model's (measured on first use, minutes, then cached)."""
+    import json
+
     from experiments.base import RECIPES, describe
 
     if spec not in RECIPES:
+        from experiments.backbones import backbone_problem
+
+        problem = backbone_problem(spec)
+        if problem is not None:
+            _fail(f"--backbone: {problem}", 2)
         from experiments.competence import describe_backbone
         from paradigms.backbone import BackboneUnavailable
 
@@ -417,15 +539,34 @@ def base_info(
         typer.echo("not built yet: run `harness base build`", err=True)
 
 
+def _port_problem(port: int) -> str | None:
+    """Why the UI cannot listen on 127.0.0.1:``port``; None when it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            return f"cannot listen on 127.0.0.1:{port} ({error.strerror or error})"
+    return None
+
+
 @app.command()
+@_interruptible
 def ui(
     tracking_uri: UriOption = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 against the same store."""
+    from experiments.tracking import check_tracking_uri
     from experiments.tracking import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
+    try:
+        check_tracking_uri(uri)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    problem = _port_problem(port)
+    if problem is not None:
+        _fail(f"--port {port}: {problem}; is another UI running? pick another port with --port", 2)
     typer.echo(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C to stop)")
     os.execvp(
         sys.executable,
@@ -444,9 +585,34 @@ def ui(
     )
 
 
+def _click_exceptions():
+    """The click exceptions typer raises (recent typer vendors click as ``typer._click``)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
-    """Console entry point: typer's usage errors exit 2 like every other bad input."""
-    app()
+    """Console entry point: usage errors are one line and exit 2, like every other bad input."""
+    click = _click_exceptions()
+    try:
+        status = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as error:
+        typer.echo(error.format_message())
+        status = 0
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "harness"
+        typer.echo(f"error: {error.format_message()} (see {command} --help)", err=True)
+        status = 2
+    except click.ClickException as error:
+        typer.echo(f"error: {error.format_message()}", err=True)
+        status = error.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted before anything was written", err=True)
+        status = 130
+    sys.exit(status or 0)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import sys
 import time
+from functools import cache
 from pathlib import Path
 
 from experiments.evaluation import answer_probe, base_competence
@@ -41,21 +41,20 @@ MAX_KEEP_ROUNDS = 4
 GREEDY = GenerationSettings(max_new_tokens=32, temperature=0.0)
 
 
+@cache
 def _code_digest() -> str:
-    """The code and data the card's measurement depends on, hashed once per process (so an edit made
-    while a run is going does not change the key in mid-run)."""
+    """The code and data a card's measurement depends on (the chat protocol, the probes, the worlds and
+    the measuring function), hashed at first use in a process (so an edit made while runs are going
+    does not change the key mid-experiment, and edits elsewhere never re-measure a card)."""
     digest = hashlib.sha256(REAL_WORLD_FILE.read_bytes())
-    for module in (chat_protocol, probes, worlds_module, sys.modules[__name__]):
-        digest.update(inspect.getsource(module).encode())
+    for source in (chat_protocol, probes, worlds_module, measure_world):
+        digest.update(inspect.getsource(source).encode())
     return digest.hexdigest()
-
-
-_CODE_DIGEST = _code_digest()
 
 
 def card_digest(source: str | Path, dtype: str) -> str:
     """A key over the model's files (or hub id), the dtype, and the code and data behind the probes."""
-    digest = hashlib.sha256(f"{source}|{dtype}|{_CODE_DIGEST}".encode())
+    digest = hashlib.sha256(f"{source}|{dtype}|{_code_digest()}".encode())
     path = Path(source)
     if path.is_dir():
         for file in sorted(path.iterdir()):
@@ -164,7 +163,7 @@ def measure_competence(backbone: Backbone, card: dict) -> dict:
 def describe_backbone(spec: str, device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
     """What ``harness base info --backbone SPEC`` prints for a non-builtin backbone: where it lives, its
     protocol, and its competence figures (measured on first use, then read from the cache)."""
-    from experiments.base import resolve_backbone
+    from experiments.backbones import resolve_backbone
     from paradigms.backbone import load_backbone
 
     source = resolve_backbone(spec, progress=progress)

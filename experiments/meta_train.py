@@ -2,10 +2,11 @@
 
 The experiment file's base config says what is meta-learned (``paradigm: adapter`` with its rank,
 the ``algorithm`` of the inner loop, the ``task.suite`` whose users are sampled, the backbone);
-its ``meta:`` section holds Reptile's knobs (``paradigms.meta.MetaSettings``). The learned start
-is written to ``--out`` as a PEFT adapter directory (``adapter_model.safetensors``,
-``adapter_config.json``) plus ``meta.json`` (the meta config, the users it saw, the base), and an
-``adapter`` run starts from it with ``paradigm.init=DIR``.
+its ``meta:`` section holds Reptile's knobs (``paradigms.settings.MetaSettings``, checked by
+``experiments.config.meta_settings`` before anything runs). The learned start is written to
+``--out`` as a PEFT adapter directory (``adapter_model.safetensors``, ``adapter_config.json``) plus
+``meta.json`` (the meta config, the users it saw, the base), and an ``adapter`` run starts from it
+with ``paradigm.init=DIR``.
 
 MLflow: one run named ``meta-<suite>-s<seed>`` with tag ``kind=meta``, the meta settings and the
 run config as params, per iteration ``meta/...`` metrics at step = feedback events consumed by
@@ -19,39 +20,18 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
-from experiments.config import ConfigError, Experiment, _describe, flatten
+from experiments.config import Experiment, flatten, meta_settings
 from experiments.run import _backbone_source, _describe_error, _generation, backbone_world
 from experiments.seeding import seed_everything
 from experiments.tracking import Tracker
 from paradigms import PARADIGMS
 from paradigms.backbone import load_backbone
-from paradigms.meta import MetaIteration, MetaSettings, meta_train
+from paradigms.meta import MetaIteration, meta_train
 from paradigms.session import Session
 from tasks.suites import SUITES
-
-
-def meta_settings(experiment: Experiment) -> MetaSettings:
-    """The validated ``meta:`` section; a ConfigError names the bad field. The base must be an adapter."""
-    if experiment.base.paradigm.name != "adapter":
-        raise ConfigError(
-            f"paradigm.name: meta-training learns an adapter start, got {experiment.base.paradigm.name!r}; "
-            f"set paradigm.name=adapter"
-        )
-    if experiment.base.paradigm.init is not None:
-        raise ConfigError("paradigm.init: meta-training starts from LoRA's default start; leave it unset")
-    if SUITES[experiment.base.task.suite].reads_file:
-        raise ConfigError(
-            "task.suite: meta-training draws its own simulated users, which a user-log file does not have; "
-            "meta-train on a simulated suite and run the jsonl suite with paradigm.init"
-        )
-    try:
-        return MetaSettings.model_validate(experiment.meta or {})
-    except ValidationError as error:
-        raise ConfigError(_describe(error, MetaSettings, prefix="meta.")) from None
 
 
 def run_meta_training(

@@ -18,7 +18,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
-from experiments.base import resolve_backbone
+from experiments.backbones import resolve_backbone
 from experiments.config import Experiment, RunConfig
 from experiments.evaluation import Evaluator, _mean
 from experiments.seeding import isolated_rng, seed_everything
@@ -117,7 +117,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     personal_eval = suite.personal_eval(config.seed, options)
     paradigm_class = PARADIGMS[config.paradigm.name]
     # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if paradigm_class.uses_algorithm else None
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)

@@ -1,12 +1,27 @@
 """Everything that acts and learns: backbones, the one rollout, the paradigms and the RL engine.
 
-Importing the package registers every builtin paradigm and algorithm.
+The package itself is light: it holds the registries, whose entries are imported on first
+lookup (``PARADIGMS["adapter"]`` loads torch and PEFT), while their settings are known at once
+(``PARADIGMS.settings("adapter")``), so configs are validated without the model stack.
 """
 
-from paradigms import adapter, frozen, full_finetune, hybrid, oracle  # noqa: F401  (registration)
 from paradigms.algorithms import ALGORITHMS
-from paradigms.base import PARADIGMS
-from paradigms.memory import paradigm as _memory  # noqa: F401  (registration)
-from paradigms.rl import grpo, ppo, reinforce, sft  # noqa: F401  (registration)
+from paradigms.settings import (
+    AdapterSettings,
+    FrozenSettings,
+    FullFinetuneSettings,
+    HybridSettings,
+    MemorySettings,
+    OracleSettings,
+)
+from tasks.registry import Registry
+
+PARADIGMS: Registry[type] = Registry("paradigm")
+PARADIGMS.add_lazy("adapter", "paradigms.adapter:Adapter", AdapterSettings)
+PARADIGMS.add_lazy("frozen", "paradigms.frozen:Frozen", FrozenSettings)
+PARADIGMS.add_lazy("full_ft", "paradigms.full_finetune:FullFinetune", FullFinetuneSettings)
+PARADIGMS.add_lazy("oracle", "paradigms.oracle:Oracle", OracleSettings)
+PARADIGMS.add_lazy("memory", "paradigms.memory.paradigm:Memory", MemorySettings)
+PARADIGMS.add_lazy("hybrid", "paradigms.hybrid:Hybrid", HybridSettings)
 
 __all__ = ["ALGORITHMS", "PARADIGMS"]

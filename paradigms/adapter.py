@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-from pydantic import Field, ValidationInfo, field_validator
 from safetensors.torch import load_file
 
-from paradigms.base import PARADIGMS, ParadigmSettings
 from paradigms.rl import batching
+from paradigms.settings import INIT_WEIGHTS, AdapterSettings
 from paradigms.weights import WeightLearning
 
-INIT_WEIGHTS = "adapter_model.safetensors"
 
-
-class AdapterSettings(ParadigmSettings):
-    name: Literal["adapter"] = "adapter"
-    rank: int = Field(8, ge=1, description="LoRA rank r.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear",
-        description="Module names to adapt, or 'all-linear' (every linear layer but the output head).",
-    )
-    init: Path | None = Field(
-        None,
-        description="Start from a saved adapter (a directory with adapter_model.safetensors, e.g. "
-        "written by harness meta-train) instead of LoRA's default start (B = 0).",
-    )
-
-    @field_validator("init")
-    @classmethod
-    def _init_fits(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        """The saved start must exist and fit an adapter of this rank and scaling."""
-        if path is None:
-            return path
-        if not (Path(path) / INIT_WEIGHTS).is_file():
-            raise ValueError(f"no {INIT_WEIGHTS} in {path}; pass a directory written by harness meta-train")
-        config = Path(path) / "adapter_config.json"
-        saved = json.loads(config.read_text()) if config.is_file() else {}
-        for field, key in (("rank", "r"), ("alpha", "lora_alpha")):
-            if key in saved and field in info.data and float(saved[key]) != float(info.data[field]):
-                raise ValueError(
-                    f"{path} was trained with {field} {saved[key]}; set paradigm.{field}={saved[key]}"
-                )
-        return path
-
-
-@PARADIGMS.register("adapter")
 class Adapter(WeightLearning):
     Settings = AdapterSettings
     artifact_name = "adapter"

@@ -7,27 +7,11 @@ section). ``none`` is the choice of paradigms that never change weights (``froze
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict
-
+from paradigms.rl.settings import GRPOSettings, PPOSettings, ReinforceSettings, SFTSettings
+from paradigms.settings import AlgorithmSettings, NoAlgorithm
 from tasks.registry import Registry
 
-
-class AlgorithmSettings(BaseModel):
-    """Base of every algorithm's config section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    #: Whether this is a real learning rule (everything except ``none``).
-    trains: ClassVar[bool] = True
-
-
-class NoAlgorithm(AlgorithmSettings):
-    """No learning rule: the paradigm learns without changing weights, or not at all."""
-
-    name: Literal["none"] = "none"
-    trains: ClassVar[bool] = False
+__all__ = ["ALGORITHMS", "AlgorithmSettings", "NoAlgorithm", "NoLearner"]
 
 
 class NoLearner:
@@ -38,3 +22,8 @@ class NoLearner:
 
 ALGORITHMS: Registry[type] = Registry("algorithm")
 ALGORITHMS.add("none", NoLearner)
+# Imported on first use: the learners need torch and TRL, their settings do not.
+ALGORITHMS.add_lazy("grpo", "paradigms.rl.grpo:GRPO", GRPOSettings)
+ALGORITHMS.add_lazy("ppo", "paradigms.rl.ppo:PPO", PPOSettings)
+ALGORITHMS.add_lazy("reinforce", "paradigms.rl.reinforce:Reinforce", ReinforceSettings)
+ALGORITHMS.add_lazy("sft", "paradigms.rl.sft:SFT", SFTSettings)

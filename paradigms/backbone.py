@@ -12,43 +12,24 @@ names a protocol.
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from paradigms.backbone_files import (  # re-exported: where they were first defined
+    BUILTIN_MARKER,
+    CACHE_ENV,
+    BackboneUnavailable,
+    cache_root,
+    file_lock,
+)
 from tasks.protocols import PROTOCOLS, Protocol
 
+__all__ = ["BUILTIN_MARKER", "CACHE_ENV", "Backbone", "BackboneUnavailable", "cache_root", "file_lock"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CACHE_ENV = "HARNESS_CACHE_DIR"
-#: The file a builtin base's directory holds beside its model (``experiments.base``).
-BUILTIN_MARKER = "recipe.json"
-
-
-class BackboneUnavailable(RuntimeError):
-    """A backbone cannot be used here (a missing package or file, no chat template); says how to fix it."""
-
-
-def cache_root() -> Path:
-    """The harness's cache: built bases, converted models, backbone competence (``$HARNESS_CACHE_DIR``)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "paradigm-harness")
-
-
-@contextmanager
-def file_lock(directory: Path):
-    """An exclusive lock beside ``directory``, so parallel workers never build the same thing twice."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -14,28 +14,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from paradigms.backbone import Backbone
 from paradigms.session import Interaction, Session
+from paradigms.settings import ParadigmSettings
 from paradigms.tool_policy import make_tool_policy, query_state
 from tasks.items import Item
-from tasks.registry import Registry
-
-
-class ParadigmSettings(BaseModel):
-    """Base of every paradigm's config section (``paradigm:`` in an experiment file)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
 
 
 class Paradigm(ABC):
-    """A way of learning one user. Subclasses set ``Settings`` and ``uses_algorithm``."""
+    """A way of learning one user. Subclasses set ``Settings`` (from ``paradigms.settings``)."""
 
+    #: The config section; its ``uses_algorithm`` and ``supports_continual`` say what the paradigm accepts.
     Settings: ClassVar[type[ParadigmSettings]]
-    #: Whether the paradigm trains with the config's ``algorithm`` (RL or SFT); others need ``none``.
-    uses_algorithm: ClassVar[bool] = False
 
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm
@@ -121,6 +111,3 @@ class Paradigm(ABC):
     def save(self, directory: Path) -> list[Path]:
         """Write the per-user state (store, adapter, weights) under ``directory``; return the files."""
         return []
-
-
-PARADIGMS: Registry[type[Paradigm]] = Registry("paradigm")

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
-
-from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.base import Paradigm
 from paradigms.session import Session
-from paradigms.tool_policy import ToolPolicySettings
-
-
-class FrozenSettings(ParadigmSettings):
-    name: Literal["frozen"] = "frozen"
-    tool_policy: ToolPolicySettings = Field(
-        default_factory=ToolPolicySettings,
-        description="Who decides when to search: the model (none) or a learned Q-learning policy.",
-    )
+from paradigms.settings import FrozenSettings
 
 
 def answer_stream(paradigm: Paradigm, session: Session) -> None:
@@ -28,7 +17,6 @@ def answer_stream(paradigm: Paradigm, session: Session) -> None:
         session.record(interaction, metrics)
 
 
-@PARADIGMS.register("frozen")
 class Frozen(Paradigm):
     Settings = FrozenSettings
 

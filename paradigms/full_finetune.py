@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from paradigms.base import PARADIGMS, ParadigmSettings
 from paradigms.rl import batching
+from paradigms.settings import FullFinetuneSettings
 from paradigms.weights import WeightLearning
 
 
-class FullFinetuneSettings(ParadigmSettings):
-    name: Literal["full_ft"] = "full_ft"
-
-
-@PARADIGMS.register("full_ft")
 class FullFinetune(WeightLearning):
     Settings = FullFinetuneSettings
 

@@ -34,41 +34,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, field_validator
-
-from paradigms.adapter import Adapter, AdapterSettings
-from paradigms.base import PARADIGMS
-from paradigms.memory.paradigm import Memory, MemorySettings
+from paradigms.adapter import Adapter
+from paradigms.memory.paradigm import Memory
 from paradigms.session import Interaction
+from paradigms.settings import HybridSettings
 from tasks.items import Item
-
-ROUTES = ("kind", "feedback", "both")
-
-
-class HybridSettings(AdapterSettings):
-    """The adapter's knobs (``rank``, ``alpha``, ...) at the top, the memory's under ``memory:``."""
-
-    name: Literal["hybrid"] = "hybrid"
-    route: Literal["kind", "feedback", "both"] = Field(
-        "kind",
-        description="Which feedback goes where: kind (facts to memory, habits to the adapter), feedback "
-        "(corrections to memory, rewards to the adapter), both (everything to both).",
-    )
-    memory: MemorySettings = Field(
-        default_factory=MemorySettings,
-        description="The memory part's knobs, as the memory paradigm's (top_k, capacity, reflection, ...).",
-    )
-
-    @field_validator("memory")
-    @classmethod
-    def _model_decides_searches(cls, memory: MemorySettings) -> MemorySettings:
-        if memory.tool_policy.name != "none":
-            raise ValueError(
-                "the hybrid's RL learner samples its own searches; set paradigm.memory.tool_policy.name=none"
-            )
-        return memory
 
 
 def is_fact(item: Item) -> bool:
@@ -76,7 +47,6 @@ def is_fact(item: Item) -> bool:
     return item.item.startswith("fact:")
 
 
-@PARADIGMS.register("hybrid")
 class Hybrid(Adapter):
     Settings = HybridSettings
     artifact_name = "adapter"
@@ -85,16 +55,6 @@ class Hybrid(Adapter):
         super().__init__(settings, backbone, algorithm)  # the LoRA policy and the algorithm's learner
         self.memory = Memory(settings.memory, backbone)
         self.memory_events, self.adapter_events = 0, 0
-
-    @classmethod
-    def check_algorithm(cls, settings: HybridSettings, algorithm) -> str | None:
-        """Why ``algorithm`` cannot run with these settings (None: it can)."""
-        if settings.route == "feedback" and algorithm.name == "sft":
-            return (
-                "paradigm.route: feedback sends every correction to memory, and sft learns from corrections "
-                "only; use paradigm.route=kind or both with sft, or an RL algorithm"
-            )
-        return None
 
     def _base_only(self) -> AbstractContextManager:
         """The adapter switched off: what the memory part reads and writes with."""

@@ -22,35 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from paradigms.algorithms import ALGORITHMS
 from paradigms.session import FeedbackReport, Session
+from paradigms.settings import MetaSettings
 from tasks.users import meta_user_seeds
-
-
-class MetaSettings(BaseModel):
-    """The ``meta:`` section of an experiment file (read by ``harness meta-train`` only)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    iterations: int = Field(24, ge=1, description="Meta-iterations (meta_batch sampled users each).")
-    meta_batch: int = Field(
-        1,
-        ge=1,
-        description="Users adapted from the same start per meta-iteration; the start moves toward "
-        "the mean of their adapted weights (batched Reptile).",
-    )
-    users: int = Field(
-        64, ge=1, description="Size of the pool of meta-training users sampled from (seeds 1e9, 1e9+1, ...)."
-    )
-    inner_events: int = Field(
-        64, ge=1, description="Feedback events of inner adaptation per meta-iteration (k updates of a batch)."
-    )
-    meta_lr: float = Field(1.0, gt=0, le=1, description="Reptile step size at the first meta-iteration.")
-    meta_lr_final: float = Field(
-        0.1, ge=0, le=1, description="Reptile step size at the last meta-iteration (linear anneal)."
-    )
-    seed: int = Field(0, ge=0, description="Seeds the start, the user sampling and the inner learners.")
 
 
 def reptile_step(

@@ -10,27 +10,15 @@ preference): the ceiling for a backbone that reads one note reliably but a whole
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
-from pydantic import Field
-
-from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.base import Paradigm
 from paradigms.frozen import answer_stream
 from paradigms.session import Session
+from paradigms.settings import OracleSettings
 from tasks.items import Item
 from tasks.protocols import USER_SUBJECT, Statement
 
 
-class OracleSettings(ParadigmSettings):
-    name: Literal["oracle"] = "oracle"
-    notes: Literal["profile", "relevant"] = Field(
-        "profile",
-        description="profile: the user's whole current profile in every prompt; relevant: only the "
-        "profile entry the question is about (the asked fact, or the asked kind's format preference).",
-    )
-
-
-@PARADIGMS.register("oracle")
 class Oracle(Paradigm):
     Settings = OracleSettings
 

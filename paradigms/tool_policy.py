@@ -27,43 +27,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from paradigms.agent import ANSWER, SEARCH, Episode
+from paradigms.settings import ToolPolicySettings
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, USER_SUBJECT, Protocol
 
 ACTIONS: tuple[str, ...] = (SEARCH, ANSWER)
-
-
-class ToolPolicySettings(BaseModel):
-    """The ``paradigm.tool_policy`` section (``frozen`` and ``memory``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Literal["none", "qlearning"] = Field(
-        "none", description="none: the model decides when to search; qlearning: a learned tabular policy."
-    )
-    epsilon: float = Field(0.2, ge=0, le=1, description="Exploration rate at the start (random action).")
-    epsilon_decay: float = Field(
-        0.97, gt=0, le=1, description="Factor applied to epsilon after every learning batch."
-    )
-    min_epsilon: float = Field(0.0, ge=0, le=1, description="Floor of the decayed epsilon.")
-    learning_rate: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Floor of the step size of Q <- Q + step (reward - Q), step = max(1/n, learning_rate) "
-        "at an action's n-th reward in a state: the sample mean at first, then a constant step that "
-        "tracks drift.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_alone(cls, value):
-        """``paradigm.tool_policy: qlearning`` is short for ``{name: qlearning}``."""
-        return {"name": value} if isinstance(value, str) else value
 
 
 def query_state(query: Query, notes: Sequence[str], protocol: Protocol | None = None) -> str:

@@ -16,17 +16,14 @@ import torch
 from paradigms.algorithms import ALGORITHMS
 from paradigms.base import Paradigm
 from paradigms.rl import batching
-from paradigms.rl.continual import Continual, ContinualSettings
+from paradigms.rl.continual import Continual
+from paradigms.rl.settings import ContinualSettings
 from paradigms.session import Interaction, Session
 from tasks.items import Item
 
 
 class WeightLearning(Paradigm):
     """A paradigm that learns the user into weights with the config's algorithm."""
-
-    uses_algorithm = True
-    #: Accepts the ``continual:`` section (replay, regularizers, distillation; ``paradigms.rl.continual``).
-    supports_continual = True
 
     def __init__(self, settings, backbone, algorithm):
         super().__init__(settings, backbone, algorithm)

@@ -18,8 +18,7 @@ each line's answer, while search and the oracle see the latest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from tasks import grammar
 from tasks.items import Item, Query
@@ -29,6 +28,9 @@ from tasks.user_logs import LogError, LogRecord, UserLog, read_log
 from tasks.users import Profile, User
 from tasks.world import USER_ATTRIBUTES
 from tasks.worlds import WorldView
+
+if TYPE_CHECKING:  # imported where a dataset is built: validating a config never loads datasets
+    from datasets import Dataset
 
 
 def _log(options: TaskOptions) -> UserLog:
@@ -80,6 +82,8 @@ class LogSuite(Suite):
 
     def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
         """``length`` rows: the user's learning lines in time order, repeated from the start as needed."""
+        from datasets import Dataset
+
         log = _log(options)
         learning, _ = log.split(seed, options.holdout)
         rows = [_row(log, learning[p % len(learning)], options.search, p) for p in range(length)]
@@ -87,6 +91,8 @@ class LogSuite(Suite):
 
     def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
         """The user's held-out lines without an explicit format request, in time order."""
+        from datasets import Dataset
+
         log = _log(options)
         _, held_out = log.split(seed, options.holdout)
         rows = [_row(log, r, options.search) for r in held_out if r.instruction is None]

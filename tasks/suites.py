@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from tasks import grammar
 from tasks.items import Item, Query
@@ -29,6 +28,13 @@ from tasks.users import Profile, User, make_user
 from tasks.world import USER_ATTRIBUTES
 from tasks.worlds import WorldView, builtin_world
 
+if TYPE_CHECKING:  # imported where a dataset is built: validating a config never loads datasets (~2 s)
+    from datasets import Dataset
+
+#: The longest stream a suite builds. A stream is materialized before its first event, at about 650
+#: bytes per event while it is built (measured: 1e6 events take 0.6 GB and 5 s), so a budget of
+#: 1e12 would exhaust any machine instead of running; at this length the stream costs ~1 GB.
+MAX_STREAM_LENGTH = 1_000_000
 #: Wordings a personal fact is asked in by the personal evaluation (the chat protocol's paraphrases).
 FACT_VARIANTS = 5
 
@@ -77,6 +83,10 @@ class Suite:
     # -- the stream ---------------------------------------------------------------------------
     def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
         """``length`` stream rows in order, deterministic in ``seed`` (columns: see ``_row``)."""
+        from datasets import Dataset
+
+        if not 0 < length <= MAX_STREAM_LENGTH:
+            raise ValueError(f"a stream has 1 to {MAX_STREAM_LENGTH} events, not {length}")
         rng = random.Random(f"stream-{self.name}-{seed}")
         rows = []
         for position in range(length):
@@ -97,6 +107,8 @@ class Suite:
         about them), so a learned preference must generalize across entities. Explicit format
         requests are the instruction-following evaluation's (``instruction_eval``).
         """
+        from datasets import Dataset
+
         rows = []
         if self.personal_share > 0:
             for attribute in USER_ATTRIBUTES:

@@ -136,7 +136,11 @@ REAL_ANSWERS = [
 @pytest.mark.parametrize(("answer", "value", "fmt"), REAL_ANSWERS)
 def test_free_text_answers_are_scored_by_value_and_whole_format(answer, value, fmt):
     parsed = CHAT.parse_answer(answer, CAPITALS)
-    assert (parsed.value, parsed.format, parsed.well_formed) == (value, fmt, fmt is not None)
+    assert (parsed.value, parsed.format, parsed.well_formed) == (
+        value,
+        fmt,
+        True,
+    )  # an answer, whatever its form
 
 
 @pytest.mark.parametrize(
@@ -163,6 +167,12 @@ def test_naming_another_candidate_earns_no_credit(hack):
 )
 def test_padding_an_answer_to_hit_a_format_matches_no_format(padded):
     assert CHAT.parse_answer(padded, CAPITALS).format is None
+
+
+def test_with_no_format_wanted_any_answer_complies_but_no_answer_does_not():
+    columns = {"wanted_format": [None, None, "list"], "protocol": ["chat"] * 3}
+    completions = ["Luna is a name of a fictional dog. She is lovely.", "", "Luna is my dog."]
+    assert rewards.format_compliance(["p"] * 3, completions, **columns) == [1.0, 0.0, 0.0]
 
 
 def test_reward_components_read_chat_transcripts():

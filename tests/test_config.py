@@ -193,3 +193,111 @@ def test_fuzzed_overrides_exit_0_or_2_without_traceback(override):
     result = runner.invoke(app, ["config", "show", str(SMOKE), "--set", override])
     assert result.exit_code in (0, 2), result.output
     assert "Traceback" not in result.output
+
+
+# -- strict input: what used to run, crash late or exhaust the machine is refused up front ---------
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("budget.feedback_events=true", "budget.feedback_events: true is not a number"),
+        ("reward.weights.correctness=1e309", "reward.weights.correctness: input should be a finite number"),
+        ("reward.weights.correctness=.inf", "reward.weights.correctness: inf is not a finite number"),
+        ("generation.temperature=.nan", "generation.temperature: nan is not a finite number"),
+        (
+            "budget.feedback_events=1000000000000",
+            "budget.feedback_events: input should be less than or equal",
+        ),
+        ("task.batch_size=100000", "task.batch_size: input should be less than or equal"),
+        ("generation.max_new_tokens=100000000", "generation.max_new_tokens: input should be less than"),
+        ("task.suite=[default]", "task.suite: must be one suite name"),
+        ("name=../../x", 'name: "../../x" is not a safe name'),
+        ("seed=5", "seed: the experiment's seeds [0] set every run's seed"),
+        ("seeds=[1000000000]", "seeds: 1000000000 is not below"),
+        ("paradigm.tool_policy.epsilon=true", "paradigm.tool_policy.epsilon: true is not a number"),
+        ("continual.distill_prompts=1000000", "continual.distill_prompts: input should be less than"),
+    ],
+)
+def test_values_that_would_run_wrongly_or_exhaust_the_machine_are_refused(override, fragment):
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(SMOKE, [override])
+    assert str(caught.value).startswith(fragment), str(caught.value)
+
+
+def test_paradigm_and_algorithm_sections_are_strict_too(tmp_path):
+    assert error_of(tmp_path, "paradigm: {name: adapter, rank: true}").startswith(
+        "paradigm.rank: true is not a number"
+    )
+    assert error_of(tmp_path, "paradigm: {name: adapter, rank: 100000}").startswith("paradigm.rank: input")
+    assert error_of(
+        tmp_path, "paradigm: {name: adapter}\nalgorithm: {name: grpo, group_size: 1000}"
+    ).startswith("algorithm.group_size: input should be less than or equal to 64")
+    message = error_of(
+        tmp_path,
+        "paradigm: {name: adapter}\nalgorithm: {name: grpo, group_size: 64}\ntask: {batch_size: 512}",
+    )
+    assert message.startswith("task.batch_size: 512 queries x algorithm.group_size 64")
+
+
+def test_a_file_that_sets_nothing_is_refused_but_overrides_count(tmp_path):
+    message = error_of(tmp_path, "# nothing here\n")
+    assert "sets nothing, so every default would run" in message
+    path = write(tmp_path, "")
+    assert load_experiment(path, ["budget.feedback_events=8"]).base.budget.feedback_events == 8
+
+
+def test_seed_is_short_for_seeds_and_seeds_on_the_command_line_win(tmp_path):
+    assert load_experiment(write(tmp_path, "seed: 3\n")).seeds == [3]
+    assert load_experiment(write(tmp_path, "seed: 3\n"), ["seeds=[1, 2]"]).seeds == [1, 2]
+    assert load_experiment(SMOKE, ["seeds=[4]"]).runs()[0].seed == 4
+    assert "seed" in error_of(tmp_path, "seed: 3\nseeds: [0]\n")
+    assert error_of(tmp_path, "grid:\n  - {seed: 3}\n").startswith("grid: key 'seed' cannot be overridden")
+
+
+def test_grid_points_that_are_the_same_run_are_refused(tmp_path):
+    message = error_of(
+        tmp_path, "grid:\n  - {paradigm.name: frozen}\n  - {paradigm: {name: frozen}}\n  - {}\n"
+    )
+    assert message.startswith("grid: points 1 ({'paradigm.name': 'frozen'}) and 2")
+    assert (
+        len(
+            load_experiment(
+                write(tmp_path, "grid:\n  - {paradigm.name: frozen}\n  - {paradigm.name: oracle}\n")
+            ).runs()
+        )
+        == 2
+    )
+
+
+def test_yaml_that_no_config_holds_is_refused(tmp_path):
+    assert "refers to itself" in error_of(tmp_path, "task: &a {suite: default, again: *a}\n")
+    bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6)
+    )
+    assert "expands to more than 100,000 values" in error_of(tmp_path, bomb)
+    assert "key 1 is not a name" in error_of(tmp_path, "task: {1: default}\n")
+    (tmp_path / "huge.yaml").write_text("x: " + "a" * 1_100_000)
+    with pytest.raises(ConfigError, match="is not an experiment file"):
+        load_experiment(tmp_path / "huge.yaml")
+
+
+def test_the_experiment_name_from_the_file_name_must_be_safe_too(tmp_path):
+    path = tmp_path / "my experiment.yaml"
+    path.write_text("budget: {feedback_events: 8}\n")
+    with pytest.raises(ConfigError, match=r"name \(from the file name 'my experiment.yaml'\)"):
+        load_experiment(path)
+    assert load_experiment(path, ["name=my-experiment"]).name == "my-experiment"
+
+
+def test_importing_the_config_loads_no_model_stack():
+    """The light core: validating a config (and the CLI module) imports no torch, transformers, FAISS."""
+    code = (
+        "import sys; import experiments.cli, experiments.config; "
+        "from experiments.config import load_experiment; load_experiment(sys.argv[1]); "
+        "print(sorted(m for m in ('torch', 'transformers', 'faiss', 'peft', 'trl', 'datasets', 'mlflow') "
+        "if m in sys.modules))"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code, str(SMOKE)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

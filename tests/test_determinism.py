@@ -13,7 +13,7 @@ from experiments.tracking import Tracker
 from tasks.suites import SUITES, TaskOptions
 from tests.conftest import SMOKE, TINY
 
-NOISY = {"cost/wall_seconds", "cost/peak_rss_bytes"}
+NOISY = {"cost/wall_seconds", "cost/peak_rss_bytes", "cost/generation_seconds", "cost/evaluation_seconds"}
 
 
 def test_streams_and_eval_sets_depend_only_on_suite_and_seed():

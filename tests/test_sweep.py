@@ -192,7 +192,9 @@ def test_two_local_workers_complete_the_study_without_losing_or_repeating_trials
     workers = {t.user_attrs["worker_pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert len(workers) >= 1
     # a trial that was not needed (two workers asking at once) is FAIL and marked surplus, nothing else
-    assert all(t.user_attrs.get("surplus") for t in study.get_trials(states=(TrialState.FAIL,)))
+    assert all(t.user_attrs.get("surplus") for t in study.get_trials(states=(TrialState.FAIL,))), [
+        (t.number, t.user_attrs, t.system_attrs) for t in study.get_trials(states=(TrialState.FAIL,))
+    ]
 
 
 def test_sqlite_storage_is_refused_for_parallel_workers(tmp_path):

@@ -1,7 +1,9 @@
 """Tracking round-trip against a real SQLite MLflow store: nesting, tags, params, steps, status."""
 
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -57,20 +59,48 @@ def test_runs_nest_under_one_parent_with_contract_tags_params_and_steps(tracking
     assert children[0].data.tags["config_hash"] == children[1].data.tags["config_hash"]
 
 
+def corrupt_copy(base: Path, target: Path) -> Path:
+    """A copy of a model directory whose weights file is garbage: it passes the file check before
+    the run (config, weights and tokenizer files are there) and fails to load inside it."""
+    shutil.copytree(base, target)
+    (target / "model.safetensors").write_bytes(b"not safetensors")
+    return target
+
+
 def test_a_run_that_raises_is_failed_with_its_error_and_the_cli_exits_1(tracking_uri, tiny_base, tmp_path):
-    missing = tmp_path / "no-such-model"
+    broken = corrupt_copy(tiny_base, tmp_path / "broken-model")
     with pytest.raises(RunFailed):
-        run_experiment(load_experiment(SMOKE, [f"backbone={missing}"]), Tracker(tracking_uri), progress=False)
+        run_experiment(load_experiment(SMOKE, [f"backbone={broken}"]), Tracker(tracking_uri), progress=False)
     client = mlflow.MlflowClient(tracking_uri)
     parents, children = children_of(client, "smoke")
     assert children[0].info.status == "FAILED"
-    assert "no-such-model" in children[0].data.tags["error"]
+    assert children[0].data.tags["error"]
     assert parents[0].info.status == "FAILED"
 
-    result = CliRunner().invoke(app, ["run", str(SMOKE), "--set", f"backbone={missing}", "--quiet"])
+    result = CliRunner().invoke(app, ["run", str(SMOKE), "--set", f"backbone={broken}", "--quiet"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["missing", "not a model", "unknown builtin", "unknown hub id offline"])
+def test_a_backbone_that_cannot_load_is_bad_input_before_any_run(tracking_uri, tmp_path, monkeypatch, kind):
+    """One exit-2 line naming the backbone, and no store created: nothing ran."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not a model\n")
+    spec = {
+        "missing": str(tmp_path / "no-such-model"),
+        "not a model": str(notes),
+        "unknown builtin": "builtin:nope",
+        "unknown hub id offline": "nobody-here/no-such-model",
+    }[kind]
+    result = CliRunner().invoke(app, ["run", str(SMOKE), "--set", f"backbone={spec}", "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: backbone: ") and spec in lines[0]
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_from_run_reruns_the_logged_config(tracking_uri, tiny_base):
@@ -103,6 +133,8 @@ def test_a_terminated_run_is_marked_killed_not_left_running(tracking_uri, tiny_b
     client = mlflow.MlflowClient(tracking_uri)
 
     def child_running():
+        if not (tmp_path / "mlflow.db").exists():  # opening a missing store would create it, racing the run
+            return []
         found = client.get_experiment_by_name("smoke")
         runs = client.search_runs([found.experiment_id]) if found else []
         return [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+from transformers import LlamaConfig, LlamaForCausalLM, PrinterCallback, ProgressCallback, TrainerCallback
 
 from paradigms.builtin.recipe import BaseRecipe
 from paradigms.builtin.tokenizer import build_tokenizer
@@ -58,6 +58,13 @@ def corpus_dataset(recipe: BaseRecipe, tokenizer) -> Dataset:
     if too_long > recipe.max_positions:
         raise ValueError(f"corpus example of {too_long} tokens exceeds max_positions={recipe.max_positions}")
     return Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
+
+
+class _BarOnly(ProgressCallback):
+    """The trainer's progress bar without the raw metrics dicts it prints at the end of training."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
 
 
 class _EveryN(TrainerCallback):
@@ -117,6 +124,10 @@ def train_base(
         trainer = SFTTrainer(
             model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
         )
+        trainer.remove_callback(PrinterCallback)  # prints the final metrics dict without a bar
+        trainer.remove_callback(ProgressCallback)
+        if progress:
+            trainer.add_callback(_BarOnly())
         trainer.train()
         staging = Path(scratch) / "model"
         model.save_pretrained(staging)

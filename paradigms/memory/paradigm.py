@@ -12,58 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from paradigms.base import PARADIGMS, Paradigm, ParadigmSettings
+from paradigms.base import Paradigm
 from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
 from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
 from paradigms.session import Interaction, Session
-from paradigms.tool_policy import ToolPolicySettings
+from paradigms.settings import MemorySettings
 from tasks.items import Item
 
 
-class MemorySettings(ParadigmSettings):
-    name: Literal["memory"] = "memory"
-    top_k: int = Field(3, ge=0, description="Memories retrieved into each prompt.")
-    capacity: int | None = Field(256, ge=1, description="Most memories kept (None: unbounded).")
-    eviction: Literal["oldest", "least_retrieved"] = Field(
-        "oldest", description="Which memory goes when full."
-    )
-    index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="Exact (flat) or approximate index.")
-    dedup_threshold: float | None = Field(
-        0.95,
-        ge=-1,
-        le=1,
-        description="Cosine at which a memory with the same text is a duplicate (None: keep duplicates).",
-    )
-    contradiction: Literal["replace", "keep_both", "newest_first"] = Field(
-        "replace",
-        description="A new lesson about the same key replaces the old one, sits beside it, or "
-        "hides it in retrieval.",
-    )
-    reflection: Literal["llm", "template", "none"] = Field(
-        "llm", description="Who writes lessons: the backbone, a template, or nobody (raw experiences stored)."
-    )
-    write_policy: Literal["all", "failures", "corrected"] = Field(
-        "all", description="Which interactions are written: every one, failures only, corrected ones only."
-    )
-    embedder: Literal["minilm", "backbone"] = Field(
-        "minilm", description="MiniLM sentence embeddings or the backbone's mean-pooled hidden states."
-    )
-    min_similarity: float = Field(
-        -1.0, ge=-1, le=1, description="Retrieved memories below this cosine are left out of the prompt."
-    )
-    tool_policy: ToolPolicySettings = Field(
-        default_factory=ToolPolicySettings,
-        description="Who decides when to search: the model (none) or a learned Q-learning policy.",
-    )
-
-
-@PARADIGMS.register("memory")
 class Memory(Paradigm):
     Settings = MemorySettings
 

@@ -32,13 +32,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from paradigms.agent import Episode
 from paradigms.rl import batching
+from paradigms.rl.settings import ContinualSettings
 from tasks.corpus import CorpusGenerator, Example
 
 #: The kind of the base's corpus replay, distillation and the Fisher draw from: a world fact
@@ -46,53 +45,6 @@ from tasks.corpus import CorpusGenerator, Example
 GENERAL_KINDS = {"world": 1.0}
 #: Offset of the general data's seed from the run's seed (different draws from the base's build).
 GENERAL_SEED_OFFSET = 7919
-
-
-class ContinualSettings(BaseModel):
-    """The ``continual:`` section: mechanisms against forgetting (``full_ft`` and ``adapter`` only)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    replay: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Share r of each update drawn from replay data: the loss is (1-r) x the update's "
-        "loss + r x the replay NLL of ceil(r/(1-r) x B) replayed sequences (0 = off).",
-    )
-    replay_source: Literal["general", "user"] = Field(
-        "general",
-        description="general: world questions of the base's corpus (never the probe's held-out "
-        "instruction); user: this user's earlier exactly right responses.",
-    )
-    regularizer: Literal["none", "kl", "l2sp", "ewc"] = Field(
-        "none",
-        description="kl: KL(policy || base) on the update's own tokens; l2sp: 1/2 |theta - theta_0|^2; "
-        "ewc: 1/2 sum F (theta - theta_0)^2, F the general data's diagonal Fisher (mean 1).",
-    )
-    strength: float = Field(1.0, ge=0, description="Weight of the regularizer's term.")
-    distill: float = Field(
-        0.0, ge=0, description="Weight of KL(base || policy) on general prompts, every update (0 = off)."
-    )
-    distill_prompts: int = Field(16, ge=1, description="General sequences distilled on per update.")
-    fisher_samples: int = Field(
-        64, ge=1, description="General sequences the EWC Fisher is estimated from, once at the start."
-    )
-
-    @property
-    def active(self) -> bool:
-        return self.replay > 0 or self.regularizer != "none" or self.distill > 0
-
-    @property
-    def label(self) -> str:
-        """The active mechanisms for run names: ``replay0.25``, ``userreplay0.25``, ``ewc``, ``distill``."""
-        parts = []
-        if self.replay > 0:
-            parts.append(f"{'user' if self.replay_source == 'user' else ''}replay{self.replay:g}")
-        if self.regularizer != "none":
-            parts.append(self.regularizer)
-        if self.distill > 0:
-            parts.append("distill")
-        return "+".join(parts)
 
 
 # -- the terms: pure functions ---------------------------------------------------------------------

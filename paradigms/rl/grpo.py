@@ -21,32 +21,16 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import Literal
 
 import torch
 from datasets import Dataset
-from pydantic import Field
 from transformers import PrinterCallback, TrainerCallback
 
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import GRPOSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
 from tasks.rewards import REWARD_COMPONENTS
-
-
-class GRPOSettings(RLSettings):
-    name: Literal["grpo"] = "grpo"
-    group_size: int = Field(
-        8, ge=2, description="Completions per query; advantages are relative to the group."
-    )
-    clip_range: float = Field(0.2, gt=0, description="Ratio clip epsilon (TRL's epsilon).")
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field(
-        "dapo", description="TRL's loss aggregation."
-    )
-    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by std.")
-    num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
-
 
 _TRL_METRICS = {
     "loss": "train/policy_loss",
@@ -76,7 +60,6 @@ class _ReportSteps(TrainerCallback):
         self.learner.flush(metrics)
 
 
-@ALGORITHMS.register("grpo")
 class GRPO(Learner):
     Settings = GRPOSettings
     min_group_size = 2

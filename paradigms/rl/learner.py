@@ -16,29 +16,11 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
-from pydantic import Field
 
-from paradigms.algorithms import AlgorithmSettings
 from paradigms.rl import batching
-from paradigms.rl.continual import Continual, ContinualSettings
+from paradigms.rl.continual import Continual
+from paradigms.rl.settings import ContinualSettings, RLSettings
 from paradigms.session import Diverged, Interaction, Session
-
-
-class RLSettings(AlgorithmSettings):
-    """Knobs every weight-changing algorithm shares."""
-
-    learning_rate: float = Field(1e-3, gt=0, description="Optimizer (AdamW) learning rate.")
-    group_size: int = Field(
-        4, ge=1, description="Responses sampled per query (a group is G feedback events)."
-    )
-    kl_coef: float = Field(0.0, ge=0, description="Weight of the KL(policy || base) penalty (0 = off).")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    gradient_checkpointing: bool = Field(
-        False,
-        description="Recompute activations in the backward pass: less "
-        "memory for large models, slower for small ones.",
-    )
 
 
 class Learner(ABC):

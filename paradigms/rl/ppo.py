@@ -15,27 +15,13 @@ same rollout, reward and env-mask path as every other algorithm. Per batch:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
 from paradigms.rl.advantages import generalized_advantages, terminal_rewards, whiten
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import PPOSettings
 from paradigms.session import Interaction
-
-
-class PPOSettings(RLSettings):
-    name: Literal["ppo"] = "ppo"
-    clip_range: float = Field(0.2, gt=0, description="PPO ratio clip epsilon.")
-    value_clip_range: float = Field(0.2, gt=0, description="Clip of the value update around the old value.")
-    value_coef: float = Field(0.5, ge=0, description="Weight of the value loss.")
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount per agent token.")
-    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
-    epochs: int = Field(2, ge=1, description="Optimization passes over each batch.")
-    whiten_advantages: bool = Field(True, description="Normalize advantages over the batch.")
 
 
 def policy_loss(
@@ -80,7 +66,6 @@ class ValueHead(torch.nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
-@ALGORITHMS.register("ppo")
 class PPO(Learner):
     Settings = PPOSettings
 

@@ -9,21 +9,13 @@ agent's tokens of the batch, plus an optional KL(policy || base) penalty (k3 est
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
 from paradigms.rl.advantages import leave_one_out
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import ReinforceSettings
 from paradigms.session import Interaction
-
-
-class ReinforceSettings(RLSettings):
-    name: Literal["reinforce"] = "reinforce"
-    group_size: int = Field(4, ge=2, description="Responses per query; the baseline is the other G-1.")
 
 
 def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,7 +23,6 @@ def reinforce_loss(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Ten
     return -batching.masked_mean(logp * advantages.unsqueeze(1), mask)
 
 
-@ALGORITHMS.register("reinforce")
 class Reinforce(Learner):
     Settings = ReinforceSettings
     min_group_size = 2

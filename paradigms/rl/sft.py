@@ -12,23 +12,13 @@ owns a data loop over a fixed dataset.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from paradigms.agent import Episode
-from paradigms.algorithms import ALGORITHMS
 from paradigms.rl import batching
-from paradigms.rl.learner import Learner, RLSettings
+from paradigms.rl.learner import Learner
+from paradigms.rl.settings import SFTSettings
 from paradigms.session import Interaction
 from tasks.items import Item
 from tasks.protocols import FORMAT_SUBJECT, Protocol, Statement
-
-
-class SFTSettings(RLSettings):
-    name: Literal["sft"] = "sft"
-    group_size: int = Field(1, ge=1, description="Responses per query (1: one answer, one correction).")
-    epochs: int = Field(1, ge=1, description="Passes over each batch's targets.")
 
 
 def corrected_target(
@@ -44,7 +34,6 @@ def corrected_target(
     return protocol.answer_text(correction.value, fmt, item.query, tokenizer)
 
 
-@ALGORITHMS.register("sft")
 class SFT(Learner):
     Settings = SFTSettings
 

@@ -152,7 +152,3 @@ class Protocol(ABC):
     @abstractmethod
     def parse_lesson(self, text: str) -> str | None:
         """The lesson in a reflection's output, as a note; None when there is none or it is unreadable."""
-
-    def said_text(self, said: ParsedAnswer) -> str:
-        """What the agent said, for a reflection prompt."""
-        return said.value or "nothing"
