@@ -39,6 +39,7 @@ from analysis.formats import display_table, latex_table, write_csv
 from analysis.load import CONFIGS_ATTR, load_parquet, load_runs, resolve_tracking_uri, save_parquet
 from analysis.names import KIND_TAG, PARAM_PREFIX
 from analysis.runs import finished, run_table, unfinished
+from analysis.serving_figure import serving_blocks
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS
 
 REPORT_RUN_NAME = "report"
@@ -138,6 +139,7 @@ def build_report(
         *_continual_blocks(continual, continual_notes),
         Heading(2, "Figures"),
         *_figure_blocks(figures, out_dir),
+        *serving_blocks(table, done, out_dir),
         *_failed_blocks(failed),
         Heading(2, "Configuration"),
         *_config_blocks(table, runs, names),

@@ -441,6 +441,51 @@ def meta_train(
     typer.echo(f"use it with: harness run FILE --set paradigm.name=adapter --set paradigm.init={target}")
 
 
+@app.command("export-users")
+def export_users(
+    file: Annotated[Path, typer.Argument(help="Experiment YAML file (its suite, budget, seeds, backbone).")],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.")],
+    set_: SetOption = None,
+) -> None:
+    """Write the file's simulated users (its seeds) as a user-log JSONL file for task.suite=jsonl."""
+    from experiments.config import load_experiment
+    from experiments.user_logs import export_simulated_users
+
+    try:
+        experiment = load_experiment(file, set_ or [])
+        lines, held_out = export_simulated_users(experiment, out)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    typer.echo(
+        f"wrote {lines} lines of {len(experiment.seeds)} users (seeds {experiment.seeds}) to {out}; "
+        "run on it "
+        f"with: --set task.suite=jsonl --set task.path={out} --set task.holdout={held_out} "
+        f"--set seeds=[{','.join(str(k) for k in range(len(experiment.seeds)))}]"
+    )
+
+
+@app.command("convert-lamp")
+def convert_lamp(
+    questions: Annotated[Path, typer.Option("--questions", help="LaMP's <split>_questions.json.")],
+    outputs: Annotated[Path, typer.Option("--outputs", help="LaMP's <split>_outputs.json (the golds).")],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL user-log file to write.")],
+) -> None:
+    """Convert a LaMP classification split (LaMP_2 movie tags, LaMP_3 ratings) to a user-log JSONL file."""
+    from tasks.converters.lamp import LampFormatError, lamp_to_log
+    from tasks.user_logs import LogError, write_log
+
+    try:
+        lines = lamp_to_log(questions, outputs)
+        write_log(lines, out)
+    except (LampFormatError, LogError) as error:
+        _fail(str(error), 2)
+    users = len({line["user"] for line in lines})
+    typer.echo(
+        f"wrote {len(lines)} lines of {users} users to {out}; run on it with a chat backbone: --set "
+        f"task.suite=jsonl --set task.path={out} --set task.holdout=1 --set backbone=smollm2"
+    )
+
+
 @config_app.command("show")
 @_interruptible
 def config_show(

@@ -33,19 +33,21 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError
 
 from experiments import tuned as tuned_values
 from experiments.backbones import backbone_problem
+from experiments.base import RECIPES
 from experiments.errors import ConfigError
 from paradigms import ALGORITHMS, PARADIGMS
 from paradigms.rl.settings import ContinualSettings
 from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
 from tasks.registry import UnknownName
 from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
+from tasks.user_logs import LogError, grammar_problem, read_log
 from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
 
 __all__ = ["ConfigError", "Experiment", "RunConfig", "load_experiment"]
@@ -71,7 +73,15 @@ class TaskConfig(_Section):
     suite: str = Field(
         "default",
         description="Task family: user_facts, preferences, search_or_answer, drift, "
-        "default (see tasks/suites.py).",
+        "default (see tasks/suites.py), or jsonl: your own user logs from task.path (docs/user-logs.md).",
+    )
+    path: Path | None = Field(
+        None, description="The user-log file the jsonl suite reads (one JSON object per line)."
+    )
+    holdout: PositiveInt | Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.2,
+        description="jsonl suite: each user's latest lines held out for evaluation, as a share in (0, 1) "
+        "or a count (an integer from 1).",
     )
     search: bool = Field(
         True, description="Whether the search tool over the user's knowledge base is offered."
@@ -120,6 +130,8 @@ class TaskConfig(_Section):
             feedback=self.feedback,
             search_results=self.search_results,
             shared_formats=self.shared_formats,
+            path=str(self.path) if self.path is not None else None,
+            holdout=self.holdout,
         )
 
 
@@ -249,6 +261,9 @@ class RunConfig(_Section):
             parts.append(tool_policy.name)  # frozen-qlearning-search_or_answer-s0
         if getattr(self.paradigm, "init", None) is not None:
             parts.append("init")  # adapter-grpo-init-preferences-s0: starts from a saved adapter
+        route = getattr(self.paradigm, "route", None)
+        if route is not None and route != "kind":
+            parts.append(route)  # hybrid-grpo-both-default-s0: a hybrid's non-default routing
         return "-".join([*parts, self.task.suite, f"s{self.seed}"])
 
 
@@ -520,6 +535,37 @@ def _check_population(config: RunConfig) -> None:
     )
 
 
+def _check_user_log(config: RunConfig) -> None:
+    """A ``jsonl`` run needs a valid log with a user for its seed, readable by its backbone's protocol."""
+    task = config.task
+    reads_file = SUITES[task.suite].reads_file
+    if not reads_file:
+        if task.path is not None:
+            raise ConfigError(
+                f"task.path: only the jsonl suite reads a file, not task.suite={task.suite}; remove it"
+            )
+        return
+    if task.path is None:
+        raise ConfigError(
+            "task.path: the jsonl suite reads your user logs; set task.path=FILE (docs/user-logs.md)"
+        )
+    try:
+        log = read_log(task.path)
+        log.split(config.seed, task.holdout)  # a user for the seed, and lines left to learn from
+        if grammar_spoken(config):
+            problem = grammar_problem(log)
+            if problem:
+                raise LogError(problem)
+    except LogError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith("task.") else f"seeds: {message}") from None
+
+
+def grammar_spoken(config: RunConfig) -> bool:
+    """Whether the run's backbone speaks the builtin grammar (known without loading it)."""
+    return config.protocol == "grammar" or (config.protocol == "auto" and config.backbone in RECIPES)
+
+
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
     tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
@@ -540,6 +586,9 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
             raise ConfigError(
                 f"algorithm.name: {algorithm.name!r} does not apply to paradigm {paradigm.name!r}; {fix}"
             )
+        problem = paradigm.algorithm_problem(algorithm)  # a paradigm's own cross-check
+        if problem:
+            raise ConfigError(problem)
         _check_continual(tree.get("continual"), paradigm)
         task = tree.get("task") or {}
         if isinstance(task, dict) and "suite" in task:
@@ -567,6 +616,7 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         problem = backbone_problem(config.backbone)
         if problem is not None:
             raise ConfigError(f"backbone: {problem}")
+        _check_user_log(config)
         return config
     except ConfigError as error:
         raise ConfigError(f"{error}{where}") from None
@@ -745,6 +795,11 @@ def meta_settings(experiment: Experiment) -> MetaSettings:
         )
     if experiment.base.paradigm.init is not None:
         raise ConfigError("paradigm.init: meta-training starts from LoRA's default start; leave it unset")
+    if SUITES[experiment.base.task.suite].reads_file:
+        raise ConfigError(
+            "task.suite: meta-training draws its own simulated users, which a user-log file does not have; "
+            "meta-train on a simulated suite and run the jsonl suite with paradigm.init"
+        )
     try:
         settings = MetaSettings.model_validate(experiment.meta or {})
     except ValidationError as error:

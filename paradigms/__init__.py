@@ -10,6 +10,7 @@ from paradigms.settings import (
     AdapterSettings,
     FrozenSettings,
     FullFinetuneSettings,
+    HybridSettings,
     MemorySettings,
     OracleSettings,
 )
@@ -21,5 +22,6 @@ PARADIGMS.add_lazy("frozen", "paradigms.frozen:Frozen", FrozenSettings)
 PARADIGMS.add_lazy("full_ft", "paradigms.full_finetune:FullFinetune", FullFinetuneSettings)
 PARADIGMS.add_lazy("oracle", "paradigms.oracle:Oracle", OracleSettings)
 PARADIGMS.add_lazy("memory", "paradigms.memory.paradigm:Memory", MemorySettings)
+PARADIGMS.add_lazy("hybrid", "paradigms.hybrid:Hybrid", HybridSettings)
 
 __all__ = ["ALGORITHMS", "PARADIGMS"]

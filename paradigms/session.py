@@ -19,9 +19,9 @@ from datasets import Dataset
 from paradigms.agent import Episode, GenerationSettings, rollout
 from tasks import rewards
 from tasks.items import Item
-from tasks.protocols import PROTOCOLS, Protocol, Statement
+from tasks.protocols import FORMAT_SUBJECT, PROTOCOLS, Protocol, Statement
 from tasks.search import SearchTool
-from tasks.suites import Suite, TaskOptions, correction, phase_at, resolve
+from tasks.suites import Suite, TaskOptions, phase_at
 from tasks.users import User
 
 
@@ -44,6 +44,21 @@ class Interaction:
     @property
     def feedback_events(self) -> int:
         return len(self.episodes)
+
+    def select(self, keep: Sequence[bool]) -> Interaction:
+        """The responses ``i`` with ``keep[i]``, in order (for a paradigm routing feedback to its parts)."""
+        if len(keep) != len(self.episodes):
+            raise ValueError(f"keep has {len(keep)} flags for {len(self.episodes)} responses")
+        index = [i for i, flag in enumerate(keep) if flag]
+        return Interaction(
+            [self.items[i] for i in index],
+            [self.episodes[i] for i in index],
+            [self.rewards[i] for i in index],
+            {name: [values[i] for i in index] for name, values in self.components.items()},
+            [self.corrections[i] for i in index],
+            self.phase,
+            [self.correction_texts[i] for i in index] if self.correction_texts else [],
+        )
 
 
 @dataclass
@@ -133,11 +148,11 @@ class Session:
         n = min(n, len(self.stream) - self.position)
         rows = self.stream.select(range(self.position, self.position + n))
         self.position += n
-        return [resolve(row, self.user, self.phase, self.options.world) for row in rows]
+        return [self.suite.resolve(row, self.user, self.phase, self.options.world) for row in rows]
 
     def resolve(self, row: dict) -> Item:
         """A stream or evaluation row as an item of the current phase, in the run's world."""
-        return resolve(row, self.user, self.phase, self.options.world)
+        return self.suite.resolve(row, self.user, self.phase, self.options.world)
 
     def tool(self) -> SearchTool | None:
         """The search tool over the user's current knowledge base, or None when search is off."""
@@ -203,16 +218,28 @@ class Session:
         for item, episode in zip(items, episodes, strict=True):
             if self.options.feedback == "text":
                 parsed = self.protocol.parse_answer(episode.completion, item.candidates)
-                corrections.append(correction(item, parsed.value, parsed.format, self.user, self.phase))
+                corrections.append(
+                    self.suite.correction(item, parsed.value, parsed.format, self.user, self.phase)
+                )
             else:
                 corrections.append(None)
-        texts = [self.protocol.correction(c) if c is not None else None for c in corrections]
+        texts = [correction_words(item, c, self.protocol) for item, c in zip(items, corrections, strict=True)]
         return Interaction(list(items), list(episodes), total, components, corrections, self.phase, texts)
 
     def record(self, interaction: Interaction, train_metrics: Mapping[str, float] | None = None) -> None:
         """Count the batch's feedback events and hand it to the runner's callback."""
         self.events += interaction.feedback_events
         self.on_feedback(FeedbackReport(self.events, interaction, dict(train_metrics or {})))
+
+
+def correction_words(item: Item, statement: Statement | None, protocol: Protocol) -> str | None:
+    """The user's correction as text: their own words for a wrong value when the item has them (a user
+    log's), else the protocol's wording; None when there is nothing to correct."""
+    if statement is None:
+        return None
+    if item.correction_text is not None and statement.subject != FORMAT_SUBJECT:
+        return item.correction_text
+    return protocol.correction(statement)
 
 
 def item_columns(items: Sequence[Item], protocol: Protocol | None = None) -> dict[str, list]:

@@ -47,6 +47,10 @@ class ParadigmSettings(BaseModel):
     #: Whether it accepts the ``continual:`` section (replay, regularizers, distillation).
     supports_continual: ClassVar[bool] = False
 
+    def algorithm_problem(self, algorithm: AlgorithmSettings) -> str | None:
+        """Why ``algorithm`` cannot run with these settings, as a config error line (None: it can)."""
+        return None
+
 
 class AlgorithmSettings(BaseModel):
     """Base of every algorithm's config section."""
@@ -190,6 +194,38 @@ class MemorySettings(ParadigmSettings):
         default_factory=ToolPolicySettings,
         description="Who decides when to search: the model (none) or a learned Q-learning policy.",
     )
+
+
+class HybridSettings(AdapterSettings):
+    """``hybrid`` (``paradigms/hybrid.py``): the adapter's knobs on top, the memory's under ``memory:``."""
+
+    name: Literal["hybrid"] = "hybrid"
+    route: Literal["kind", "feedback", "both"] = Field(
+        "kind",
+        description="Which feedback goes where: kind (facts to memory, habits to the adapter), feedback "
+        "(corrections to memory, rewards to the adapter), both (everything to both).",
+    )
+    memory: MemorySettings = Field(
+        default_factory=MemorySettings,
+        description="The memory part's knobs, as the memory paradigm's (top_k, capacity, reflection, ...).",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _model_decides_searches(cls, memory: MemorySettings) -> MemorySettings:
+        if memory.tool_policy.name != "none":
+            raise ValueError(
+                "the hybrid's RL learner samples its own searches; set paradigm.memory.tool_policy.name=none"
+            )
+        return memory
+
+    def algorithm_problem(self, algorithm: AlgorithmSettings) -> str | None:
+        if self.route == "feedback" and algorithm.name == "sft":
+            return (
+                "paradigm.route: feedback sends every correction to memory, and sft learns from corrections "
+                "only; use paradigm.route=kind or both with sft, or an RL algorithm"
+            )
+        return None
 
 
 class MetaSettings(BaseModel):

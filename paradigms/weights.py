@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from paradigms.base import Paradigm
 from paradigms.rl import batching
 from paradigms.rl.continual import Continual
 from paradigms.rl.settings import ContinualSettings
-from paradigms.session import Session
+from paradigms.session import Interaction, Session
+from tasks.items import Item
 
 
 class WeightLearning(Paradigm):
@@ -77,6 +79,23 @@ class WeightLearning(Paradigm):
 
     def train(self, session: Session) -> None:
         self.learner.run(session)
+
+    # -- what the learner's loop asks its host (a hybrid paradigm answers differently) ------------
+    def training_contexts(self, items: Sequence[Item]) -> list[list[str]] | None:
+        """The notes in the prompts the learner answers ``items`` with while learning (None: no notes)."""
+        return None
+
+    def trains_on(self, interaction: Interaction) -> list[bool]:
+        """Per response of ``interaction``: whether the weights learn from it (all of them here)."""
+        return [True] * interaction.feedback_events
+
+    def weight_feedback(self, interaction: Interaction) -> Interaction:
+        """The feedback the weights learn from (here all of it; a hybrid may withhold corrections)."""
+        return interaction
+
+    def after_update(self, interaction: Interaction, events: int) -> None:
+        """Called once per learning batch after the weight update, before the batch is recorded (``events``:
+        feedback events consumed once it is); nothing here, a hybrid writes its memory."""
 
     def storage_bytes(self) -> int:
         """Bytes of what must be stored per user: the saved trainable state."""

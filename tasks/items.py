@@ -16,7 +16,9 @@ class Query:
     canonical key; ``subject`` (``my`` for the user, else a world entity) and ``attribute`` are the
     same question as structured data, which a protocol renders in its own language. They are parsed
     from ``question`` when not given. ``variant`` picks a paraphrase where a protocol has several
-    (the chat protocol's personal questions); the grammar has one wording.
+    (the chat protocol's personal questions); the grammar has one wording. ``text`` is the question
+    in a user's own words (a user log's ``question``; empty: the protocol words it), which a
+    natural-language protocol asks verbatim.
     """
 
     question: str
@@ -25,6 +27,7 @@ class Query:
     subject: str = ""
     attribute: str = ""
     variant: int = 0
+    text: str = ""
 
     def __post_init__(self) -> None:
         if not self.subject or not self.attribute:
@@ -44,7 +47,9 @@ class Item:
     when the answer can only come from the user (a personal fact). ``phase`` is the drift phase
     whose value ``gold`` is. ``notes`` is context the task itself supplies (probes only).
     ``candidates`` are every plausible value of what is asked (the gold among them): a free-text
-    answer that names another one besides the gold earns no credit.
+    answer that names another one besides the gold earns no credit. ``correction_text`` is the user's
+    own wording of a correction of the value (a user log's; None: the protocol words it), and
+    ``corrects`` False marks a user who only rates this item (rewards, never a correction).
     """
 
     query: Query
@@ -56,3 +61,5 @@ class Item:
     kind: str = ""
     notes: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()
+    correction_text: str | None = None
+    corrects: bool = True

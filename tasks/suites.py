@@ -52,6 +52,9 @@ class TaskOptions:
     search_results: int = 2
     shared_formats: float = 0.0
     world: WorldView = field(default_factory=builtin_world, compare=False)
+    #: A user-log file (``jsonl`` suite only; ``tasks.user_logs``) and how much of each user is held out.
+    path: str | None = None
+    holdout: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Suite:
     personal_share: float
     n_phases: int
     description: str
+    #: Whether the suite reads a file (``task.path``) rather than simulating its users.
+    reads_file: bool = False
 
     # -- the user and the world split ---------------------------------------------------------
     def user(self, seed: int, options: TaskOptions | None = None) -> User:
@@ -139,6 +144,17 @@ class Suite:
                 request = others[len(entity) % len(others)]  # a fixed pick that varies across entities
                 items.append(resolve(_row(entity, kind, options.search, request), user, 0, world))
         return items
+
+    # -- serving ------------------------------------------------------------------------------
+    def resolve(self, row: dict, user: User, phase: int, world: WorldView | None = None) -> Item:
+        """A stream or evaluation row as the item served in drift phase ``phase`` (see ``resolve``)."""
+        return resolve(row, user, phase, world)
+
+    def correction(
+        self, item: Item, parsed_value: str | None, parsed_format: str | None, user: User, phase: int
+    ) -> Statement | None:
+        """What the user corrects a response to ``item`` with (see ``correction``)."""
+        return correction(item, parsed_value, parsed_format, user, phase)
 
     def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
         """Per-phase items: ``[i]`` asks the items whose value was set in phase i, against that value."""
@@ -244,3 +260,7 @@ for _suite in (
 def phase_at(events: int, budget: int, n_phases: int) -> int:
     """The drift phase in force after ``events`` feedback events of a ``budget``-event run."""
     return min(n_phases - 1, events * n_phases // max(1, budget))
+
+
+# the user-log suite (``jsonl``) registers itself; it builds on this module, so it is imported last
+from tasks import log_suite  # noqa: E402, F401

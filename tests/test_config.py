@@ -49,7 +49,9 @@ def test_wrong_type_and_out_of_range_name_the_field(tmp_path):
 
 
 def test_unknown_names_list_the_known_ones(tmp_path):
-    assert "known: adapter, frozen, full_ft, memory, oracle" in error_of(tmp_path, "paradigm: {name: nope}")
+    assert "known: adapter, frozen, full_ft, hybrid, memory, oracle" in error_of(
+        tmp_path, "paradigm: {name: nope}"
+    )
     assert "did you mean 'user_facts'" in error_of(tmp_path, "task: {suite: usr_facts}")
     assert error_of(tmp_path, "algorithm: {name: nope}").startswith(
         "algorithm.name: unknown algorithm 'nope'"

@@ -46,7 +46,12 @@ class Memory(Paradigm):
         self.lessons_written = 0
 
     # -- acting --------------------------------------------------------------------------------
-    def _retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
+    def retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
+        """The texts of the top-k memories for each item's question (those at ``min_similarity`` or above).
+
+        ``update_counts`` records the retrieval (counts for ``least_retrieved`` eviction, relevance and
+        latency figures); the evaluator's reads leave them untouched.
+        """
         contexts = []
         for item in items:
             started = time.perf_counter()
@@ -62,14 +67,14 @@ class Memory(Paradigm):
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The top-k memories for each question; evaluation leaves retrieval counts untouched."""
-        return self._retrieve(items, update_counts=False)
+        return self.retrieve(items, update_counts=False)
 
     # -- learning ------------------------------------------------------------------------------
     def train(self, session: Session) -> None:
         while not session.done:
             items = session.next_items(min(session.batch_size, session.remaining))
-            interaction, metrics = self.answer_batch(session, items, self._retrieve(items, True))
-            self._write(interaction, session.events + interaction.feedback_events)
+            interaction, metrics = self.answer_batch(session, items, self.retrieve(items, True))
+            self.write(interaction, session.events + interaction.feedback_events)
             session.record(interaction, metrics)
 
     def _admits(self, components: dict[str, float], correction: str | None) -> bool:
@@ -80,8 +85,9 @@ class Memory(Paradigm):
             return correction is not None
         return True
 
-    def _write(self, interaction: Interaction, now: int) -> None:
-        """Reflect on every admitted interaction and store what it teaches."""
+    def write(self, interaction: Interaction, now: int) -> None:
+        """Reflect on every interaction the write policy admits and store what it teaches (at time ``now``,
+        in feedback events)."""
         chosen = []
         for index, (item, episode, correction) in enumerate(
             zip(interaction.items, interaction.episodes, interaction.corrections, strict=True)
@@ -89,7 +95,7 @@ class Memory(Paradigm):
             components = {name: values[index] for name, values in interaction.components.items()}
             if self._admits(components, correction):
                 chosen.append((index, item, episode, components, correction))
-        texts = self._lessons(chosen)
+        texts = self._lessons(chosen, _feedback_texts(interaction))
         for (index, _item, episode, components, correction), text in zip(chosen, texts, strict=True):
             if text is None:
                 continue
@@ -102,14 +108,15 @@ class Memory(Paradigm):
                     response=episode.completion,
                     reward=interaction.rewards[index],
                     components=components,
-                    correction=self.protocol.correction(correction) if correction is not None else None,
+                    correction=_feedback_texts(interaction)[index] if correction is not None else None,
                     lesson=lesson,
                     time=now,
                 )
             )
             self.lessons_written += lesson is not None
 
-    def _lessons(self, chosen) -> list[str | None]:
+    def _lessons(self, chosen, feedback: list[str | None]) -> list[str | None]:
+        """One lesson per chosen interaction (``feedback[i]``: interaction i's correction, user's words)."""
         mode = self.settings.reflection
         protocol = self.protocol
         if mode == "template":
@@ -120,8 +127,10 @@ class Memory(Paradigm):
         if mode == "none":
             return [reflection.raw_experience(item, e.completion, c, protocol) for _, item, e, c, _ in chosen]
         prompts = [
-            reflection.reflection_prompt(item, e.completion, c, corr, protocol, self.tokenizer)
-            for _, item, e, c, corr in chosen
+            reflection.reflection_prompt(
+                item, e.completion, c, corr, protocol, self.tokenizer, feedback=feedback[index]
+            )
+            for index, item, e, c, corr in chosen
         ]
         return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol)
 
@@ -143,6 +152,13 @@ class Memory(Paradigm):
     def save(self, directory: Path) -> list[Path]:
         path = self.store.save(Path(directory) / "memory")
         return sorted(p for p in Path(path).iterdir()) + self.save_tool_policy(directory)
+
+
+def _feedback_texts(interaction: Interaction) -> list[str | None]:
+    """Each response's correction in the user's words (the protocol's wording, or a user log's own)."""
+    if interaction.correction_texts:
+        return list(interaction.correction_texts)
+    return [None] * len(interaction.episodes)
 
 
 def _relevant(key: str | None, item: Item) -> bool:

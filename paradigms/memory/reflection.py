@@ -70,9 +70,15 @@ def reflection_prompt(
     correction: Statement | None,
     protocol: Protocol,
     tokenizer,
+    feedback: str | None = None,
 ) -> str:
+    """The protocol's reflection prompt; ``feedback`` is the correction in the user's own words (default:
+    the protocol's wording of ``correction``)."""
     said = protocol.parse_answer(completion, item.candidates)
-    feedback = protocol.correction(correction) if correction is not None else None
+    if correction is None:
+        feedback = None
+    elif feedback is None:
+        feedback = protocol.correction(correction)
     return protocol.reflection_prompt(item.query, said, feedback, succeeded(components), tokenizer)
 
 

@@ -76,7 +76,9 @@ class GRPO(Learner):
         """Report the interactions generated since the last optimizer step."""
         for index, interaction in enumerate(self.pending):
             self.count_tokens(interaction)
-            self.continual.observe(interaction.episodes, interaction.components)
+            trained = interaction.select(self.host.trains_on(interaction))
+            self.continual.observe(trained.episodes, trained.components)
+            self.host.after_update(interaction, self.session.events + interaction.feedback_events)
             self.session.record(interaction, metrics if index == len(self.pending) - 1 else {})
         self.pending = []
 
@@ -92,9 +94,14 @@ class GRPO(Learner):
         for index, item in enumerate(items):
             if prompts[index * group] != _stream_key(start + index, item.query.question):
                 raise RuntimeError(f"GRPO prompt order diverged from the stream at {item.query.question!r}")
-        interaction = self.session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
+        contexts = self.host.training_contexts(items)
+        interaction = self.session.interact(
+            self.host.policy, self.host.tokenizer, items, contexts, group_size=group
+        )
         self.pending.append(interaction)
         episodes = interaction.episodes
+        # responses the host keeps from the weights (a hybrid's routing) get no loss token: whole groups
+        trained = self.host.trains_on(interaction)
         components = [
             {name: values[i] for name, values in interaction.components.items()} for i in range(len(episodes))
         ]
@@ -102,7 +109,10 @@ class GRPO(Learner):
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
             "logprobs": None,
-            "env_mask": [e.env_mask for e in episodes],
+            "env_mask": [
+                e.env_mask if keep else [0] * len(e.env_mask)
+                for e, keep in zip(episodes, trained, strict=True)
+            ],
             "components": components,
             **item_columns(interaction.items, self.session.protocol),
         }

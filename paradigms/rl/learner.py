@@ -101,15 +101,28 @@ class Learner(ABC):
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, session: Session) -> None:
-        """Consume the session: answer, score, update, report, until the budget is spent."""
+        """Consume the session: answer, score, update, report, until the budget is spent.
+
+        The host decides the notes in the prompts (``training_contexts``), which responses and which
+        feedback the update sees (``trains_on``, ``weight_feedback``; whole groups) and what else it
+        learns after the update (``after_update``); ``full_ft`` and ``adapter`` pass everything through.
+        """
         group = self.settings.group_size
         self.continual.start(session.user.seed)
         while not session.done:
             queries = max(1, min(session.batch_size, session.remaining // group))
             items = session.next_items(queries)
-            interaction = session.interact(self.host.policy, self.host.tokenizer, items, group_size=group)
-            metrics = self.update(interaction, session.events + interaction.feedback_events)
-            self.continual.observe(interaction.episodes, interaction.components)
+            contexts = self.host.training_contexts(items)
+            interaction = session.interact(
+                self.host.policy, self.host.tokenizer, items, contexts, group_size=group
+            )
+            events = session.events + interaction.feedback_events
+            trained = self.host.weight_feedback(interaction).select(self.host.trains_on(interaction))
+            if trained.feedback_events % group:
+                raise ValueError("a paradigm must route whole groups of responses to its weights")
+            metrics = self.update(trained, events) if trained.feedback_events else {}
+            self.continual.observe(trained.episodes, trained.components)
+            self.host.after_update(interaction, events)
             session.record(interaction, metrics)
 
     @abstractmethod

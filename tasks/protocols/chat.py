@@ -314,6 +314,8 @@ class ChatProtocol(Protocol):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def question_text(self, query: Query) -> str:
+        if query.text:  # the user's own words (a user log's question)
+            return query.text
         if query.subject == USER_SUBJECT:
             wordings = USER_QUESTIONS[query.attribute]
             return wordings[query.variant % len(wordings)]
