@@ -78,7 +78,7 @@ def test_the_base_writes_lessons_from_corrections(real_base):
         "reflect ask my city ? said { answer : oslo } reward good lesson",
         "reflect ask my city ? said oslo reward bad lesson",
     ]
-    assert llm_lessons(backbone.model, backbone.tokenizer, prompts) == [
+    assert llm_lessons(backbone.model, backbone.tokenizer, prompts, backbone.protocol) == [
         "note my dog rex .",
         "note format color json .",
         "note my city oslo .",

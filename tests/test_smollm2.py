@@ -2,7 +2,8 @@
 
 What a real model must show for the comparison to mean something: it reads the user's fact from a
 note (the oracle far above the floor); memory learns the user's facts without touching a weight;
-an adapter trained with GRPO learns the user's format habits; and a search call's result reaches
+an adapter trained with GRPO learns the user's format habits (it does not yet: an expected failure,
+with the measured reason); and a search call's result reaches
 the model as a masked tool turn.
 """
 
@@ -77,6 +78,12 @@ def test_memory_learns_the_users_facts_up_to_what_the_model_can_read_with_its_we
     assert weights_digest(parts.paradigm.model) == before
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: GRPO never meets a habit SmolLM2 does not sample (0 of 96 answers at T=1 were JSON, "
+    "a list or a bare value), so the format term is constant within every group and gets no gradient; "
+    "format compliance stays 0.33 over 256 events (docs/real-model.md). Strict: a fix makes this fail.",
+)
 def test_adapter_grpo_learns_the_users_format_habits(tracking_uri):
     experiment = load_experiment(
         SMOLLM2,

@@ -157,10 +157,10 @@ def test_on_the_real_base_the_policy_learns_to_search_personal_questions_only(tr
     assert final[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9  # one search per personal question at most
 
 
-def _search_or_answer_run(backbone: str, policy: str) -> dict[str, float]:
-    """Final evaluation of ``frozen`` on ``search_or_answer`` (seed 0, 400 events) with ``policy``."""
+def _search_or_answer_run(backbone: str, policy: str, seed: int = 0) -> dict[str, float]:
+    """Final evaluation of ``frozen`` on ``search_or_answer`` (user ``seed``, 400 events) with ``policy``."""
     overrides = [f"backbone={backbone}", f"paradigm.tool_policy.name={policy}", "task.suite=search_or_answer"]
-    overrides += ["budget.feedback_events=400", "evaluation.every=400"]
+    overrides += ["budget.feedback_events=400", "evaluation.every=400", f"seeds=[{seed}]"]
     parts = assemble(load_experiment(SMOKE, overrides).runs()[0], progress=False)
     parts.paradigm.train(parts.session)
     return parts.evaluator.evaluate(parts.paradigm)
@@ -168,9 +168,20 @@ def _search_or_answer_run(backbone: str, policy: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_on_a_base_that_searches_needlessly_the_policy_removes_the_waste(tracking_uri, oversearch_base):
-    """The done-when of the tool policy: fewer searches per query than frozen alone, accuracy no lower."""
-    alone = _search_or_answer_run("builtin:oversearch", "none")
-    learned = _search_or_answer_run("builtin:oversearch", "qlearning")
-    assert alone[m.SEARCH_CALLS_PER_QUERY] > 25 / 49 + 0.1  # it searches on world questions too
-    assert learned[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9
-    assert learned[m.PERSONAL_ACCURACY] >= alone[m.PERSONAL_ACCURACY]
+    """The done-when of the tool policy: fewer searches per query than frozen alone, accuracy no lower.
+
+    Accuracy is compared over four users: one user's 49 questions move by two or three answers either
+    way (measured on users 0-5: alone 0.571/0.633/0.612/0.653/0.653/0.653, with the policy
+    0.531/0.633/0.673/0.694/0.633/0.633), so a single user cannot say "no lower".
+    """
+    users = range(4)
+    alone = [_search_or_answer_run("builtin:oversearch", "none", seed) for seed in users]
+    learned = [_search_or_answer_run("builtin:oversearch", "qlearning", seed) for seed in users]
+    for before, after in zip(alone, learned, strict=True):
+        assert before[m.SEARCH_CALLS_PER_QUERY] > 25 / 49 + 0.1  # it searches on world questions too
+        assert after[m.SEARCH_CALLS_PER_QUERY] <= 25 / 49 + 1e-9
+    mean = lambda runs: sum(r[m.PERSONAL_ACCURACY] for r in runs) / len(runs)  # noqa: E731
+    assert mean(learned) >= mean(alone), (
+        [r[m.PERSONAL_ACCURACY] for r in alone],
+        [r[m.PERSONAL_ACCURACY] for r in learned],
+    )
