@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.document import Block, Heading, Image, Paragraph, Table
-from analysis.runs import GROUP_COLUMNS, group_label
+from analysis.runs import GROUP_COLUMNS, group_label, ordered_groups
 from analysis.serving import Assumptions, per_user_costs, serving_costs, shared_base
-from analysis.style import LINESTYLES, MARKERS, FigureResult, new_figure, paradigm_palette, save_figure
+from analysis.style import FigureResult, group_styles, new_figure, save_figure
 
 FIGURE = "serving_cost"
 CSV = "serving.csv"
@@ -29,11 +29,12 @@ _PANELS = (
 
 def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions) -> FigureResult:
     """The three panels of ``picture`` (:func:`analysis.serving.serving_costs`) against users."""
-    groups = picture[GROUP_COLUMNS].drop_duplicates().itertuples(index=False)
-    palette = paradigm_palette(picture["paradigm"])
-    with new_figure(1, 3, width=4.0, height=4.4) as (figure, axes):
+    groups = ordered_groups(picture)
+    styles = group_styles(groups, [group_label(*key) for key in groups])  # as in every other figure
+    with new_figure(1, 3, width=7.0, height=3.8) as (figure, axes):
         figure.get_layout_engine().set(rect=(0, 0.2, 1, 0.8))  # the bottom fifth holds the assumptions
-        for index, (paradigm, algorithm, variant) in enumerate(groups):
+        for paradigm, algorithm, variant in groups:
+            label = group_label(paradigm, algorithm, variant)
             rows = picture[
                 (picture["paradigm"] == paradigm)
                 & (picture["algorithm"] == algorithm)
@@ -43,11 +44,11 @@ def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions)
                 axis.plot(
                     rows["users"],
                     rows[column].clip(lower=1.0),  # log axes: 0 drawn at 1
-                    color=palette[paradigm],
-                    linestyle=LINESTYLES[index % len(LINESTYLES)],
-                    marker=MARKERS[index % len(MARKERS)],
+                    color=styles[label].color,
+                    linestyle=styles[label].linestyle,
+                    marker=styles[label].marker,
                     markersize=3,
-                    label=group_label(paradigm, algorithm, variant),
+                    label=label,
                 )
         for axis, (_, title) in zip(axes[0], _PANELS, strict=True):
             axis.set_xscale("log")
