@@ -29,6 +29,7 @@ LEARNING_ARMS = [
     "adapter-reinforce",
     "adapter-ppo",
     "adapter-sft",
+    "hybrid-grpo",  # its adapter is tuned like the adapter (3e-3 in this fixture)
 ]
 
 
