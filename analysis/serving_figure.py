@@ -9,6 +9,7 @@ run with the cost metrics, the section says why it is empty instead.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -21,9 +22,9 @@ from analysis.style import FigureResult, group_styles, new_figure, save_figure
 FIGURE = "serving_cost"
 CSV = "serving.csv"
 _PANELS = (
-    ("storage_bytes", "Storage of all users (bytes)"),
-    ("flops_per_query", "FLOPs per query (answer + learning)"),
-    ("loaded_bytes_per_query", "User state loaded per query (bytes)"),
+    ("storage_bytes", "Storage of all users\n(bytes)"),
+    ("flops_per_query", "FLOPs per query\n(answer + learning)"),
+    ("loaded_bytes_per_query", "User state loaded\nper query (bytes)"),
 )
 
 
@@ -31,8 +32,8 @@ def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions)
     """The three panels of ``picture`` (:func:`analysis.serving.serving_costs`) against users."""
     groups = ordered_groups(picture)
     styles = group_styles(groups, [group_label(*key) for key in groups])  # as in every other figure
-    with new_figure(1, 3, width=7.0, height=3.8) as (figure, axes):
-        figure.get_layout_engine().set(rect=(0, 0.2, 1, 0.8))  # the bottom fifth holds the assumptions
+    with new_figure(1, 3, width=7.0, height=4.6) as (figure, axes):
+        figure.get_layout_engine().set(rect=(0, 0.25, 1, 0.75))  # the bottom quarter holds the assumptions
         for paradigm, algorithm, variant in groups:
             label = group_label(paradigm, algorithm, variant)
             rows = picture[
@@ -54,12 +55,13 @@ def serving_cost(picture: pd.DataFrame, out_dir: Path, assumptions: Assumptions)
             axis.set_xscale("log")
             axis.set_yscale("log")
             axis.set_xlabel("users")
-            axis.set_title(title)
+            axis.set_title(title, fontsize=8)
         axes[0][2].set_ylabel("0 drawn at 1")
         handles, labels = axes[0][0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="outside right upper", fontsize=6)
-        text = "Assumptions:\n" + "\n".join(assumptions.lines())
-        figure.text(0.01, 0.17, text, fontsize=7, va="top", ha="left")
+        wrapped = [textwrap.fill(line, 125, subsequent_indent="  ") for line in assumptions.lines()]
+        text = "Assumptions:\n" + "\n".join(wrapped)
+        figure.text(0.01, 0.21, text, fontsize=7, va="top", ha="left")
         paths = save_figure(figure, out_dir, FIGURE)
     return FigureResult(
         FIGURE,
