@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,6 +71,7 @@ from experiments.config import (
 )
 from experiments.signals import sigterm_as_interrupt
 from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
+from paradigms.backbone_files import exclusive_lock
 
 JOURNAL_DIR = "optuna-journal"
 #: A RUNNING trial that never recorded its worker is stale after this long (its worker died
@@ -559,18 +560,6 @@ def _lock_dir(plan: SweepPlan) -> Path:
     return Path(plan.storage_url).with_name(Path(plan.storage_url).name + ".workers")
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (blocking) for the block's duration."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class WorkerLock:
     """A lock file this worker holds while it lives; the kernel frees it when the process dies."""
 
@@ -923,7 +912,7 @@ class Worker:
             optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; callback retries
             return []
         recovered = []
-        with _exclusive(Path(self.plan.storage_url + ".recover.lock")):
+        with exclusive_lock(Path(self.plan.storage_url + ".recover.lock")):
             for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if not worker_is_dead(trial):
                     continue

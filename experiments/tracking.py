@@ -18,7 +18,6 @@ next invocation that writes to its experiment.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -32,8 +31,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -46,6 +45,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from experiments.errors import ConfigError
+from paradigms.backbone_files import file_lock
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRACKING_URI_ENV = "HARNESS_TRACKING_URI"
@@ -224,16 +224,6 @@ def _probe_http(uri: str, label: str, fix: str) -> None:
         ) from None
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_sqlite_store(uri: str) -> None:
     """Create the SQLite store of ``uri`` if missing: built whole under a lock, then renamed into place.
 
@@ -244,7 +234,7 @@ def ensure_sqlite_store(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None or (path.exists() and path.stat().st_size > 0):
         return
-    with _file_lock(path.with_name(f".{path.name}.lock")):
+    with file_lock(path):  # .<name>.lock beside the store
         if path.exists() and path.stat().st_size > 0:
             return  # another process created it while we waited
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore

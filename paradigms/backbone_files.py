@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,12 +29,19 @@ def cache_root() -> Path:
 
 
 @contextmanager
-def file_lock(directory: Path):
-    """An exclusive lock beside ``directory``, so parallel workers never build the same thing twice."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created, with its folder) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def file_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock beside ``directory``, so parallel workers never build the same thing twice."""
+    with exclusive_lock(directory.parent / f".{directory.name}.lock"):
+        yield

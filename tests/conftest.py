@@ -46,3 +46,13 @@ def oversearch_base() -> Path:
     from experiments.base import ensure_base
 
     return ensure_base("builtin:oversearch", progress=False)
+
+
+def metric_histories(client, run_id: str, ignore: set[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of run ``run_id`` but those in ``ignore``, as its (step, value) history."""
+    run = client.get_run(run_id)
+    return {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        for key in run.data.metrics
+        if key not in ignore
+    }

@@ -11,7 +11,7 @@ from experiments.run import run_experiment
 from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import Tracker
 from tasks.suites import SUITES, TaskOptions
-from tests.conftest import SMOKE, TINY
+from tests.conftest import SMOKE, TINY, metric_histories
 
 NOISY = {"cost/wall_seconds", "cost/peak_rss_bytes", "cost/generation_seconds", "cost/evaluation_seconds"}
 
@@ -52,22 +52,13 @@ def test_seed_everything_reports_what_it_set():
     assert seed_everything(7)["torch"] == 7
 
 
-def _histories(client, run_id):
-    run = client.get_run(run_id)
-    return {
-        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-        for key in run.data.metrics
-        if key not in NOISY
-    }
-
-
 def test_same_config_and_seed_give_identical_metrics(tracking_uri, tiny_base):
     experiment = load_experiment(SMOKE, [TINY])
     first = run_experiment(experiment, Tracker(tracking_uri), progress=False)[0]
     second = run_experiment(experiment, Tracker(tracking_uri), progress=False)[0]
     client = mlflow.MlflowClient(tracking_uri)
-    assert _histories(client, first.run_id) == _histories(client, second.run_id)
-    assert "train/reward" in _histories(client, first.run_id)
+    assert metric_histories(client, first.run_id, NOISY) == metric_histories(client, second.run_id, NOISY)
+    assert "train/reward" in metric_histories(client, first.run_id, NOISY)
 
 
 def test_the_evaluation_schedule_does_not_change_what_is_learned(tracking_uri, tiny_base):
@@ -78,7 +69,11 @@ def test_the_evaluation_schedule_does_not_change_what_is_learned(tracking_uri, t
     rarely = run_experiment(load_experiment(SMOKE, [*common, "evaluation.every=32"]), tracker, progress=False)
     client = mlflow.MlflowClient(tracking_uri)
     train = {
-        name: {k: v for k, v in _histories(client, result[0].run_id).items() if k.startswith("train/")}
+        name: {
+            key: history
+            for key, history in metric_histories(client, result[0].run_id, NOISY).items()
+            if key.startswith("train/")
+        }
         for name, result in (("often", often), ("rarely", rarely))
     }
     assert train["often"] == train["rarely"] and train["often"]["train/reward"]

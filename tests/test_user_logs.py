@@ -16,7 +16,7 @@ from tasks.converters.lamp import LampFormatError, lamp_to_log
 from tasks.log_suite import JSONL
 from tasks.suites import TaskOptions
 from tasks.user_logs import LogError, grammar_problem, holdout_count, parse_line, read_log, write_log
-from tests.conftest import SMOKE, TINY
+from tests.conftest import SMOKE, TINY, metric_histories
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lamp"
 #: Metrics that measure the machine, not the agent (they differ between any two runs).
@@ -206,15 +206,6 @@ def _answer(parts, item, value):
 # -- exported simulated users round-trip -----------------------------------------------------------
 
 
-def _histories(client, run_id):
-    run = client.get_run(run_id)
-    return {
-        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-        for key in run.data.metrics
-        if key not in NOISY
-    }
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -235,7 +226,8 @@ def test_an_exported_user_gives_the_simulated_suites_metrics(overrides, tracking
     logged = [*common, "task.suite=jsonl", f"task.path={out}", f"task.holdout={holdout}"]
     [replayed] = run_experiment(load_experiment(SMOKE, logged), tracker, progress=False)
     client = mlflow.MlflowClient(tracking_uri)
-    expected, got = _histories(client, simulated.run_id), _histories(client, replayed.run_id)
+    expected = metric_histories(client, simulated.run_id, NOISY)
+    got = metric_histories(client, replayed.run_id, NOISY)
     assert expected == got
     assert len(expected["eval/personal_accuracy"]) >= 3 and "eval/instruction_following" in expected
 
