@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
 import psutil
@@ -62,16 +62,20 @@ from tqdm.auto import tqdm
 
 from experiments import metrics as m
 from experiments.config import (
+    SEED_KEYS,
     ConfigError,
     Experiment,
     RunConfig,
     apply_overrides,
     build_run_config,
+    is_experiment_key,
     load_experiment,
 )
 from experiments.signals import sigterm_as_interrupt
-from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
 from paradigms.backbone_files import exclusive_lock
+
+if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
+    from experiments.tracking import TrackedRun, Tracker
 
 JOURNAL_DIR = "optuna-journal"
 #: A RUNNING trial that never recorded its worker is stale after this long (its worker died
@@ -79,7 +83,6 @@ JOURNAL_DIR = "optuna-journal"
 UNCLAIMED_GRACE_SECONDS = 60.0
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-_EXPERIMENT_KEYS = ("name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned")
 
 
 # --------------------------------------------------------------------------- the sweep section
@@ -250,9 +253,12 @@ def _describe_error(error: ValidationError) -> str:
 
 def _check_param(key: str, param: Any) -> None:
     where = f"sweep.space.{key}"
-    if key.split(".")[0] in _EXPERIMENT_KEYS:
+    if is_experiment_key(key):  # e.g. meta.iterations: read by harness meta-train, never by a trial
+        top = key.split(".")[0]
+        fix = "list a trial's seeds in sweep.seeds" if top in SEED_KEYS else "sweep a run config field"
         raise ConfigError(
-            f"{where}: {key!r} is not a run config field; sweep a field like reward.weights.format"
+            f"{where}: {top!r} belongs to the experiment file, not to a run's config, so a trial "
+            f"could not change it; {fix} (e.g. reward.weights.format)"
         )
     if isinstance(param, FloatParam | IntParam):
         if param.low >= param.high:
@@ -807,6 +813,8 @@ class TrialRunner:
             trial.set_user_attr("worker_lock", str(self.lock.path.resolve()))
 
     def _run_seeds(self, trial: optuna.Trial, params: dict[str, Any]) -> list[dict[str, float]]:
+        from experiments.tracking import child_tags, group_labels
+
         finals, offset = [], 0
         retry_of = trial.user_attrs.get("retry_of")
         for index, seed in enumerate(self.plan.seeds):
