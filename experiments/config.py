@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
 
 from experiments import tuned as tuned_values
 from experiments.backbones import backbone_problem
@@ -46,6 +46,7 @@ from paradigms import ALGORITHMS, PARADIGMS
 from paradigms.rl.settings import ContinualSettings
 from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
 from tasks.registry import UnknownName
+from tasks.rewards import REWARD_WEIGHTS
 from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
 from tasks.user_logs import LogError, grammar_problem, read_log
 from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
@@ -135,13 +136,19 @@ class TaskConfig(_Section):
         )
 
 
-class RewardWeights(_Section):
-    correctness: float = Field(1.0, ge=0, description="Weight of answering the right value (0/1).")
-    format: float = Field(0.5, ge=0, description="Weight of a well-formed answer in the wanted format (0/1).")
-    tool_efficiency: float = Field(
-        0.2, ge=0, description="Weight of the penalty for wasted searches (-calls)."
+def _reward_weights_model() -> type[BaseModel]:
+    """``reward.weights``: one non-negative field per registered reward component, generated from
+    ``tasks.rewards.REWARD_WEIGHTS`` so a component and its weight cannot drift apart."""
+    fields: dict[str, Any] = {
+        name: (float, Field(weight.default, ge=0, description=weight.description))
+        for name, weight in REWARD_WEIGHTS.items()
+    }
+    return create_model(
+        "RewardWeights", __base__=_Section, __doc__="Non-negative weight per reward component.", **fields
     )
-    search_cost: float = Field(0.1, ge=0, description="Weight of the cost of every search call (-calls).")
+
+
+RewardWeights = _reward_weights_model()
 
 
 class RewardConfig(_Section):
