@@ -180,7 +180,7 @@ def test_reward_components_read_chat_transcripts():
     scores, total = rewards.score(
         ["p"] * 3,
         completions,
-        {"correctness": 1.0, "format": 0.5},
+        {"correctness": 1.0, "format": 0.5, "tool_efficiency": 0.0, "search_cost": 0.0},
         gold=["Tokyo"] * 3,
         wanted_format=["json"] * 3,
         item=["world:Japan:capital"] * 3,
