@@ -201,7 +201,15 @@ def test_notes_corrections_and_lessons_are_read_back_as_statements(tokenizer):
     assert CHAT.parse_lesson(lesson + " It is a good dog.") == lesson
     assert CHAT.note_statement(lesson) == Statement("my", "dog", "rex")
     assert CHAT.parse_lesson("The user asked a question about the capital of Japan.") is None
+    # SmolLM2's lessons without the examples: first person, read as the assistant's own job
+    assert CHAT.parse_lesson('The user: "I work as a pilot."') is None
+    assert CHAT.parse_lesson("I play tennis.") is None
+    assert CHAT.parse_lesson("The user plays tennis.") == "The user plays tennis."
     prompt = CHAT.render_prompt(DOG, [CHAT.note(Statement("my", "dog", "rex"))], tokenizer)
+    assert CHAT.fact_in_prompt(prompt, "dog", "rex")
+    prompt = CHAT.render_prompt(
+        DOG, [CHAT.note(Statement("my", "city", "lima")), CHAT.note(Statement("my", "dog", "rex"))], tokenizer
+    )
     assert CHAT.fact_in_prompt(prompt, "dog", "rex") and not CHAT.fact_in_prompt(prompt, "dog", "max")
 
 

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct, the offline real chat model, as a backbone (slow: minutes on a CPU).
 
 What a real model must show for the comparison to mean something: it reads the user's fact from a
-note (the oracle far above the floor); memory learns the user's facts without touching a weight;
+note (the oracle far above the floor); memory learns the user's facts to 0.8 without touching a weight;
 an adapter trained with GRPO learns the user's format habits (it does not yet: an expected failure,
 with the measured reason); and a search call's result reaches
 the model as a masked tool turn.
@@ -55,16 +55,11 @@ def test_the_oracle_reads_what_the_frozen_model_cannot_know(tracking_uri):
     assert frozen["eval/general_accuracy"] == 1.0  # the kept general probe: what the untouched model knows
 
 
-def test_memory_learns_the_users_facts_up_to_what_the_model_can_read_with_its_weights_untouched():
-    """Memory reaches the ceiling of teaching through the prompt: the oracle showing the one relevant
-    note (the issue's bar was 0.8; SmolLM2-135M reads a single note right ~0.6 of the time, often
-    paraphrasing the value: 'pilot' -> 'flight instructor', 'cocoa' -> 'chocolate'; docs/real-model.md)."""
+def test_memory_learns_the_users_facts_to_0_8_with_its_weights_untouched():
+    """Memory reaches 0.8 personal accuracy on ``user_facts`` within 200 events, weights bitwise unchanged
+    (the oracle showing the one relevant note is the ceiling of teaching through the prompt: 0.80-0.92
+    on seeds 0-4 with the chat protocol's notes section; docs/real-model.md)."""
     facts = ["task.suite=user_facts", "budget.feedback_events=200"]
-    oracle = assemble(
-        load_experiment(SMOLLM2, [*facts, "paradigm.name=oracle", "paradigm.notes=relevant"]).runs()[0],
-        progress=False,
-    )
-    ceiling = oracle.evaluator.evaluate(oracle.paradigm)["eval/personal_accuracy"]
     parts = assemble(
         load_experiment(SMOLLM2, [*facts, "paradigm.name=memory", "paradigm.top_k=1"]).runs()[0],
         progress=False,
@@ -74,7 +69,7 @@ def test_memory_learns_the_users_facts_up_to_what_the_model_can_read_with_its_we
     parts.paradigm.train(parts.session)
     learned = parts.evaluator.evaluate(parts.paradigm)["eval/personal_accuracy"]
     assert parts.session.events == 200
-    assert learned >= ceiling - 0.1 and learned - untrained >= 0.4, (untrained, learned, ceiling)
+    assert learned >= 0.8 and learned - untrained >= 0.4, (untrained, learned)
     assert weights_digest(parts.paradigm.model) == before
 
 

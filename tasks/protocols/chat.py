@@ -144,6 +144,15 @@ USER_ATTRIBUTE_WORDS = {
 #: Values written with a capital (names of dogs and cities).
 _CAPITALISED = ("dog", "city")
 
+#: How a reflection shows the model what a lesson looks like: a sentence about the user rewritten in the third
+#: person, for a named thing, a habit and a format preference.
+REFLECTION_REQUEST = "Rewrite this sentence about the user in the third person."
+REFLECTION_EXAMPLES = (
+    'Examples: "My cat is called Tom." becomes "The user\'s cat is called Tom." "I drive a truck." becomes '
+    '"The user drives a truck." "Please answer questions about rivers in one word." becomes "The user wants '
+    'answers about rivers in one word."'
+)
+
 #: The format request added to a question, and how a note or a correction names the format.
 FORMAT_REQUESTS = {
     "plain": "Answer with the bare value only.",
@@ -208,6 +217,7 @@ _STOP_WORDS = frozenset(
         "find",
     )
 )
+_FIRST_PERSON = re.compile(r"\b(I|my|me|I'm)\b", re.IGNORECASE)
 _BULLET = re.compile(r"^[-*•]\s+(.*\S)$")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+[\"'(]?[A-Z]")
 _TOOL_CALL = re.compile(re.escape(TOOL_OPEN) + r"(.*?)" + re.escape(TOOL_CLOSE), re.DOTALL)
@@ -518,13 +528,14 @@ class ChatProtocol(Protocol):
 
         A small chat model writes no usable lesson when asked to reflect on a whole exchange
         (SmolLM2-135M: 0 of 8 readable; it writes about itself), but restates a user's sentence about
-        the user reliably (8 of 8), so the lesson is asked for that way.
+        the user, and does it in the third person when shown how (``REFLECTION_EXAMPLES``): on 22 of the
+        user's corrections, 21 readable lessons and 19 in the third person, against 19 readable and 4
+        in the third person without the examples (it wrote 'The user: "I work as a pilot."', a note the
+        model then read as its own job).
         """
         taught = feedback or (self._success_statement(query, said) if good else None)
         text = taught or "That answer was wrong."
-        request = (
-            f'Rewrite this sentence about the user in the third person, starting with "The user": "{text}"'
-        )
+        request = f'{REFLECTION_REQUEST} {REFLECTION_EXAMPLES} Now rewrite: "{text}"'
         messages = [{"role": "user", "content": request}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -537,5 +548,9 @@ class ChatProtocol(Protocol):
         return None
 
     def parse_lesson(self, text: str) -> str | None:
+        """The lesson's first sentence, when it is a statement about the user in the third person (one the
+        protocol reads, with no ``I``/``my``/``me``: a first-person lesson reads as the assistant's own)."""
         first = re.split(r"(?<=[.!?])\s+|\n", text.strip(), maxsplit=1)[0].strip()
-        return first if first and self.note_statement(first) is not None else None
+        if not first or _FIRST_PERSON.search(first):
+            return None
+        return first if self.note_statement(first) is not None else None
