@@ -360,13 +360,17 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
                 capsize=3,
                 zorder=5,
             )
-        ax.set(xlabel="final forgetting (general probe, lower is better)", ylabel="final personal accuracy")
+        ax.set(
+            xlabel="final forgetting (base minus final general-probe accuracy, lower is better)",
+            ylabel="final personal accuracy",
+        )
         _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
-        caption="Learning versus forgetting: one small marker per run; large markers are group "
+        caption="Learning versus forgetting (the untouched base's general-probe accuracy minus the "
+        "final one; negative is a gain): one small marker per run; large markers are group "
         "means with 95% stratified-bootstrap CIs.",
     )
 

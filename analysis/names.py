@@ -8,11 +8,13 @@ orderings below are the analysis's own.
 from __future__ import annotations
 
 from experiments.metrics import (  # noqa: F401  (re-exported for the analysis modules)
+    BASE_GENERAL_ACCURACY,
     CONTEXT_TOKENS_PER_QUERY,
     DIRECTIONS,
     FORGETTING,
     FORMAT_COMPLIANCE,
     GENERAL_ACCURACY,
+    GENERAL_ACCURACY_WITHOUT_NOTES,
     GENERATED_TOKENS,
     HIGHER,
     KL_TO_BASE,

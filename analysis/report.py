@@ -106,7 +106,7 @@ def build_report(
     main = tables.comparison_table(table, done, seed=seed, reps=DEFAULT_BOOTSTRAP_REPS)
     learning = tables.learning_table(table, done, seed=seed)
     continual, continual_notes = tables.continual_table(table, done, seed=seed)
-    main_display = display_table(main, tables.MAIN_COLUMNS)
+    main_display = display_table(main, tables.main_columns(main))
     table_csv = write_csv(main, out_dir / "table.csv")
     table_tex = out_dir / "table.tex"
     table_tex.write_text(

@@ -26,7 +26,7 @@ from analysis.names import (
     TRAIN_FLOPS,
     WALL_SECONDS,
 )
-from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values
+from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values, notes_forgetting_values
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
 
 TARGET_ACCURACY = 0.8
@@ -51,6 +51,9 @@ MAIN_COLUMNS = (
     Column("wall_seconds", "Wall s", LOWER, ".1f"),
     Column("storage_bytes", "Storage B/user", LOWER, ".3g"),
 )
+#: Shown after forgetting when some run places notes in its prompts (memory, hybrid, oracle): the
+#: general-probe accuracy the same model loses to its notes (without minus with them, final).
+NOTES_FORGETTING = Column("notes_forgetting", "Forgetting from notes", LOWER, ".3f")
 _MAIN_METRICS = {
     "personal_accuracy": PERSONAL_ACCURACY,
     "search_calls_per_query": SEARCH_CALLS_PER_QUERY,
@@ -82,19 +85,35 @@ def comparison_table(
 ) -> pd.DataFrame:
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
-    "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (or, if a
-    run did not log it, best minus final general-probe accuracy). After ``runs`` come the group's
-    :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none).
+    "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (the untouched
+    base's general-probe accuracy minus the final one). When some run places notes in its prompts,
+    :data:`NOTES_FORGETTING` follows forgetting (:func:`main_columns`). After ``runs`` come the
+    group's :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none).
     """
     values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
     values["forgetting"] = forgetting_values(table)
-    ordered = {column.key: values[column.key] for column in MAIN_COLUMNS}
+    values[NOTES_FORGETTING.key] = notes_forgetting_values(table)
+    columns = MAIN_COLUMNS if values[NOTES_FORGETTING.key].empty else _with_notes_column(MAIN_COLUMNS)
+    ordered = {column.key: values[column.key] for column in columns}
     summary = group_summaries(runs, ordered, seed, reps)
     for offset, (name, param) in enumerate(SETTING_PARAMS.items()):
         summary.insert(
             summary.columns.get_loc("runs") + 1 + offset, name, _group_setting(runs, summary, param)
         )
     return summary
+
+
+def main_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
+    """The columns of a :func:`comparison_table` ``summary``: :data:`MAIN_COLUMNS`, with
+    :data:`NOTES_FORGETTING` after forgetting when the summary has it."""
+    if f"{NOTES_FORGETTING.key}.iqm" in summary.columns:
+        return _with_notes_column(MAIN_COLUMNS)
+    return MAIN_COLUMNS
+
+
+def _with_notes_column(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    at = [c.key for c in columns].index("forgetting") + 1
+    return (*columns[:at], NOTES_FORGETTING, *columns[at:])
 
 
 def _group_setting(runs: pd.DataFrame, summary: pd.DataFrame, param: str) -> list[str]:

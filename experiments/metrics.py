@@ -10,7 +10,15 @@ PERSONAL_ACCURACY = "eval/personal_accuracy"
 #: the criterion harness tune maximizes.
 PERSONAL_ACCURACY_AUC = "eval/personal_accuracy_auc"
 GENERAL_ACCURACY = "eval/general_accuracy"
+#: The untouched base's general-probe accuracy, measured once per run before training (no notes,
+#: no tool policy) and logged with every evaluation: what ``eval/forgetting`` is measured against.
+BASE_GENERAL_ACCURACY = "eval/base_general_accuracy"
+#: ``eval/base_general_accuracy - eval/general_accuracy`` (signed: a gain is negative), Biderman et
+#: al. 2024's forgetting (``analysis.stats.forgetting``); independent of the evaluation schedule.
 FORGETTING = "eval/forgetting"
+#: Paradigms that place notes in the prompt (memory, hybrid, oracle): the general probe answered by
+#: the same model without them, so a report can tell the notes' share of the forgetting.
+GENERAL_ACCURACY_WITHOUT_NOTES = "eval/general_accuracy_without_notes"
 FORMAT_COMPLIANCE = "eval/format_compliance"
 INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
@@ -63,7 +71,9 @@ DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
     PERSONAL_ACCURACY_AUC: HIGHER,
     GENERAL_ACCURACY: HIGHER,
+    BASE_GENERAL_ACCURACY: HIGHER,
     FORGETTING: LOWER,
+    GENERAL_ACCURACY_WITHOUT_NOTES: HIGHER,
     FORMAT_COMPLIANCE: HIGHER,
     INSTRUCTION_FOLLOWING: HIGHER,
     SEARCH_CALLS_PER_QUERY: LOWER,

@@ -152,12 +152,6 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
-    paradigm_class = PARADIGMS[config.paradigm.name]
-    # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if config.paradigm.uses_algorithm else None
-    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
-    if config.continual.active:  # the config refuses it for paradigms that do not change weights
-        paradigm.use_continual(config.continual)
     session = Session(
         suite,
         user,
@@ -170,6 +164,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         lambda report: None,
         backbone.protocol,
     )
+    # the untouched base, copied before a paradigm wraps or trains the model (KL)
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     evaluator = Evaluator(
         session,
         personal_eval.to_list(),
@@ -179,6 +175,11 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         reference,
         instructions=suite.instruction_eval(config.seed, options, user),
     )
+    with isolated_rng():  # forgetting's reference point: the base before any paradigm touches it
+        evaluator.measure_base(backbone.model, backbone.tokenizer)
+    paradigm = PARADIGMS[config.paradigm.name](config.paradigm, backbone, config.algorithm)
+    if config.continual.active:  # the config refuses it for paradigms that do not change weights
+        paradigm.use_continual(config.continual)
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
 

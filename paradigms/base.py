@@ -26,6 +26,9 @@ class Paradigm(ABC):
 
     #: The config section; its ``uses_algorithm`` and ``supports_continual`` say what the paradigm accepts.
     Settings: ClassVar[type[ParadigmSettings]]
+    #: Whether ``context_for`` may place notes in a prompt (the evaluator then also answers the
+    #: general probe without them: ``eval/general_accuracy_without_notes``).
+    notes_in_prompt: ClassVar[bool] = False
 
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm

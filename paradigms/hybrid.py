@@ -49,6 +49,7 @@ def is_fact(item: Item) -> bool:
 
 class Hybrid(Adapter):
     Settings = HybridSettings
+    notes_in_prompt = True
     artifact_name = "adapter"
 
     def __init__(self, settings: HybridSettings, backbone, algorithm):

@@ -51,6 +51,7 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
     metrics = {
         "eval/personal_accuracy": _accuracy(paradigm, seed, step),
         "eval/general_accuracy": general,
+        "eval/base_general_accuracy": 0.9 - 0.01 * seed,
         "eval/forgetting": 0.9 - 0.01 * seed - general,
         "eval/format_compliance": 0.5 + 0.1 * seed,
         "eval/search_calls_per_query": 1.0 - step / 800 if paradigm == "memory" else 0.0,
@@ -64,6 +65,8 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
         "cost/generated_tokens": 10.0 * step,
         "cost/prompt_tokens": 30.0 * step,
     }
+    if paradigm == "memory":  # its notes cost it all of its general-probe drop
+        metrics["eval/general_accuracy_without_notes"] = 0.9 - 0.01 * seed
     if paradigm == "memory":  # a two-phase drift: phase 1 is learned after step 200, phase 0 fades a bit
         metrics["eval/phase_accuracy/0"] = 0.2 + min(step, 200) / 400 - max(0, step - 200) / 2000
         metrics["eval/phase_accuracy/1"] = 0.1 + max(0, step - 200) / 300 + 0.01 * seed
@@ -418,6 +421,11 @@ def test_report_writes_every_file_and_lists_the_failed_run(report):
         <= memory["personal_accuracy.iqm"]
         <= memory["personal_accuracy.ci_high"]
     )
+    # forgetting = base minus final general accuracy; memory's notes cause all of it, the others have none
+    assert math.isclose(memory["forgetting.iqm"], 0.05, rel_tol=1e-6)
+    assert math.isclose(float(memory["notes_forgetting.iqm"]), 0.05, rel_tol=1e-6)
+    assert main.set_index("paradigm").loc[["frozen", "oracle"], "notes_forgetting.n"].tolist() == [0, 0]
+    assert "Forgetting from notes" in markdown
     tex = report.table_tex.read_text(encoding="utf-8")
     assert all(rule in tex for rule in ("\\toprule", "\\midrule", "\\bottomrule")) and "full\\_ft" not in tex
     continual = pd.read_csv(report.continual_csv, keep_default_na=False)

@@ -26,6 +26,7 @@ from tasks.items import Item
 
 class Memory(Paradigm):
     Settings = MemorySettings
+    notes_in_prompt = True
 
     def __init__(self, settings: MemorySettings, backbone, algorithm=None):
         super().__init__(settings, backbone, algorithm)
