@@ -30,6 +30,7 @@ from experiments.metrics import (  # noqa: F401  (re-exported for the analysis m
     TRAIN_REWARD,
     TRAIN_REWARD_COMPONENT,
     TRAINABLE_PARAMS,
+    UPDATING_ACCURACY,
     WALL_SECONDS,
 )
 

@@ -255,11 +255,12 @@ def _continual_blocks(continual: pd.DataFrame | None, notes: list[str]) -> list[
     blocks = [
         Heading(2, "Continual learning"),
         Paragraph(
-            "GEM's metrics from the drift matrix R (accuracy on phase j's items, in phase j's world, after "
-            "training through phase i: the evaluation after the last batch drawn in phase i): ACC (final "
-            "mean over phases), BWT (change on earlier phases; negative is forgetting), FWT (gain on a "
-            "phase before training on it, against the untrained evaluation). IQM [95% CI]. Also in "
-            "`continual.csv`."
+            "GEM's metrics from the drift matrix R (accuracy on phase j's items that the user never "
+            "changes later, in phase j's world, after training through phase i: the evaluation after the "
+            "last batch drawn in phase i): ACC (final mean over phases), BWT (change on earlier phases; "
+            "negative is forgetting), FWT (gain on a phase before training on it, against the untrained "
+            "evaluation). Items the user changed are not in R: Updating acc. is the final accuracy on "
+            "them against their new value. IQM [95% CI]. Also in `continual.csv`."
         ),
         Table(display_table(continual, tables.CONTINUAL_COLUMNS)),
     ]

@@ -24,6 +24,7 @@ from analysis.names import (
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
     TRAIN_FLOPS,
+    UPDATING_ACCURACY,
     WALL_SECONDS,
 )
 from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values, notes_forgetting_values
@@ -70,6 +71,7 @@ CONTINUAL_COLUMNS = (
     Column("acc", "ACC", HIGHER, ".3f"),
     Column("bwt", "BWT", HIGHER, ".3f"),
     Column("fwt", "FWT", HIGHER, ".3f"),
+    Column("updating_accuracy", "Updating acc.", HIGHER, ".3f"),
 )
 
 
@@ -160,7 +162,8 @@ def learning_table(
 def continual_table(
     table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
 ) -> tuple[pd.DataFrame | None, list[str]]:
-    """ACC, BWT and FWT per group from the drift matrices, or None when no run logged phases.
+    """ACC, BWT and FWT per group from the drift matrices, and the final ``eval/updating_accuracy``
+    (the items the user changed, against their new value), or None when no run logged phases.
 
     Returns the table and notes about runs whose matrix lacked the entries a metric needs.
     """
@@ -174,5 +177,6 @@ def continual_table(
     if metrics.empty:
         return None, notes
     with_phases = runs[runs["run_id"].isin(metrics.index)]
-    values = {column.key: metrics[column.key] for column in CONTINUAL_COLUMNS}
+    values = {column.key: metrics[column.key] for column in CONTINUAL_COLUMNS if column.key in metrics}
+    values["updating_accuracy"] = final_values(table, UPDATING_ACCURACY)
     return group_summaries(with_phases, values, seed, reps), notes

@@ -94,8 +94,10 @@ class Evaluator:
 
     ``personal_rows`` are phase-independent rows resolved against the user's profile at the
     time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
-    was set in drift phase j (empty for single-phase suites), answered in phase j's world (the
-    user's profile and search tool as they were in phase j) whenever the evaluation happens;
+    was set in drift phase j and never changed later (empty for single-phase suites), answered in
+    phase j's world (the user's profile and search tool as they were in phase j) whenever the
+    evaluation happens; ``updated[t]`` the items the user has changed by phase t, against their
+    value then (``eval/updating_accuracy``, answered in phase t's world);
     ``instructions`` the suite's own questions with an explicit format request (scored on the
     format: ``eval/instruction_following``). ``base_general_accuracy`` is the untouched base's
     accuracy on ``general`` (:meth:`measure_base`, before any evaluation).
@@ -108,6 +110,7 @@ class Evaluator:
     settings: GenerationSettings
     reference: object | None = None
     instructions: list[Item] = field(default_factory=list)
+    updated: list[list[Item]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     base_general_accuracy: float | None = None
 
@@ -141,10 +144,12 @@ class Evaluator:
             decisions=paradigm.tool_decisions(items, contexts, explore=False),
         )
 
-    def evaluate(self, paradigm: Paradigm) -> dict[str, float]:
+    def evaluate(self, paradigm: Paradigm, stream_phase: int | None = None) -> dict[str, float]:
         """DESIGN.md's eval and cost metrics for the paradigm's policy now.
 
-        Needs :meth:`measure_base` first (forgetting is measured against it).
+        ``stream_phase`` is the drift phase the policy was trained through (the phase of the last batch
+        consumed; None before any): the items the user has changed by then give
+        ``eval/updating_accuracy``. Needs :meth:`measure_base` first (forgetting is measured against it).
         """
         if self.base_general_accuracy is None:
             raise RuntimeError("Evaluator.measure_base must run before the first evaluation")
@@ -182,6 +187,11 @@ class Evaluator:
                         results[m.PHASE_ACCURACY.format(phase=j)] = _mean(
                             exact(self._answer(paradigm, items))
                         )
+        if stream_phase is not None and stream_phase < len(self.updated) and self.updated[stream_phase]:
+            with self.session.as_of(stream_phase):  # the changed items against their value now
+                results[m.UPDATING_ACCURACY] = _mean(
+                    exact(self._answer(paradigm, self.updated[stream_phase]))
+                )
         results.update(paradigm.extra_metrics())
         return results
 

@@ -23,7 +23,12 @@ FORMAT_COMPLIANCE = "eval/format_compliance"
 INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
 KL_TO_BASE = "eval/kl_to_base"
+#: Drift suites: accuracy on phase i's items that the user never changes later in the run (so every
+#: row of the drift matrix scores the same items, each against a truth that still holds).
 PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
+#: Drift suites, from the first evaluation after a change: accuracy on the items the user has changed
+#: so far, against their new value (does the agent update?), in the world of the stream's phase.
+UPDATING_ACCURACY = "eval/updating_accuracy"
 #: Drift suites: the phase the stream was in when the feedback events last consumed before an
 #: evaluation were drawn (absent at step 0). It names the row of the drift matrix R the
 #: evaluation fills (analysis/continual.py); a label, not a score, so it has no direction.
@@ -78,6 +83,7 @@ DIRECTIONS: dict[str, str] = {
     INSTRUCTION_FOLLOWING: HIGHER,
     SEARCH_CALLS_PER_QUERY: LOWER,
     KL_TO_BASE: LOWER,
+    UPDATING_ACCURACY: HIGHER,
     TRAIN_REWARD: HIGHER,
     TRAIN_SEARCH_CALLS_PER_QUERY: LOWER,
     WALL_SECONDS: LOWER,

@@ -174,6 +174,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         _generation(config, config.generation.eval_temperature),
         reference,
         instructions=suite.instruction_eval(config.seed, options, user),
+        updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],
     )
     with isolated_rng():  # forgetting's reference point: the base before any paradigm touches it
         evaluator.measure_base(backbone.model, backbone.tokenizer)
@@ -233,7 +234,7 @@ def execute(
     def evaluate(events: int) -> None:
         started = time.perf_counter()
         with isolated_rng():  # the evaluation schedule must not change what training draws
-            results = evaluator.evaluate(paradigm)
+            results = evaluator.evaluate(paradigm, state["stream_phase"])
         state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
