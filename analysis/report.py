@@ -106,7 +106,8 @@ def build_report(
     main = tables.comparison_table(table, done, seed=seed, reps=DEFAULT_BOOTSTRAP_REPS)
     learning = tables.learning_table(table, done, seed=seed)
     continual, continual_notes = tables.continual_table(table, done, seed=seed)
-    main_display = display_table(main, tables.main_columns(main))
+    main_display = display_table(main, tables.MAIN_COLUMNS)
+    notes = tables.notes_table(table, done, seed=seed)
     table_csv = write_csv(main, out_dir / "table.csv")
     table_tex = out_dir / "table.tex"
     table_tex.write_text(
@@ -135,6 +136,7 @@ def build_report(
             "Also in `table.csv` and `table.tex`."
         ),
         _table_or_note(main_display),
+        *_notes_blocks(notes),
         *_learning_blocks(learning),
         *_continual_blocks(continual, continual_notes),
         Heading(2, "Figures"),
@@ -265,6 +267,19 @@ def _continual_blocks(continual: pd.DataFrame | None, notes: list[str]) -> list[
         Table(display_table(continual, tables.CONTINUAL_COLUMNS)),
     ]
     return blocks + ([Bullets(tuple(notes))] if notes else [])
+
+
+def _notes_blocks(notes: pd.DataFrame | None) -> list[Block]:
+    if notes is None:
+        return []
+    return [
+        Paragraph(
+            "Forgetting is the untouched base's general-probe accuracy minus the final one. For the groups "
+            "that place notes in the prompt, From notes is the part the notes cause: the same model's "
+            "general-probe accuracy without its notes minus with them (the rest is what its weights lost)."
+        ),
+        Table(display_table(notes, tables.NOTES_COLUMNS)),
+    ]
 
 
 def _table_or_note(display: pd.DataFrame) -> Block:

@@ -23,6 +23,7 @@ from analysis.names import (
     PERSONAL_ACCURACY,
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
+    TOTAL_FLOPS,
     TRAIN_FLOPS,
     UPDATING_ACCURACY,
     WALL_SECONDS,
@@ -48,18 +49,24 @@ MAIN_COLUMNS = (
     Column("forgetting", "Forgetting", LOWER, ".3f"),
     Column("search_calls_per_query", "Searches/query", LOWER, ".2f"),
     Column("format_compliance", "Format", HIGHER, ".3f"),
-    Column("train_flops", "Train FLOPs", LOWER, ".3g"),
+    Column("total_flops", "Total FLOPs", LOWER, ".3g"),
     Column("wall_seconds", "Wall s", LOWER, ".1f"),
     Column("storage_bytes", "Storage B/user", LOWER, ".3g"),
 )
-#: Shown after forgetting when some run places notes in its prompts (memory, hybrid, oracle): the
+#: In ``table.csv`` after the displayed columns (the report's table shows the total, which includes it).
+TRAIN_FLOPS_COLUMN = Column("train_flops", "Train FLOPs", LOWER, ".3g")
+#: Groups whose runs place notes in the prompt (memory, hybrid, oracle): forgetting, and the
 #: general-probe accuracy the same model loses to its notes (without minus with them, final).
-NOTES_FORGETTING = Column("notes_forgetting", "Forgetting from notes", LOWER, ".3f")
+NOTES_COLUMNS = (
+    Column("forgetting", "Forgetting", LOWER, ".3f"),
+    Column("notes_forgetting", "From notes", LOWER, ".3f"),
+)
 _MAIN_METRICS = {
     "personal_accuracy": PERSONAL_ACCURACY,
     "search_calls_per_query": SEARCH_CALLS_PER_QUERY,
     "format_compliance": FORMAT_COMPLIANCE,
     "train_flops": TRAIN_FLOPS,
+    "total_flops": TOTAL_FLOPS,
     "wall_seconds": WALL_SECONDS,
     "storage_bytes": STORAGE_BYTES,
 }
@@ -88,15 +95,13 @@ def comparison_table(
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
     "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (the untouched
-    base's general-probe accuracy minus the final one). When some run places notes in its prompts,
-    :data:`NOTES_FORGETTING` follows forgetting (:func:`main_columns`). After ``runs`` come the
-    group's :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none).
+    base's general-probe accuracy minus the final one). After ``runs`` come the group's
+    :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none);
+    :data:`TRAIN_FLOPS_COLUMN` comes last (in ``table.csv``, not in the displayed table).
     """
     values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
     values["forgetting"] = forgetting_values(table)
-    values[NOTES_FORGETTING.key] = notes_forgetting_values(table)
-    columns = MAIN_COLUMNS if values[NOTES_FORGETTING.key].empty else _with_notes_column(MAIN_COLUMNS)
-    ordered = {column.key: values[column.key] for column in columns}
+    ordered = {column.key: values[column.key] for column in (*MAIN_COLUMNS, TRAIN_FLOPS_COLUMN)}
     summary = group_summaries(runs, ordered, seed, reps)
     for offset, (name, param) in enumerate(SETTING_PARAMS.items()):
         summary.insert(
@@ -105,17 +110,18 @@ def comparison_table(
     return summary
 
 
-def main_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
-    """The columns of a :func:`comparison_table` ``summary``: :data:`MAIN_COLUMNS`, with
-    :data:`NOTES_FORGETTING` after forgetting when the summary has it."""
-    if f"{NOTES_FORGETTING.key}.iqm" in summary.columns:
-        return _with_notes_column(MAIN_COLUMNS)
-    return MAIN_COLUMNS
-
-
-def _with_notes_column(columns: tuple[Column, ...]) -> tuple[Column, ...]:
-    at = [c.key for c in columns].index("forgetting") + 1
-    return (*columns[:at], NOTES_FORGETTING, *columns[at:])
+def notes_table(
+    table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
+) -> pd.DataFrame | None:
+    """Forgetting and the part of it the notes cause, per group whose runs place notes in the prompt
+    (:data:`NOTES_COLUMNS`), or None when no run logged ``eval/general_accuracy_without_notes``."""
+    notes = notes_forgetting_values(table)
+    if notes.empty:
+        return None
+    with_notes = runs[runs["run_id"].isin(notes.index)]
+    return group_summaries(
+        with_notes, {"forgetting": forgetting_values(table), "notes_forgetting": notes}, seed, reps
+    )
 
 
 def _group_setting(runs: pd.DataFrame, summary: pd.DataFrame, param: str) -> list[str]:

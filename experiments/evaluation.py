@@ -98,9 +98,10 @@ class Evaluator:
     phase j's world (the user's profile and search tool as they were in phase j) whenever the
     evaluation happens; ``updated[t]`` the items the user has changed by phase t, against their
     value then (``eval/updating_accuracy``, answered in phase t's world);
-    ``instructions`` the suite's own questions with an explicit format request (scored on the
-    format: ``eval/instruction_following``). ``base_general_accuracy`` is the untouched base's
-    accuracy on ``general`` (:meth:`measure_base`, before any evaluation).
+    ``reference`` the untouched base of a paradigm that changes weights (None for the others, which
+    then log no ``eval/kl_to_base``); ``instructions`` the suite's own questions with an explicit
+    format request (scored on the format: ``eval/instruction_following``). ``base_general_accuracy``
+    is the untouched base's accuracy on ``general`` (:meth:`measure_base`, before any evaluation).
     """
 
     session: Session
@@ -156,7 +157,6 @@ class Evaluator:
         personal_items = [self.session.resolve(row) for row in self.personal_rows]
         personal = self._answer(paradigm, personal_items)
         general_accuracy, without_notes = self._general_accuracy(paradigm)
-        reference = self.reference if self.reference is not None else paradigm.model
         if self.instructions:
             instructed = self._answer(paradigm, self.instructions)
             results_instructions = {m.INSTRUCTION_FOLLOWING: _mean(instructed.components["format"])}
@@ -169,7 +169,6 @@ class Evaluator:
             m.FORGETTING: forgetting(self.base_general_accuracy, general_accuracy),
             m.FORMAT_COMPLIANCE: _mean(personal.components["format"]),
             m.SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in personal.episodes]),
-            m.KL_TO_BASE: kl_to_reference(paradigm.model, reference, paradigm.tokenizer, personal.episodes),
             m.CONTEXT_TOKENS_PER_QUERY: _mean([e.context_tokens for e in personal.episodes]),
             m.WALL_SECONDS: time.perf_counter() - self.started,
             m.TRAIN_FLOPS: paradigm.train_flops(),
@@ -180,6 +179,10 @@ class Evaluator:
         }
         if without_notes is not None:
             results[m.GENERAL_ACCURACY_WITHOUT_NOTES] = without_notes
+        if self.reference is not None:  # only a paradigm whose weights can move has a distance to the base
+            results[m.KL_TO_BASE] = kl_to_reference(
+                paradigm.model, self.reference, paradigm.tokenizer, personal.episodes
+            )
         if len(self.phases) > 1:
             for j, items in enumerate(self.phases):
                 if items:

@@ -22,6 +22,7 @@ GENERAL_ACCURACY_WITHOUT_NOTES = "eval/general_accuracy_without_notes"
 FORMAT_COMPLIANCE = "eval/format_compliance"
 INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
+#: Logged only for paradigms whose weights can differ from the base (those that train with an algorithm).
 KL_TO_BASE = "eval/kl_to_base"
 #: Drift suites: accuracy on phase i's items that the user never changes later in the run (so every
 #: row of the drift matrix scores the same items, each against a truth that still holds).
@@ -39,7 +40,13 @@ TRAIN_REWARD_COMPONENT = "train/reward/{component}"
 TRAIN_SEARCH_CALLS_PER_QUERY = "train/search_calls_per_query"
 
 WALL_SECONDS = "cost/wall_seconds"
+#: The compute ledger, one for every paradigm (``paradigms.compute``'s 2 FLOPs per parameter per token
+#: forward): ``train_flops`` what learning costs (updates; a memory's reflection and note embeddings),
+#: ``inference_flops`` the forward passes that answered the stream (the shared rollout's, with every
+#: group sample, plus a memory's retrieval embeddings), ``total_flops`` their sum. Evaluation excluded.
 TRAIN_FLOPS = "cost/train_flops"
+INFERENCE_FLOPS = "cost/inference_flops"
+TOTAL_FLOPS = "cost/total_flops"
 TRAINABLE_PARAMS = "cost/trainable_params"
 CONTEXT_TOKENS_PER_QUERY = "cost/context_tokens_per_query"
 STORAGE_BYTES = "cost/storage_bytes"
@@ -88,6 +95,8 @@ DIRECTIONS: dict[str, str] = {
     TRAIN_SEARCH_CALLS_PER_QUERY: LOWER,
     WALL_SECONDS: LOWER,
     TRAIN_FLOPS: LOWER,
+    INFERENCE_FLOPS: LOWER,
+    TOTAL_FLOPS: LOWER,
     TRAINABLE_PARAMS: LOWER,
     CONTEXT_TOKENS_PER_QUERY: LOWER,
     STORAGE_BYTES: LOWER,

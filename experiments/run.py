@@ -31,6 +31,7 @@ from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
+from paradigms.compute import forward_flops, parameter_count
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES
@@ -209,12 +210,14 @@ def execute(
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     drifts = session.suite.n_phases > 1
+    answering_parameters = parameter_count(paradigm.model)
     state = {
         "next_eval": 0,
         "last_eval": -1,
         "generated": 0,
         "prompt": 0,
         "evaluation_seconds": 0.0,
+        "answer_flops": 0.0,  # the shared rollout's forward passes over the stream (every paradigm)
         "final": {},
         "stream_phase": None,  # the phase the last consumed batch was drawn in
         "curve": [],
@@ -240,6 +243,8 @@ def execute(
         results[m.PROMPT_TOKENS] = float(state["prompt"])
         results[m.GENERATION_SECONDS] = session.generation_seconds
         results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
+        results[m.INFERENCE_FLOPS] = state["answer_flops"] + paradigm.inference_flops()
+        results[m.TOTAL_FLOPS] = results[m.TRAIN_FLOPS] + results[m.INFERENCE_FLOPS]
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
         state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
@@ -261,6 +266,9 @@ def execute(
         interaction = report.interaction
         state["generated"] += sum(e.agent_tokens for e in interaction.episodes)
         state["prompt"] += sum(len(e.prompt_ids) for e in interaction.episodes)
+        state["answer_flops"] += forward_flops(
+            answering_parameters, sum(len(e.prompt_ids) + len(e.completion_ids) for e in interaction.episodes)
+        )
         values = {
             m.TRAIN_REWARD: _mean(interaction.rewards),
             m.TRAIN_SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in interaction.episodes]),
