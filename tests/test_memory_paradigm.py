@@ -121,6 +121,9 @@ def test_memory_with_llm_reflection_counts_its_reflection_and_embeddings_as_comp
     assert metrics["cost/train_flops"] >= 2 * parameters * 16
     assert metrics["cost/inference_flops"] > 0
     assert metrics["cost/total_flops"] == metrics["cost/train_flops"] + metrics["cost/inference_flops"]
+    parts = metrics["memory/reflection_flops"] + metrics["memory/note_embedding_flops"]
+    assert metrics["memory/reflection_flops"] > 0 and parts == pytest.approx(metrics["cost/train_flops"])
+    assert 0 < metrics["memory/retrieval_embedding_flops"] < metrics["cost/inference_flops"]
 
 
 def test_memory_books_retrieval_as_inference_and_note_embeddings_as_learning(tiny_base):

@@ -52,6 +52,7 @@ class Memory(Paradigm):
         self.relevant, self.retrieved = 0, 0
         self.lessons_written = 0
         self.answer_flops, self.learn_flops = 0.0, 0.0
+        self.reflection_flops = 0.0  # the part of learn_flops the reflection model's generation took
 
     # -- acting --------------------------------------------------------------------------------
     def retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
@@ -147,7 +148,9 @@ class Memory(Paradigm):
         return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol, self._count_reflection)
 
     def _count_reflection(self, tokens: int) -> None:
-        self.learn_flops += forward_flops(parameter_count(self.model), tokens)
+        flops = forward_flops(parameter_count(self.model), tokens)
+        self.learn_flops += flops
+        self.reflection_flops += flops
 
     # -- accounting ----------------------------------------------------------------------------
     def storage_bytes(self) -> int:
@@ -168,6 +171,11 @@ class Memory(Paradigm):
             "memory/retrieval_latency_p50_ms": float(np.percentile(latencies, 50)),
             "memory/retrieval_latency_p95_ms": float(np.percentile(latencies, 95)),
             "memory/retrieval_relevance": self.relevant / self.retrieved if self.retrieved else 0.0,
+            # the ledger's memory parts: reflection (in cost/train_flops), the notes' embeddings (in
+            # cost/train_flops) and the questions' embeddings for retrieval (in cost/inference_flops)
+            "memory/reflection_flops": self.reflection_flops,
+            "memory/note_embedding_flops": self.learn_flops - self.reflection_flops,
+            "memory/retrieval_embedding_flops": self.answer_flops,
         }
 
     def save(self, directory: Path) -> list[Path]:
