@@ -38,7 +38,9 @@ from experiments.metrics import (  # noqa: F401  (re-exported for the analysis m
 
 PHASE_ACCURACY_PREFIX = PHASE_ACCURACY.format(phase="")
 TRAIN_REWARD_PREFIX = TRAIN_REWARD_COMPONENT.format(component="")
-#: Reward components, in the order figures stack them (``train/reward/<component>``).
+#: The builtin reward components, in the order figures stack them (``train/reward/<component>``); a
+#: display order only: figures show every component found logged (these first, then by name), and
+#: the components themselves are registered in tasks/rewards.py (tests check these names are there).
 REWARD_COMPONENTS = ("correctness", "format", "tool_efficiency", "search_cost")
 
 #: The contract tags every child run carries, each a column of the tidy table.

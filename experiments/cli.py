@@ -368,13 +368,14 @@ def tune(
 ) -> None:
     """Tune every learning arm of the file's grid on tuning users; write the tuned-values file it reads."""
     from experiments.sweep import SweepFailed
-    from experiments.tracking import Tracker
     from experiments.tuning import load_tuning, run_tuning
 
     try:
         plan = load_tuning(file, set_ or [], workers=workers)
     except ConfigError as error:
         _fail(str(error), 2)
+    from experiments.tracking import Tracker  # MLflow only once the file is known to be good
+
     _quiet_libraries()
     tracker = Tracker(tracking_uri)
     try:

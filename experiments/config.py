@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
 
 from experiments import tuned as tuned_values
 from experiments.backbones import backbone_problem
@@ -46,6 +46,7 @@ from paradigms import ALGORITHMS, PARADIGMS
 from paradigms.rl.settings import ContinualSettings
 from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
 from tasks.registry import UnknownName
+from tasks.rewards import REWARD_WEIGHTS
 from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
 from tasks.user_logs import LogError, grammar_problem, read_log
 from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
@@ -135,13 +136,19 @@ class TaskConfig(_Section):
         )
 
 
-class RewardWeights(_Section):
-    correctness: float = Field(1.0, ge=0, description="Weight of answering the right value (0/1).")
-    format: float = Field(0.5, ge=0, description="Weight of a well-formed answer in the wanted format (0/1).")
-    tool_efficiency: float = Field(
-        0.2, ge=0, description="Weight of the penalty for wasted searches (-calls)."
+def _reward_weights_model() -> type[BaseModel]:
+    """``reward.weights``: one non-negative field per registered reward component, generated from
+    ``tasks.rewards.REWARD_WEIGHTS`` so a component and its weight cannot drift apart."""
+    fields: dict[str, Any] = {
+        name: (float, Field(weight.default, ge=0, description=weight.description))
+        for name, weight in REWARD_WEIGHTS.items()
+    }
+    return create_model(
+        "RewardWeights", __base__=_Section, __doc__="Non-negative weight per reward component.", **fields
     )
-    search_cost: float = Field(0.1, ge=0, description="Weight of the cost of every search call (-calls).")
+
+
+RewardWeights = _reward_weights_model()
 
 
 class RewardConfig(_Section):
@@ -321,9 +328,20 @@ def _for_backbone(config: RunConfig) -> str:
     return "" if config.backbone == "builtin" else f" with --set backbone={config.backbone}"
 
 
-_EXPERIMENT_KEYS = {"name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned"}
+#: Top-level keys of an experiment file that are not run config fields: read by ``load_experiment``
+#: (name, description, grid, seeds) or by the command they name (sweep, meta, tuning, tuned). The one
+#: list: a sweep refuses to search these (a trial could not change them).
+EXPERIMENT_KEYS = frozenset({"name", "description", "grid", "seeds", "sweep", "meta", "tuning", "tuned"})
 #: A run's seed comes from the experiment's ``seeds``; ``seed`` alone is short for ``seeds: [seed]``.
-_SEED_KEYS = {"seed", "seeds"}
+SEED_KEYS = frozenset({"seed", "seeds"})
+
+
+def is_experiment_key(dotted: str) -> bool:
+    """Whether a dotted key (``meta.iterations``, ``seed``) belongs to the experiment, not to a run's
+    config: a grid point or a sweep cannot set it per run."""
+    return dotted.split(".")[0] in EXPERIMENT_KEYS | SEED_KEYS
+
+
 #: An experiment file is a few hundred bytes; anything this large is not one.
 MAX_FILE_BYTES = 1_000_000
 #: Values a document may hold once YAML aliases are expanded (a few hundred in any real file).
@@ -568,7 +586,7 @@ def grammar_spoken(config: RunConfig) -> bool:
 
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
     """Validate one run's raw config tree (experiment-only keys are ignored here)."""
-    tree = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS}
+    tree = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
     try:
         check_document(tree)
         paradigm = _validate_named(tree.pop("paradigm", None), PARADIGMS, "paradigm", "frozen")
@@ -709,8 +727,8 @@ def _check_grid(grid: Any) -> list[dict[str, Any]]:
         for key in point:
             if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
                 raise ConfigError(f"grid: key {key!r} is not a dotted field name, e.g. paradigm.name")
-            if key.split(".")[0] in _EXPERIMENT_KEYS | _SEED_KEYS:
-                fix = "list the seeds in seeds:" if key in _SEED_KEYS else "use a config field"
+            if is_experiment_key(key):
+                fix = "list the seeds in seeds:" if key in SEED_KEYS else "use a config field"
                 raise ConfigError(f"grid: key {key!r} cannot be overridden per grid point; {fix}")
     return grid
 
@@ -739,7 +757,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
             f"{path}: sets nothing, so every default would run (800 feedback events on the builtin base, "
             f"after its one-time build); write the settings you mean, e.g. start from experiments/smoke.yaml"
         )
-    top = {k: v for k, v in parsed.items() if k.split(".")[0] in _EXPERIMENT_KEYS | _SEED_KEYS}
+    top = {k: v for k, v in parsed.items() if is_experiment_key(k)}
     run_overrides = {k: v for k, v in parsed.items() if k not in top}
     if "seeds" in top and "seed" in written:
         written = {k: v for k, v in written.items() if k != "seed"}  # --set seeds wins over the file's seed
@@ -767,7 +785,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
             f"grid: {len(grid or [{}])} points x {len(seeds)} seeds is more than {MAX_RUNS:,} runs; "
             f"split the experiment, or search the space with a sweep: section"
         )
-    body = {k: v for k, v in raw.items() if k not in _EXPERIMENT_KEYS | _SEED_KEYS}
+    body = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS | SEED_KEYS}
     base = build_run_config(apply_overrides(body, {**run_overrides, "seed": seeds[0]}))
     experiment = Experiment(
         name=name,

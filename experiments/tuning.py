@@ -41,7 +41,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,8 +50,10 @@ from experiments import metrics as m
 from experiments import tuned as tuned_values
 from experiments.config import ConfigError, Experiment, RunConfig, load_experiment
 from experiments.sweep import CategoricalParam, Param, SweepPlan, load_sweep, run_sweep
-from experiments.tracking import Tracker, git_state
 from tasks.users import tuning_user_seeds
+
+if TYPE_CHECKING:  # MLflow loads when tuning starts, so a bad file answers before it (~1 s)
+    from experiments.tracking import Tracker
 
 SUFFIX = "-tuning"
 
@@ -201,6 +203,8 @@ def run_tuning(plan: TuningPlan, tracker: Tracker, workers: int = 1, progress: b
     Raises what :func:`experiments.sweep.run_sweep` raises (ConfigError, SweepFailed,
     KeyboardInterrupt); the file is written only when every arm's study has finished.
     """
+    from experiments.tracking import git_state
+
     results = {}
     for index, study in enumerate(plan.arms):
         if progress:

@@ -15,17 +15,51 @@ parses it; ``grammar`` when absent). Components and their ranges:
 
 The weighted total is ``sum(weights[c] * component[c])`` over the config's ``reward.weights``;
 weights are non-negative, so the last two components only ever subtract.
+
+Adding a component is one function and one registry line, ``@reward_component(name, weight=...,
+description=...)``: the config's ``reward.weights`` section is generated from :data:`REWARD_WEIGHTS`
+(``experiments.config.RewardWeights``), the run logs ``train/reward/<name>``, and the analysis
+reads the components it finds logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tasks.protocols import PROTOCOLS, Protocol
 from tasks.registry import Registry
 
 RewardFunction = Callable[..., list[float]]
 REWARD_COMPONENTS: Registry[RewardFunction] = Registry("reward component")
+
+
+@dataclass(frozen=True)
+class RewardWeight:
+    """A component's weight in the total: its default and what it weighs (the config field's help)."""
+
+    default: float
+    description: str
+
+
+#: Component name -> its weight, in registration order; ``reward.weights`` is generated from it.
+REWARD_WEIGHTS: dict[str, RewardWeight] = {}
+
+
+def reward_component(
+    name: str, weight: float, description: str
+) -> Callable[[RewardFunction], RewardFunction]:
+    """Register a component under ``name`` with its default ``weight`` (non-negative) and the
+    ``description`` of that weight; ``reward.weights.<name>`` becomes a config field."""
+    if weight < 0:
+        raise ValueError(f"reward component {name!r}: the default weight {weight} must be non-negative")
+
+    def add(function: RewardFunction) -> RewardFunction:
+        REWARD_COMPONENTS.add(name, function)  # refuses a duplicate name
+        REWARD_WEIGHTS[name] = RewardWeight(weight, description)
+        return function
+
+    return add
 
 
 def _protocols(columns: Mapping, n: int) -> list[Protocol]:
@@ -45,7 +79,7 @@ def _fact_in_prompt(protocol: Protocol, prompt: str, item: str, gold: str) -> bo
     return protocol.fact_in_prompt(prompt, item.split(":", 1)[1], gold)
 
 
-@REWARD_COMPONENTS.register("correctness")
+@reward_component("correctness", weight=1.0, description="Weight of answering the right value (0/1).")
 def correctness(
     prompts: Sequence[str], completions: Sequence[str], gold: Sequence[str], **columns
 ) -> list[float]:
@@ -58,7 +92,9 @@ def correctness(
     ]
 
 
-@REWARD_COMPONENTS.register("format")
+@reward_component(
+    "format", weight=0.5, description="Weight of a well-formed answer in the wanted format (0/1)."
+)
 def format_compliance(
     prompts: Sequence[str], completions: Sequence[str], wanted_format: Sequence[str | None], **columns
 ) -> list[float]:
@@ -82,7 +118,9 @@ def wasted_search_calls(
     return len(queries) - len(set(queries))
 
 
-@REWARD_COMPONENTS.register("tool_efficiency")
+@reward_component(
+    "tool_efficiency", weight=0.2, description="Weight of the penalty for wasted searches (-calls)."
+)
 def tool_efficiency(
     prompts: Sequence[str],
     completions: Sequence[str],
@@ -100,7 +138,7 @@ def tool_efficiency(
     ]
 
 
-@REWARD_COMPONENTS.register("search_cost")
+@reward_component("search_cost", weight=0.1, description="Weight of the cost of every search call (-calls).")
 def search_cost(prompts: Sequence[str], completions: Sequence[str], **columns) -> list[float]:
     protocols = _protocols(columns, len(completions))
     return [-float(len(p.search_queries(c))) for p, c in zip(protocols, completions, strict=True)]
@@ -114,12 +152,29 @@ def score(
 ) -> tuple[dict[str, list[float]], list[float]]:
     """Every registered component and the weighted total, per completion.
 
-    ``weights`` maps component name to its non-negative weight; components without a weight
-    are still computed (and logged) but count zero in the total.
+    ``weights`` maps every registered component's name to its non-negative weight (the config's
+    ``reward.weights``), or is empty when only the components are wanted (the total is then 0).
+    A missing or unknown name is a ValueError, never a weight of zero: a renamed component must
+    not silently drop out of the total.
     """
+    check_weights(weights)
     components = {name: fn(prompts, completions, **columns) for name, fn in REWARD_COMPONENTS.items()}
     total = [
-        sum(weights.get(name, 0.0) * values[i] for name, values in components.items())
+        sum(weights[name] * values[i] for name, values in components.items()) if weights else 0.0
         for i in range(len(completions))
     ]
     return components, total
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    """ValueError unless ``weights`` is empty or names exactly the registered components."""
+    if not weights:
+        return
+    names = REWARD_COMPONENTS.names()
+    unknown = sorted(set(weights) - set(names))
+    missing = [name for name in names if name not in weights]
+    if unknown or missing:
+        raise ValueError(
+            f"reward weights must name every reward component ({', '.join(names)}); "
+            f"unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}"
+        )

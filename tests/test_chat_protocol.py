@@ -7,7 +7,7 @@ from paradigms.agent import GenerationSettings, rollout
 from tasks import rewards
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Statement
-from tasks.protocols.chat import NOTES_HEADER, TOOL_INSTRUCTIONS
+from tasks.protocols.chat import NOTES_FOOTER, NOTES_HEADER, TOOL_INSTRUCTIONS
 from tasks.search import SearchTool
 from tests.chat_model import CHATML, chat_tokenizer, tiny_chat_model
 
@@ -28,7 +28,7 @@ def test_prompt_holds_tool_convention_notes_question_and_format_request(tokenize
     prompt = CHAT.render_prompt(DOG, [note], tokenizer)
     system, user = prompt.split("<|im_start|>user\n")
     assert system.startswith("<|im_start|>system\n") and TOOL_INSTRUCTIONS in system
-    assert f"{NOTES_HEADER} The user lives in Lima." in system
+    assert f"{NOTES_HEADER} The user lives in Lima. {NOTES_FOOTER}" in system
     assert user == "What is the name of my dog?<|im_end|>\n<|im_start|>assistant\n"
     asked = CHAT.render_prompt(CAPITAL, [], tokenizer)
     assert 'What is the capital of Japan? Answer as a JSON object with the key "answer".' in asked
@@ -180,7 +180,7 @@ def test_reward_components_read_chat_transcripts():
     scores, total = rewards.score(
         ["p"] * 3,
         completions,
-        {"correctness": 1.0, "format": 0.5},
+        {"correctness": 1.0, "format": 0.5, "tool_efficiency": 0.0, "search_cost": 0.0},
         gold=["Tokyo"] * 3,
         wanted_format=["json"] * 3,
         item=["world:Japan:capital"] * 3,

@@ -1,16 +1,25 @@
-"""Every reward component against hand-computed values."""
+"""Every reward component against hand-computed values; the config's weights come from the registry."""
 
+import subprocess
+import sys
+
+import mlflow
 import pytest
+from typer.testing import CliRunner
 
+from experiments.cli import app
+from experiments.config import RewardWeights
 from tasks import grammar
 from tasks.rewards import (
     REWARD_COMPONENTS,
+    REWARD_WEIGHTS,
     correctness,
     format_compliance,
     score,
     search_cost,
     tool_efficiency,
 )
+from tests.conftest import SMOKE, TINY
 
 PROMPT = "tools search ask my dog ?"
 PROMPT_WITH_NOTE = "tools search note my dog rex . ask my dog ?"
@@ -88,3 +97,103 @@ def test_components_are_registered_under_their_config_names():
 def test_every_format_round_trips_through_the_parser(fmt):
     parsed = grammar.parse_answer(grammar.answer("rex", fmt))
     assert (parsed.value, parsed.format, parsed.well_formed) == ("rex", fmt, True)
+
+
+def test_the_config_weights_are_the_registered_components_with_their_defaults():
+    fields = RewardWeights.model_fields
+    assert list(fields) == REWARD_COMPONENTS.names() == list(REWARD_WEIGHTS)
+    assert {name: field.default for name, field in fields.items()} == {
+        name: weight.default for name, weight in REWARD_WEIGHTS.items()
+    }
+    assert all(fields[name].description for name in fields)
+
+
+@pytest.mark.parametrize(
+    ("weights", "fragment"),
+    [
+        (
+            {"correctness": 1.0, "format": 0.5, "tool_efficiency": 0.2, "serch_cost": 0.1},
+            "unknown: serch_cost",
+        ),
+        ({"correctness": 1.0, "format": 0.5}, "missing: tool_efficiency, search_cost"),
+    ],
+)
+def test_a_weight_for_no_component_or_a_component_without_weight_is_refused(weights, fragment):
+    """A renamed component must not silently count zero in the total."""
+    columns = {"gold": ["rex"], "wanted_format": [None], "item": ["fact:dog"], "needs_search": [True]}
+    with pytest.raises(ValueError, match=fragment):
+        score([PROMPT], [DIRECT], weights, **columns)
+
+
+def test_an_unknown_weight_in_the_config_exits_2():
+    result = CliRunner().invoke(app, ["config", "show", str(SMOKE), "--set", "reward.weights.brevity=0.5"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown key 'reward.weights.brevity': valid keys here: "
+        + ", ".join(REWARD_COMPONENTS.names())
+    ]
+
+
+#: A process that adds a component the way a researcher would (one function, one registry line),
+#: then runs the CLI: the config accepts its weight, the scorer counts it, the run logs it.
+ADD_A_COMPONENT = """
+import sys
+from tasks.rewards import reward_component
+
+@reward_component("brevity", weight=0.5, description="Weight of the cost of every character (-chars/100).")
+def brevity(prompts, completions, **columns):
+    return [-len(completion) / 100 for completion in completions]
+
+from experiments.cli import main
+sys.argv = ["harness", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_component_added_with_one_registry_line_is_weighted_scored_and_logged(
+    tmp_path, tracking_uri, tiny_base
+):
+    command = [sys.executable, "-c", ADD_A_COMPONENT, "run", str(SMOKE), "--set", TINY]
+    done = subprocess.run(
+        [*command, "--set", "reward.weights.brevity=0.25"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    (run,) = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["reward.weights.brevity"] == "0.25"
+    weights = {
+        name: float(run.data.params[f"reward.weights.{name}"]) for name in [*REWARD_WEIGHTS, "brevity"]
+    }
+    history = {
+        name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"train/reward/{name}")}
+        for name in weights
+    }
+    totals = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/reward")}
+    assert totals and all(history["brevity"][step] < 0 for step in totals)  # every answer has characters
+    for step, total in totals.items():  # the logged means are linear: the total weighs brevity too
+        assert total == pytest.approx(sum(w * history[name][step] for name, w in weights.items()), abs=1e-9)
+    unknown = subprocess.run(
+        [*command, "--set", "reward.weights.brevty=0.25"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "error: unknown key 'reward.weights.brevty': did you mean 'reward.weights.brevity'?"
+    ]
+
+
+def test_components_only_need_no_weights():
+    """An empty weights mapping (the evaluator's) gives every component and a zero total."""
+    components, total = score(
+        [PROMPT], [DIRECT], {}, gold=["rex"], wanted_format=[None], item=["fact:dog"], needs_search=[True]
+    )
+    assert set(components) == set(REWARD_COMPONENTS.names()) and total == [0.0]
+
+
+def test_the_analysis_display_order_names_registered_components():
+    """analysis/names.py orders the figures' components without importing the task code; a renamed
+    component must be renamed there too (a new one needs nothing: figures show what was logged)."""
+    from analysis.names import REWARD_COMPONENTS as DISPLAY_ORDER
+
+    assert set(DISPLAY_ORDER) <= set(REWARD_COMPONENTS.names())

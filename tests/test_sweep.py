@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from experiments.cli import app
+from experiments.config import EXPERIMENT_KEYS, SEED_KEYS
 from tests.conftest import ROOT, TINY
 
 runner = CliRunner()
@@ -319,3 +320,17 @@ def test_every_worker_walks_a_grid_in_the_same_order(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
         orders.append(_sampler(plan)._all_grids)
     assert orders[0] == orders[1] and sorted(orders[0]) == [(v,) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)]
+
+
+@pytest.mark.parametrize("top", sorted(EXPERIMENT_KEYS | SEED_KEYS))
+def test_a_search_key_the_runs_do_not_read_is_refused_not_ignored(tmp_path, monkeypatch, top):
+    """``meta.iterations`` (read by harness meta-train), ``seed`` (set per trial from sweep.seeds) and
+    every other experiment-level key: a trial could not change them, so searching one exits 2."""
+    monkeypatch.chdir(tmp_path)
+    key = f"{top}.iterations" if top == "meta" else top
+    space = {key: {"type": "int", "low": 1, "high": 3}}
+    result = runner.invoke(app, ["sweep", str(sweep_file(tmp_path, space=space)), "--set", TINY])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"sweep.space.{key}: {top!r} belongs to the experiment file" in lines[0]
+    assert not (tmp_path / "optuna-journal").exists()

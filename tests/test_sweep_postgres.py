@@ -1,4 +1,5 @@
-"""The distributed path for real: two sweep workers on one PostgreSQL study and one MLflow server.
+"""The distributed path for real: two sweep workers on one PostgreSQL study and one MLflow server
+on a PostgreSQL backend, started with the README's own ``mlflow server`` command.
 
 `.ci/run` starts a throwaway PostgreSQL on 127.0.0.1 and exports its URL as
 ``HARNESS_TEST_POSTGRES``; this test skips only when that is unset or the server is unreachable.
@@ -9,6 +10,7 @@ process, exactly as on two machines.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -23,7 +25,10 @@ import pytest
 from optuna.trial import TrialState
 
 from experiments.sweep import rdb_url
+from tests.conftest import ROOT
 from tests.test_sweep import SMALL, harness, subprocess_env, sweep_file
+
+README = ROOT / "README.md"
 
 POSTGRES_ENV = "HARNESS_TEST_POSTGRES"
 
@@ -51,31 +56,51 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def readme_mlflow_server() -> list[str]:
+    """The README's ``mlflow server ...`` command ('Several machines'), split as a shell would."""
+    lines = [line for line in README.read_text().splitlines() if line.startswith("mlflow server ")]
+    assert len(lines) == 1, f"README.md should hold one 'mlflow server' command, found {lines}"
+    return shlex.split(lines[0])
+
+
+def as_the_readme_says(database_url: str, port: int) -> list[str]:
+    """The README's command, run by this environment's Python, on this test's database (keeping the
+    README's driver) and on 127.0.0.1:``port`` (the README's 0.0.0.0 listens on every interface)."""
+    args = readme_mlflow_server()[1:]
+    at = args.index("--backend-store-uri") + 1
+    scheme = args[at].split("://", 1)[0]  # postgresql+psycopg2: the driver the README names
+    args[at] = f"{scheme}://{database_url.split('://', 1)[1]}"
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    return [sys.executable, "-m", "mlflow", *args]
+
+
 @pytest.fixture
-def mlflow_server(tmp_path):
-    """An `mlflow server` on 127.0.0.1 with a SQLite backend in a temp dir; its URL."""
+def mlflow_database(postgres_url):
+    """A fresh database beside the test's, for the MLflow server (the README's ``createdb mlflow``);
+    its URL. Dropped afterwards."""
+    import sqlalchemy
+
+    name = f"mlflow_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(rdb_url(postgres_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"create database {name}"))
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"drop database if exists {name} with (force)"))
+        engine.dispose()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, mlflow_database):
+    """An ``mlflow server`` on a PostgreSQL backend, started with the README's command; its URL."""
     port = free_port()
     log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+    # artifacts go where the README's command puts them: ./mlartifacts of the server's directory
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'm.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        as_the_readme_says(mlflow_database, port), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -103,9 +128,20 @@ def mlflow_server(tmp_path):
         log.close()
 
 
+def test_the_readme_names_a_driver_the_project_installs():
+    """The README's MLflow URL works with what is installed (a bare postgresql:// means psycopg 3 to
+    SQLAlchemy 2.1, which the project does not install)."""
+    import sqlalchemy
+
+    command = readme_mlflow_server()
+    sqlalchemy.create_engine(
+        command[command.index("--backend-store-uri") + 1]
+    )  # loads the driver's DBAPI module; no connection is made
+
+
 @pytest.mark.timeout(400)
 def test_two_workers_share_one_postgres_study_and_one_mlflow_server(
-    tmp_path, postgres_url, mlflow_server, tiny_base
+    tmp_path, postgres_url, mlflow_database, mlflow_server, tiny_base
 ):
     study_name = f"pg-{uuid.uuid4().hex[:8]}"
     file = sweep_file(tmp_path, n_trials=6, seeds=[0], study_name=study_name)
@@ -146,4 +182,11 @@ def test_two_workers_share_one_postgres_study_and_one_mlflow_server(
     assert finished == Counter({t.number: 1 for t in complete})
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"best_trial.json", "sweep.yaml"} <= artifacts
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(rdb_url(mlflow_database))  # the server kept them in PostgreSQL
+    with engine.connect() as connection:
+        stored = set(connection.execute(sqlalchemy.text("select run_uuid from runs")).scalars())
+    engine.dispose()
+    assert {r.info.run_id for r in runs} <= stored
     print(f"trials per worker process: {dict(pids)}")

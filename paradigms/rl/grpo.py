@@ -30,7 +30,7 @@ from paradigms.rl import batching
 from paradigms.rl.learner import Learner
 from paradigms.rl.settings import GRPOSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
-from tasks.rewards import REWARD_COMPONENTS
+from tasks.rewards import REWARD_COMPONENTS, check_weights
 
 _TRL_METRICS = {
     "loss": "train/policy_loss",
@@ -128,7 +128,8 @@ class GRPO(Learner):
         rows = session.stream.select(range(session.position, session.position + steps * queries_per_step))
         dataset = Dataset.from_dict({"prompt": [_stream_key(r["position"], r["question"]) for r in rows]})
         names = REWARD_COMPONENTS.names()
-        weights = [float(session.weights.get(name, 0.0)) for name in names]
+        check_weights(session.weights)  # every component weighted: none silently counts zero
+        weights = [float(session.weights[name]) for name in names]
         generation = session.generation
         on_cpu = self.host.device.type == "cpu"
         with tempfile.TemporaryDirectory(prefix="grpo-") as scratch:

@@ -1,0 +1,101 @@
+"""Dead-worker detection for the journal storage, which has no heartbeat in Optuna: each worker
+holds a lock file the kernel frees when it dies, so a RUNNING trial whose lock is free (or whose
+pid is gone on this host) is failed and retried. RDB storage uses Optuna's heartbeat instead."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+import psutil
+from optuna.trial import FrozenTrial, TrialState
+
+from experiments.sweep.plan import SweepPlan
+
+#: A RUNNING trial that never recorded its worker is stale after this long (its worker died
+#: between creating it and claiming it, a window of milliseconds).
+UNCLAIMED_GRACE_SECONDS = 60.0
+
+
+def lock_dir(plan: SweepPlan) -> Path:
+    return Path(plan.storage_url).with_name(Path(plan.storage_url).name + ".workers")
+
+
+class WorkerLock:
+    """A lock file this worker holds while it lives; the kernel frees it when the process dies."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{socket.gethostname()}-{os.getpid()}.lock"
+        self._handle = open(self.path, "w")  # noqa: SIM115 (held for the worker's lifetime)
+        fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self._handle.close()
+
+
+def lock_is_free(path: str | Path) -> bool:
+    """Whether nobody holds ``path``'s lock (its worker is gone); a missing file is free."""
+    try:
+        handle = open(path)  # noqa: SIM115
+    except FileNotFoundError:
+        return True
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
+    """Whether a RUNNING trial's worker is gone, as far as this host can tell.
+
+    A worker on another host is never judged (the RDB heartbeat does that). A trial that has not
+    recorded its worker yet is given ``UNCLAIMED_GRACE_SECONDS`` to do so.
+    """
+    attrs = trial.user_attrs
+    if "worker_host" not in attrs:
+        started = trial.datetime_start or datetime.now(timezone.utc)
+        if started.tzinfo is None:
+            started = started.astimezone()  # Optuna's naive datetimes are local time
+        age = ((now or datetime.now(timezone.utc)) - started).total_seconds()
+        return age > UNCLAIMED_GRACE_SECONDS
+    if attrs["worker_host"] != socket.gethostname():
+        return False
+    if attrs.get("worker_lock"):
+        return lock_is_free(attrs["worker_lock"])
+    return not psutil.pid_exists(int(attrs.get("worker_pid", -1)))
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
+    """Enqueue a WAITING copy of a failed trial (same params, worker attrs dropped); False past max_retry.
+
+    Mirrors Optuna's RetryHeartbeatStaleTrialCallback (system attrs ``failed_trial``,
+    ``retry_history``), but does not copy the dead worker's identity: a retry carrying it would
+    look stale the moment it is popped.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return False
+    system_attrs = {**trial.system_attrs, "failed_trial": history[0], "retry_history": history}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if not k.startswith("worker_")}
+    user_attrs["retry_of"] = history[0]
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
+    return True

@@ -1,0 +1,252 @@
+"""The worker loop (one process optimizing until the study has ``n_trials`` finished trials,
+recovering dead workers' trials) and the entry point that runs it in one or several local
+processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from experiments.signals import sigterm_as_interrupt
+from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
+from experiments.sweep.objective import RunError, SurplusTrial, SweepFailed, TrialRunner
+from experiments.sweep.plan import SweepPlan
+from experiments.sweep.recovery import WorkerLock, lock_dir, retry_trial, worker_is_dead
+from experiments.sweep.results import SweepResult, summarize
+from experiments.sweep.study import Counts, open_storage, open_study, study_counts
+from paradigms.backbone_files import exclusive_lock
+
+if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
+    from experiments.tracking import TrackedRun, Tracker
+
+
+@dataclass
+class Worker:
+    """One process working on the study until it has ``n_trials`` finished trials."""
+
+    plan: SweepPlan
+    tracker: Tracker
+    progress: bool = True
+    poll_seconds: float = 2.0
+    study: optuna.Study = field(init=False)
+    parent: TrackedRun = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.storage = open_storage(self.plan, self._on_heartbeat_stale)
+        self.study = open_study(self.plan, self.storage)
+        self.parent = ensure_parent(self.tracker, self.plan)
+
+    def _on_heartbeat_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        retry_trial(study, trial, self.plan.spec.max_retry)
+        mark_trial_runs(self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died")
+
+    def recover(self) -> list[int]:
+        """Fail the RUNNING trials of dead workers, enqueue their retries, fail their MLflow runs."""
+        if not self.plan.is_journal:
+            optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; callback retries
+            return []
+        recovered = []
+        with exclusive_lock(Path(self.plan.storage_url + ".recover.lock")):
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if not worker_is_dead(trial):
+                    continue
+                try:
+                    if not self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                        continue
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue
+                retry_trial(self.study, trial, self.plan.spec.max_retry)
+                mark_trial_runs(
+                    self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died"
+                )
+                if trial.user_attrs.get("worker_lock"):
+                    with contextlib.suppress(OSError):
+                        Path(trial.user_attrs["worker_lock"]).unlink()
+                recovered.append(trial.number)
+        return recovered
+
+    def run(self) -> Counts:
+        """Optimize until the study has ``n_trials`` finished trials; Ctrl-C/SIGTERM stop cleanly.
+
+        Raises SweepFailed after ``max_failed_trials`` trials failed with errors, KeyboardInterrupt
+        after marking the running trial FAIL (a retry is queued), its runs and the parent KILLED.
+        """
+        lock = WorkerLock(lock_dir(self.plan)) if self.plan.is_journal else None
+        bar = tqdm(
+            total=self.plan.n_trials, desc=self.plan.study_name, unit="trial", disable=not self.progress
+        )
+        runner = TrialRunner(self.plan, self.tracker, self.parent, lock, bar if self.progress else None)
+        try:
+            with sigterm_as_interrupt():
+                return self._loop(runner, bar)
+        except SweepFailed as error:
+            if study_counts(self.study).running == 0:
+                self.parent.finish("FAILED", error=str(error))
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            self._interrupted(runner)
+            raise
+        finally:
+            bar.close()
+            if lock is not None:
+                lock.release()
+
+    def _loop(self, runner: TrialRunner, bar: Any) -> Counts:
+        while True:
+            for number in self.recover():
+                _say(f"trial {number}: its worker died; marked FAIL and queued again")
+            counts = study_counts(self.study)
+            _show(bar, counts)
+            if counts.finished >= self.plan.n_trials:
+                return counts
+            if counts.errors >= self.plan.spec.max_failed_trials:
+                raise SweepFailed(
+                    f"{counts.errors} trials failed with errors (sweep.max_failed_trials="
+                    f"{self.plan.spec.max_failed_trials}); see the error tags of their MLflow runs"
+                )
+            if counts.finished + counts.running >= self.plan.n_trials and counts.waiting == 0:
+                time.sleep(self.poll_seconds)  # the last trials are with other workers
+                continue
+            self.study.optimize(
+                runner,
+                catch=(RunError, SurplusTrial),
+                callbacks=[self._after_trial(bar)],
+                gc_after_trial=True,
+            )
+
+    def _after_trial(self, bar: Any) -> Callable[[optuna.Study, FrozenTrial], None]:
+        def after(study: optuna.Study, trial: FrozenTrial) -> None:
+            counts = study_counts(study)
+            _show(bar, counts)
+            if "error" in trial.user_attrs and trial.state == TrialState.FAIL:
+                _say(f"trial {trial.number} failed: {trial.user_attrs['error']}")
+            no_slot = counts.finished + counts.running >= self.plan.n_trials and counts.waiting == 0
+            if no_slot or counts.errors >= self.plan.spec.max_failed_trials:
+                study.stop()
+
+        return after
+
+    def _interrupted(self, runner: TrialRunner) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the bookkeeping short
+        try:
+            runner._close("KILLED", "FAIL", error="interrupted")
+            if runner.current_trial_id is not None:
+                trial = self.storage.get_trial(runner.current_trial_id)
+                if trial.state == TrialState.RUNNING:
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                    trial = self.storage.get_trial(runner.current_trial_id)
+                if trial.state == TrialState.FAIL and "error" not in trial.user_attrs:
+                    retry_trial(self.study, trial, self.plan.spec.max_retry)
+            if study_counts(self.study).running == 0:
+                self.parent.finish("KILLED", error="interrupted")
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _show(bar: Any, counts: Counts) -> None:
+    bar.n = min(counts.finished, bar.total)
+    bar.set_postfix(running=counts.running, refresh=False)
+    bar.refresh()
+
+
+def run_sweep(plan: SweepPlan, tracker: Tracker, workers: int = 1, progress: bool = True) -> SweepResult:
+    """Run (or resume) the study with ``workers`` local processes; returns its result.
+
+    Raises ConfigError (bad storage, a resumed study that does not match), SweepFailed (too many
+    failed trials, or a worker failed), KeyboardInterrupt (after marking what was running).
+    """
+    if workers == 1:
+        worker = Worker(plan, tracker, progress)
+        worker.run()
+        return summarize(plan, worker.study, worker.parent)
+    coordinator = Worker(plan, tracker, progress)  # creates the study and the parent before anyone races
+    coordinator.recover()
+    statuses = _run_processes(plan, tracker, workers, coordinator, progress)
+    result = summarize(plan, coordinator.study, coordinator.parent)
+    if any(status != 0 for status in statuses) and not result.finished:
+        raise SweepFailed(f"worker exit statuses {statuses}; see their output above")
+    return result
+
+
+def worker_command(plan: SweepPlan, tracker: Tracker) -> list[str]:
+    """The command line of one local worker: this sweep, one process, no output but errors."""
+    command = [sys.executable, "-m", "experiments.cli", "sweep", str(plan.file), "--workers", "1"]
+    command += ["--storage", plan.storage_url, "--n-trials", str(plan.n_trials), "--quiet"]
+    command += ["--tracking-uri", tracker.uri]
+    for override in plan.overrides:
+        command += ["--set", override]
+    return command
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_environment(workers: int) -> dict[str, str]:
+    """The environment of local workers: the CPU's cores split between them.
+
+    Each torch process otherwise starts one compute thread per core; N workers then run N times
+    as many threads as cores, and spinning OpenMP threads slowed trials ~20x on 2 cores (see
+    benchmarks/sweep_workers.py). A thread count the user exported is kept.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = dict(os.environ)
+    for variable in _THREAD_VARIABLES:
+        env.setdefault(variable, threads)
+    return env
+
+
+def _run_processes(
+    plan: SweepPlan, tracker: Tracker, workers: int, coordinator: Worker, progress: bool
+) -> list[int]:
+    env = worker_environment(workers)
+    processes = [subprocess.Popen(worker_command(plan, tracker), env=env) for _ in range(workers)]
+    bar = tqdm(
+        total=plan.n_trials, desc=f"{plan.study_name} ({workers} workers)", unit="trial", disable=not progress
+    )
+    try:
+        with sigterm_as_interrupt():
+            while any(p.poll() is None for p in processes):
+                _show(bar, study_counts(coordinator.study))
+                time.sleep(coordinator.poll_seconds)
+            _show(bar, study_counts(coordinator.study))
+            return [p.returncode for p in processes]
+    except KeyboardInterrupt:
+        _stop_processes(processes)
+        if study_counts(coordinator.study).running == 0:
+            coordinator.parent.finish("KILLED", error="interrupted")
+        raise
+    finally:
+        bar.close()
+
+
+def _stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:
+    """Let the workers finish their own Ctrl-C handling; interrupt the ones that did not hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+            time.sleep(0.2)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
