@@ -47,7 +47,7 @@ from analysis.names import (
     PERSONAL_ACCURACY,
     REWARD_COMPONENTS,
     SEARCH_CALLS_PER_QUERY,
-    TRAIN_FLOPS,
+    TOTAL_FLOPS,
     TRAIN_REWARD_PREFIX,
     WALL_SECONDS,
     reward_metric,
@@ -360,31 +360,36 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
                 capsize=3,
                 zorder=5,
             )
-        ax.set(xlabel="final forgetting (general probe, lower is better)", ylabel="final personal accuracy")
+        ax.set(
+            xlabel="final forgetting (base minus final general-probe accuracy, lower is better)",
+            ylabel="final personal accuracy",
+        )
         _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)
     return FigureResult(
         name,
         paths,
-        caption="Learning versus forgetting: one small marker per run; large markers are group "
+        caption="Learning versus forgetting (the untouched base's general-probe accuracy minus the "
+        "final one; negative is a gain): one small marker per run; large markers are group "
         "means with 95% stratified-bootstrap CIs.",
     )
 
 
 def accuracy_vs_compute(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
-    """Final personal accuracy against train FLOPs and wall seconds, per run, with the Pareto front."""
+    """Final personal accuracy against total FLOPs (answering, learning and maintaining state) and wall
+    seconds, per run, with the Pareto front."""
     del seed  # no resampling: every point is one run
     name = "accuracy_vs_compute"
     runs = _finished_runs(table)
     accuracy = final_values(table, PERSONAL_ACCURACY)
     panels = [
         (metric, label, frame)
-        for metric, label in ((TRAIN_FLOPS, "train FLOPs"), (WALL_SECONDS, "wall seconds"))
+        for metric, label in ((TOTAL_FLOPS, "total FLOPs"), (WALL_SECONDS, "wall seconds"))
         if not (frame := _per_run(runs, accuracy=accuracy, cost=final_values(table, metric))).empty
     ]
     if not panels:
         return _skip(
-            name, f"no finished run logged `{PERSONAL_ACCURACY}` with `{TRAIN_FLOPS}` or `{WALL_SECONDS}`"
+            name, f"no finished run logged `{PERSONAL_ACCURACY}` with `{TOTAL_FLOPS}` or `{WALL_SECONDS}`"
         )
     styles = _styles(pd.concat([frame for _, _, frame in panels]).drop_duplicates("run_id"))
     with new_figure(1, len(panels), width=MAX_WIDTH, height=3.4, sharey=True) as (figure, axes):
@@ -401,7 +406,8 @@ def accuracy_vs_compute(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) ->
     return FigureResult(
         name,
         paths,
-        caption="Final personal accuracy against compute, one marker per run; ringed runs are the Pareto "
+        caption="Final personal accuracy against compute (total FLOPs: every forward pass made to answer, "
+        "to learn and to maintain state), one marker per run; ringed runs are the Pareto "
         "front (no run is both cheaper and more accurate), the dashed staircase the best accuracy "
         "reached at each cost.",
     )

@@ -8,13 +8,16 @@ orderings below are the analysis's own.
 from __future__ import annotations
 
 from experiments.metrics import (  # noqa: F401  (re-exported for the analysis modules)
+    BASE_GENERAL_ACCURACY,
     CONTEXT_TOKENS_PER_QUERY,
     DIRECTIONS,
     FORGETTING,
     FORMAT_COMPLIANCE,
     GENERAL_ACCURACY,
+    GENERAL_ACCURACY_WITHOUT_NOTES,
     GENERATED_TOKENS,
     HIGHER,
+    INFERENCE_FLOPS,
     KL_TO_BASE,
     LOWER,
     PEAK_RSS_BYTES,
@@ -24,10 +27,12 @@ from experiments.metrics import (  # noqa: F401  (re-exported for the analysis m
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
     STREAM_PHASE,
+    TOTAL_FLOPS,
     TRAIN_FLOPS,
     TRAIN_REWARD,
     TRAIN_REWARD_COMPONENT,
     TRAINABLE_PARAMS,
+    UPDATING_ACCURACY,
     WALL_SECONDS,
 )
 

@@ -107,6 +107,7 @@ def build_report(
     learning = tables.learning_table(table, done, seed=seed)
     continual, continual_notes = tables.continual_table(table, done, seed=seed)
     main_display = display_table(main, tables.MAIN_COLUMNS)
+    notes = tables.notes_table(table, done, seed=seed)
     table_csv = write_csv(main, out_dir / "table.csv")
     table_tex = out_dir / "table.tex"
     table_tex.write_text(
@@ -135,6 +136,7 @@ def build_report(
             "Also in `table.csv` and `table.tex`."
         ),
         _table_or_note(main_display),
+        *_notes_blocks(notes),
         *_learning_blocks(learning),
         *_continual_blocks(continual, continual_notes),
         Heading(2, "Figures"),
@@ -255,15 +257,29 @@ def _continual_blocks(continual: pd.DataFrame | None, notes: list[str]) -> list[
     blocks = [
         Heading(2, "Continual learning"),
         Paragraph(
-            "GEM's metrics from the drift matrix R (accuracy on phase j's items, in phase j's world, after "
-            "training through phase i: the evaluation after the last batch drawn in phase i): ACC (final "
-            "mean over phases), BWT (change on earlier phases; negative is forgetting), FWT (gain on a "
-            "phase before training on it, against the untrained evaluation). IQM [95% CI]. Also in "
-            "`continual.csv`."
+            "GEM's metrics from the drift matrix R (accuracy on phase j's items that the user never "
+            "changes later, in phase j's world, after training through phase i: the evaluation after the "
+            "last batch drawn in phase i): ACC (final mean over phases), BWT (change on earlier phases; "
+            "negative is forgetting), FWT (gain on a phase before training on it, against the untrained "
+            "evaluation). Items the user changed are not in R: Updating acc. is the final accuracy on "
+            "them against their new value. IQM [95% CI]. Also in `continual.csv`."
         ),
         Table(display_table(continual, tables.CONTINUAL_COLUMNS)),
     ]
     return blocks + ([Bullets(tuple(notes))] if notes else [])
+
+
+def _notes_blocks(notes: pd.DataFrame | None) -> list[Block]:
+    if notes is None:
+        return []
+    return [
+        Paragraph(
+            "Forgetting is the untouched base's general-probe accuracy minus the final one. For the groups "
+            "that place notes in the prompt, From notes is the part the notes cause: the same model's "
+            "general-probe accuracy without its notes minus with them (the rest is what its weights lost)."
+        ),
+        Table(display_table(notes, tables.NOTES_COLUMNS)),
+    ]
 
 
 def _table_or_note(display: pd.DataFrame) -> Block:

@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import RUN_COLUMNS
-from analysis.names import FINISHED, FORGETTING, GENERAL_ACCURACY, PARAM_PREFIX, paradigm_rank
+from analysis.names import (
+    BASE_GENERAL_ACCURACY,
+    FINISHED,
+    FORGETTING,
+    GENERAL_ACCURACY,
+    GENERAL_ACCURACY_WITHOUT_NOTES,
+    PARAM_PREFIX,
+    paradigm_rank,
+)
 from analysis.stats import final_forgetting
 
 GROUP_COLUMNS = ["paradigm", "algorithm", "variant"]
@@ -97,15 +105,32 @@ def curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def forgetting_values(table: pd.DataFrame) -> pd.Series:
-    """Final ``eval/forgetting`` per run; from the general-accuracy curve for runs that did not log it."""
+    """Final ``eval/forgetting`` per run (the untouched base's general accuracy minus the final one).
+
+    A run that logged the base's accuracy but not ``eval/forgetting`` gets it computed by the same
+    definition (``analysis.stats.final_forgetting``); a run with neither is absent.
+    """
     logged = final_values(table, FORGETTING)
+    base = final_values(table, BASE_GENERAL_ACCURACY)
     general = curves(table, GENERAL_ACCURACY)
     computed = {
-        run_id: final_forgetting(points["value"].to_numpy())
+        run_id: final_forgetting(points["value"].to_numpy(), base[run_id])
         for run_id, points in general.groupby("run_id", sort=True)
-        if run_id not in logged.index
+        if run_id not in logged.index and run_id in base.index
     }
     return pd.concat([logged, pd.Series(computed, dtype="float64")]).sort_index()
+
+
+def notes_forgetting_values(table: pd.DataFrame) -> pd.Series:
+    """Per run that places notes in its prompts: the part of its final forgetting its notes cause.
+
+    ``eval/general_accuracy_without_notes - eval/general_accuracy`` at the last evaluation (the same
+    model answering the general probe without and with its notes); absent for runs without notes.
+    """
+    without = final_values(table, GENERAL_ACCURACY_WITHOUT_NOTES)
+    general = final_values(table, GENERAL_ACCURACY)
+    shared = without.index.intersection(general.index)
+    return (without[shared] - general[shared]).astype("float64")
 
 
 def with_values(runs: pd.DataFrame, values: pd.Series, name: str = "value") -> pd.DataFrame:

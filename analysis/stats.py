@@ -33,6 +33,7 @@ __all__ = [
     "continual_learning_metrics",
     "feedback_events_to_reach",
     "final_forgetting",
+    "forgetting",
     "forgetting_curve",
     "forward_transfer",
     "interquartile_mean",
@@ -431,31 +432,56 @@ def continual_learning_metrics(
 # --------------------------------------------------------------------------- learning curves
 
 
-def forgetting_curve(general_accuracy: np.ndarray) -> np.ndarray:
-    """Forgetting at each evaluation: best accuracy so far minus current accuracy.
+def forgetting(base_accuracy: float, accuracy: float | np.ndarray) -> float | np.ndarray:
+    """Forgetting: the untouched base's general-probe accuracy minus the current one.
+
+    The one definition the evaluator logs (``eval/forgetting``) and the analysis recomputes: the drop
+    from the model before any learning (Biderman et al. 2024, "LoRA Learns Less and Forgets Less"),
+    not from the best value seen during a run, so it does not depend on how often a run is evaluated.
 
     Args:
-        general_accuracy: (evaluations,) accuracy on the general probe, in evaluation order
-            (the first entry is usually the untrained model at 0 feedback events).
+        base_accuracy: the untouched base's accuracy on the general probe (a scalar).
+        accuracy: the current accuracy on the same probe, a scalar or ``(evaluations,)``.
 
     Returns:
-        (evaluations,) array ``max(y[:k+1]) - y[k]``; always >= 0, and 0 at the first evaluation.
+        ``base_accuracy - accuracy``, signed (a gain over the base is negative; lower is better),
+        of ``accuracy``'s shape (a float for a scalar).
     """
-    y = _as_curve(general_accuracy, "general_accuracy")
-    return np.maximum.accumulate(y) - y  # (evaluations,)
+    base = float(base_accuracy)
+    if not np.isfinite(base):
+        raise ValueError(f"base_accuracy must be finite, got {base_accuracy!r}")
+    if np.ndim(accuracy) == 0:
+        current = float(accuracy)
+        if not np.isfinite(current):
+            raise ValueError(f"accuracy must be finite, got {accuracy!r}")
+        return base - current
+    return base - _as_curve(accuracy, "accuracy")  # (evaluations,)
 
 
-def final_forgetting(general_accuracy: np.ndarray) -> float:
-    """Forgetting at the end of a run: best accuracy over the run minus the final accuracy.
+def forgetting_curve(general_accuracy: np.ndarray, base_accuracy: float) -> np.ndarray:
+    """Forgetting at each evaluation (:func:`forgetting` of every point of a run's curve).
 
     Args:
         general_accuracy: (evaluations,) accuracy on the general probe, in evaluation order.
+        base_accuracy: the untouched base's accuracy on the same probe.
 
     Returns:
-        ``max(y) - y[-1]`` (>= 0; lower is better), the last entry of :func:`forgetting_curve`.
+        (evaluations,) array ``base_accuracy - y[k]`` (signed; lower is better).
     """
-    y = _as_curve(general_accuracy, "general_accuracy")
-    return float(y.max() - y[-1])
+    return forgetting(base_accuracy, _as_curve(general_accuracy, "general_accuracy"))
+
+
+def final_forgetting(general_accuracy: np.ndarray, base_accuracy: float) -> float:
+    """Forgetting at the end of a run: the untouched base's accuracy minus the final accuracy.
+
+    Args:
+        general_accuracy: (evaluations,) accuracy on the general probe, in evaluation order.
+        base_accuracy: the untouched base's accuracy on the same probe.
+
+    Returns:
+        ``base_accuracy - y[-1]`` (signed; lower is better), the last entry of :func:`forgetting_curve`.
+    """
+    return float(forgetting_curve(general_accuracy, base_accuracy)[-1])
 
 
 def area_under_curve(feedback_events: np.ndarray, accuracy: np.ndarray, *, normalize: bool = False) -> float:

@@ -23,10 +23,12 @@ from analysis.names import (
     PERSONAL_ACCURACY,
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
+    TOTAL_FLOPS,
     TRAIN_FLOPS,
+    UPDATING_ACCURACY,
     WALL_SECONDS,
 )
-from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values
+from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values, notes_forgetting_values
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
 
 TARGET_ACCURACY = 0.8
@@ -47,15 +49,24 @@ MAIN_COLUMNS = (
     Column("forgetting", "Forgetting", LOWER, ".3f"),
     Column("search_calls_per_query", "Searches/query", LOWER, ".2f"),
     Column("format_compliance", "Format", HIGHER, ".3f"),
-    Column("train_flops", "Train FLOPs", LOWER, ".3g"),
+    Column("total_flops", "Total FLOPs", LOWER, ".3g"),
     Column("wall_seconds", "Wall s", LOWER, ".1f"),
     Column("storage_bytes", "Storage B/user", LOWER, ".3g"),
+)
+#: In ``table.csv`` after the displayed columns (the report's table shows the total, which includes it).
+TRAIN_FLOPS_COLUMN = Column("train_flops", "Train FLOPs", LOWER, ".3g")
+#: Groups whose runs place notes in the prompt (memory, hybrid, oracle): forgetting, and the
+#: general-probe accuracy the same model loses to its notes (without minus with them, final).
+NOTES_COLUMNS = (
+    Column("forgetting", "Forgetting", LOWER, ".3f"),
+    Column("notes_forgetting", "From notes", LOWER, ".3f"),
 )
 _MAIN_METRICS = {
     "personal_accuracy": PERSONAL_ACCURACY,
     "search_calls_per_query": SEARCH_CALLS_PER_QUERY,
     "format_compliance": FORMAT_COMPLIANCE,
     "train_flops": TRAIN_FLOPS,
+    "total_flops": TOTAL_FLOPS,
     "wall_seconds": WALL_SECONDS,
     "storage_bytes": STORAGE_BYTES,
 }
@@ -67,6 +78,7 @@ CONTINUAL_COLUMNS = (
     Column("acc", "ACC", HIGHER, ".3f"),
     Column("bwt", "BWT", HIGHER, ".3f"),
     Column("fwt", "FWT", HIGHER, ".3f"),
+    Column("updating_accuracy", "Updating acc.", HIGHER, ".3f"),
 )
 
 
@@ -82,19 +94,34 @@ def comparison_table(
 ) -> pd.DataFrame:
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
-    "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (or, if a
-    run did not log it, best minus final general-probe accuracy). After ``runs`` come the group's
-    :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none).
+    "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (the untouched
+    base's general-probe accuracy minus the final one). After ``runs`` come the group's
+    :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none);
+    :data:`TRAIN_FLOPS_COLUMN` comes last (in ``table.csv``, not in the displayed table).
     """
     values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
     values["forgetting"] = forgetting_values(table)
-    ordered = {column.key: values[column.key] for column in MAIN_COLUMNS}
+    ordered = {column.key: values[column.key] for column in (*MAIN_COLUMNS, TRAIN_FLOPS_COLUMN)}
     summary = group_summaries(runs, ordered, seed, reps)
     for offset, (name, param) in enumerate(SETTING_PARAMS.items()):
         summary.insert(
             summary.columns.get_loc("runs") + 1 + offset, name, _group_setting(runs, summary, param)
         )
     return summary
+
+
+def notes_table(
+    table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
+) -> pd.DataFrame | None:
+    """Forgetting and the part of it the notes cause, per group whose runs place notes in the prompt
+    (:data:`NOTES_COLUMNS`), or None when no run logged ``eval/general_accuracy_without_notes``."""
+    notes = notes_forgetting_values(table)
+    if notes.empty:
+        return None
+    with_notes = runs[runs["run_id"].isin(notes.index)]
+    return group_summaries(
+        with_notes, {"forgetting": forgetting_values(table), "notes_forgetting": notes}, seed, reps
+    )
 
 
 def _group_setting(runs: pd.DataFrame, summary: pd.DataFrame, param: str) -> list[str]:
@@ -141,7 +168,8 @@ def learning_table(
 def continual_table(
     table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
 ) -> tuple[pd.DataFrame | None, list[str]]:
-    """ACC, BWT and FWT per group from the drift matrices, or None when no run logged phases.
+    """ACC, BWT and FWT per group from the drift matrices, and the final ``eval/updating_accuracy``
+    (the items the user changed, against their new value), or None when no run logged phases.
 
     Returns the table and notes about runs whose matrix lacked the entries a metric needs.
     """
@@ -155,5 +183,6 @@ def continual_table(
     if metrics.empty:
         return None, notes
     with_phases = runs[runs["run_id"].isin(metrics.index)]
-    values = {column.key: metrics[column.key] for column in CONTINUAL_COLUMNS}
+    values = {column.key: metrics[column.key] for column in CONTINUAL_COLUMNS if column.key in metrics}
+    values["updating_accuracy"] = final_values(table, UPDATING_ACCURACY)
     return group_summaries(with_phases, values, seed, reps), notes

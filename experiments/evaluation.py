@@ -2,7 +2,9 @@
 
 ``Evaluator.evaluate`` answers the held-out personal items and the general probe through the
 shared rollout (greedy by default) with the paradigm's own context, scores them with the shared
-reward functions, and returns DESIGN.md's metrics. ``base_competence`` measures the builtin
+reward functions, and returns DESIGN.md's metrics. ``Evaluator.measure_base`` answers the general
+probe once, before training, with the untouched base and no paradigm context: forgetting is the
+drop from that accuracy (``analysis.stats.forgetting``). ``base_competence`` measures the builtin
 base's skills with the same rollout and scorer.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from analysis.stats import forgetting
 from experiments import metrics as m
 from experiments.peak_memory import peak_rss_bytes
 from paradigms.agent import Episode, GenerationSettings, rollout
@@ -91,10 +94,14 @@ class Evaluator:
 
     ``personal_rows`` are phase-independent rows resolved against the user's profile at the
     time of evaluation; ``general`` is the general probe; ``phases[j]`` the items whose value
-    was set in drift phase j (empty for single-phase suites), answered in phase j's world (the
-    user's profile and search tool as they were in phase j) whenever the evaluation happens;
-    ``instructions`` the suite's own questions with an explicit format request (scored on the
-    format: ``eval/instruction_following``).
+    was set in drift phase j and never changed later (empty for single-phase suites), answered in
+    phase j's world (the user's profile and search tool as they were in phase j) whenever the
+    evaluation happens; ``updated[t]`` the items the user has changed by phase t, against their
+    value then (``eval/updating_accuracy``, answered in phase t's world);
+    ``reference`` the untouched base of a paradigm that changes weights (None for the others, which
+    then log no ``eval/kl_to_base``); ``instructions`` the suite's own questions with an explicit
+    format request (scored on the format: ``eval/instruction_following``). ``base_general_accuracy``
+    is the untouched base's accuracy on ``general`` (:meth:`measure_base`, before any evaluation).
     """
 
     session: Session
@@ -104,11 +111,30 @@ class Evaluator:
     settings: GenerationSettings
     reference: object | None = None
     instructions: list[Item] = field(default_factory=list)
+    updated: list[list[Item]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
-    best_general: float = float("-inf")
+    base_general_accuracy: float | None = None
 
-    def _answer(self, paradigm: Paradigm, items: list[Item], with_tool: bool = True) -> Interaction:
-        contexts = paradigm.context_for(items)
+    def measure_base(self, model, tokenizer) -> float:
+        """The untouched base's general-probe accuracy (no notes, no tool policy), kept and returned.
+
+        Call it once, before a paradigm wraps or trains ``model``; every later ``eval/forgetting`` is
+        measured against it. Same items, settings, rollout and scorer as :meth:`evaluate`'s probe.
+        """
+        interaction = self.session.interact(
+            model, tokenizer, self.general, [[] for _ in self.general], settings=self.settings, search=False
+        )
+        self.base_general_accuracy = _mean(exact(interaction))
+        return self.base_general_accuracy
+
+    def _answer(
+        self,
+        paradigm: Paradigm,
+        items: list[Item],
+        with_tool: bool = True,
+        contexts: list[list[str]] | None = None,
+    ) -> Interaction:
+        contexts = paradigm.context_for(items) if contexts is None else contexts
         return self.session.interact(
             paradigm.model,
             paradigm.tokenizer,
@@ -119,14 +145,18 @@ class Evaluator:
             decisions=paradigm.tool_decisions(items, contexts, explore=False),
         )
 
-    def evaluate(self, paradigm: Paradigm) -> dict[str, float]:
-        """DESIGN.md's eval and cost metrics for the paradigm's policy now."""
+    def evaluate(self, paradigm: Paradigm, stream_phase: int | None = None) -> dict[str, float]:
+        """DESIGN.md's eval and cost metrics for the paradigm's policy now.
+
+        ``stream_phase`` is the drift phase the policy was trained through (the phase of the last batch
+        consumed; None before any): the items the user has changed by then give
+        ``eval/updating_accuracy``. Needs :meth:`measure_base` first (forgetting is measured against it).
+        """
+        if self.base_general_accuracy is None:
+            raise RuntimeError("Evaluator.measure_base must run before the first evaluation")
         personal_items = [self.session.resolve(row) for row in self.personal_rows]
         personal = self._answer(paradigm, personal_items)
-        general = self._answer(paradigm, self.general, with_tool=False)
-        general_accuracy = _mean(exact(general))
-        self.best_general = max(self.best_general, general_accuracy)
-        reference = self.reference if self.reference is not None else paradigm.model
+        general_accuracy, without_notes = self._general_accuracy(paradigm)
         if self.instructions:
             instructed = self._answer(paradigm, self.instructions)
             results_instructions = {m.INSTRUCTION_FOLLOWING: _mean(instructed.components["format"])}
@@ -135,10 +165,10 @@ class Evaluator:
         results = {
             m.PERSONAL_ACCURACY: _mean(exact(personal)),
             m.GENERAL_ACCURACY: general_accuracy,
-            m.FORGETTING: self.best_general - general_accuracy,
+            m.BASE_GENERAL_ACCURACY: self.base_general_accuracy,
+            m.FORGETTING: forgetting(self.base_general_accuracy, general_accuracy),
             m.FORMAT_COMPLIANCE: _mean(personal.components["format"]),
             m.SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in personal.episodes]),
-            m.KL_TO_BASE: kl_to_reference(paradigm.model, reference, paradigm.tokenizer, personal.episodes),
             m.CONTEXT_TOKENS_PER_QUERY: _mean([e.context_tokens for e in personal.episodes]),
             m.WALL_SECONDS: time.perf_counter() - self.started,
             m.TRAIN_FLOPS: paradigm.train_flops(),
@@ -147,6 +177,12 @@ class Evaluator:
             m.PEAK_RSS_BYTES: float(peak_rss_bytes()),
             **results_instructions,
         }
+        if without_notes is not None:
+            results[m.GENERAL_ACCURACY_WITHOUT_NOTES] = without_notes
+        if self.reference is not None:  # only a paradigm whose weights can move has a distance to the base
+            results[m.KL_TO_BASE] = kl_to_reference(
+                paradigm.model, self.reference, paradigm.tokenizer, personal.episodes
+            )
         if len(self.phases) > 1:
             for j, items in enumerate(self.phases):
                 if items:
@@ -154,8 +190,25 @@ class Evaluator:
                         results[m.PHASE_ACCURACY.format(phase=j)] = _mean(
                             exact(self._answer(paradigm, items))
                         )
+        if stream_phase is not None and stream_phase < len(self.updated) and self.updated[stream_phase]:
+            with self.session.as_of(stream_phase):  # the changed items against their value now
+                results[m.UPDATING_ACCURACY] = _mean(
+                    exact(self._answer(paradigm, self.updated[stream_phase]))
+                )
         results.update(paradigm.extra_metrics())
         return results
+
+    def _general_accuracy(self, paradigm: Paradigm) -> tuple[float, float | None]:
+        """The general probe's accuracy with the paradigm's notes, and without them (None for a
+        paradigm that places no notes; the same value when no item has notes now)."""
+        contexts = paradigm.context_for(self.general)
+        accuracy = _mean(exact(self._answer(paradigm, self.general, with_tool=False, contexts=contexts)))
+        if not paradigm.notes_in_prompt:
+            return accuracy, None
+        if not any(contexts):
+            return accuracy, accuracy
+        bare = [[] for _ in self.general]
+        return accuracy, _mean(exact(self._answer(paradigm, self.general, with_tool=False, contexts=bare)))
 
 
 def answer_probe(

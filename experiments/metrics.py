@@ -10,12 +10,26 @@ PERSONAL_ACCURACY = "eval/personal_accuracy"
 #: the criterion harness tune maximizes.
 PERSONAL_ACCURACY_AUC = "eval/personal_accuracy_auc"
 GENERAL_ACCURACY = "eval/general_accuracy"
+#: The untouched base's general-probe accuracy, measured once per run before training (no notes,
+#: no tool policy) and logged with every evaluation: what ``eval/forgetting`` is measured against.
+BASE_GENERAL_ACCURACY = "eval/base_general_accuracy"
+#: ``eval/base_general_accuracy - eval/general_accuracy`` (signed: a gain is negative), Biderman et
+#: al. 2024's forgetting (``analysis.stats.forgetting``); independent of the evaluation schedule.
 FORGETTING = "eval/forgetting"
+#: Paradigms that place notes in the prompt (memory, hybrid, oracle): the general probe answered by
+#: the same model without them, so a report can tell the notes' share of the forgetting.
+GENERAL_ACCURACY_WITHOUT_NOTES = "eval/general_accuracy_without_notes"
 FORMAT_COMPLIANCE = "eval/format_compliance"
 INSTRUCTION_FOLLOWING = "eval/instruction_following"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
+#: Logged only for paradigms whose weights can differ from the base (those that train with an algorithm).
 KL_TO_BASE = "eval/kl_to_base"
+#: Drift suites: accuracy on phase i's items that the user never changes later in the run (so every
+#: row of the drift matrix scores the same items, each against a truth that still holds).
 PHASE_ACCURACY = "eval/phase_accuracy/{phase}"
+#: Drift suites, from the first evaluation after a change: accuracy on the items the user has changed
+#: so far, against their new value (does the agent update?), in the world of the stream's phase.
+UPDATING_ACCURACY = "eval/updating_accuracy"
 #: Drift suites: the phase the stream was in when the feedback events last consumed before an
 #: evaluation were drawn (absent at step 0). It names the row of the drift matrix R the
 #: evaluation fills (analysis/continual.py); a label, not a score, so it has no direction.
@@ -26,7 +40,13 @@ TRAIN_REWARD_COMPONENT = "train/reward/{component}"
 TRAIN_SEARCH_CALLS_PER_QUERY = "train/search_calls_per_query"
 
 WALL_SECONDS = "cost/wall_seconds"
+#: The compute ledger, one for every paradigm (``paradigms.compute``'s 2 FLOPs per parameter per token
+#: forward): ``train_flops`` what learning costs (updates; a memory's reflection and note embeddings),
+#: ``inference_flops`` the forward passes that answered the stream (the shared rollout's, with every
+#: group sample, plus a memory's retrieval embeddings), ``total_flops`` their sum. Evaluation excluded.
 TRAIN_FLOPS = "cost/train_flops"
+INFERENCE_FLOPS = "cost/inference_flops"
+TOTAL_FLOPS = "cost/total_flops"
 TRAINABLE_PARAMS = "cost/trainable_params"
 CONTEXT_TOKENS_PER_QUERY = "cost/context_tokens_per_query"
 STORAGE_BYTES = "cost/storage_bytes"
@@ -63,15 +83,20 @@ DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY: HIGHER,
     PERSONAL_ACCURACY_AUC: HIGHER,
     GENERAL_ACCURACY: HIGHER,
+    BASE_GENERAL_ACCURACY: HIGHER,
     FORGETTING: LOWER,
+    GENERAL_ACCURACY_WITHOUT_NOTES: HIGHER,
     FORMAT_COMPLIANCE: HIGHER,
     INSTRUCTION_FOLLOWING: HIGHER,
     SEARCH_CALLS_PER_QUERY: LOWER,
     KL_TO_BASE: LOWER,
+    UPDATING_ACCURACY: HIGHER,
     TRAIN_REWARD: HIGHER,
     TRAIN_SEARCH_CALLS_PER_QUERY: LOWER,
     WALL_SECONDS: LOWER,
     TRAIN_FLOPS: LOWER,
+    INFERENCE_FLOPS: LOWER,
+    TOTAL_FLOPS: LOWER,
     TRAINABLE_PARAMS: LOWER,
     CONTEXT_TOKENS_PER_QUERY: LOWER,
     STORAGE_BYTES: LOWER,

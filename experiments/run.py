@@ -31,6 +31,7 @@ from paradigms import PARADIGMS
 from paradigms.agent import GenerationSettings
 from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
+from paradigms.compute import forward_flops, parameter_count
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES
@@ -152,12 +153,6 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
-    paradigm_class = PARADIGMS[config.paradigm.name]
-    # the untouched base, copied before a paradigm wraps or trains the model (KL and forgetting)
-    reference = backbone.reference() if config.paradigm.uses_algorithm else None
-    paradigm = paradigm_class(config.paradigm, backbone, config.algorithm)
-    if config.continual.active:  # the config refuses it for paradigms that do not change weights
-        paradigm.use_continual(config.continual)
     session = Session(
         suite,
         user,
@@ -170,6 +165,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         lambda report: None,
         backbone.protocol,
     )
+    # the untouched base, copied before a paradigm wraps or trains the model (KL)
+    reference = backbone.reference() if config.paradigm.uses_algorithm else None
     evaluator = Evaluator(
         session,
         personal_eval.to_list(),
@@ -178,7 +175,13 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         _generation(config, config.generation.eval_temperature),
         reference,
         instructions=suite.instruction_eval(config.seed, options, user),
+        updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],
     )
+    with isolated_rng():  # forgetting's reference point: the base before any paradigm touches it
+        evaluator.measure_base(backbone.model, backbone.tokenizer)
+    paradigm = PARADIGMS[config.paradigm.name](config.paradigm, backbone, config.algorithm)
+    if config.continual.active:  # the config refuses it for paradigms that do not change weights
+        paradigm.use_continual(config.continual)
     paradigm.bind(session)
     return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
 
@@ -207,12 +210,14 @@ def execute(
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     drifts = session.suite.n_phases > 1
+    answering_parameters = parameter_count(paradigm.model)
     state = {
         "next_eval": 0,
         "last_eval": -1,
         "generated": 0,
         "prompt": 0,
         "evaluation_seconds": 0.0,
+        "answer_flops": 0.0,  # the shared rollout's forward passes over the stream (every paradigm)
         "final": {},
         "stream_phase": None,  # the phase the last consumed batch was drawn in
         "curve": [],
@@ -232,12 +237,14 @@ def execute(
     def evaluate(events: int) -> None:
         started = time.perf_counter()
         with isolated_rng():  # the evaluation schedule must not change what training draws
-            results = evaluator.evaluate(paradigm)
+            results = evaluator.evaluate(paradigm, state["stream_phase"])
         state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
         results[m.GENERATION_SECONDS] = session.generation_seconds
         results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
+        results[m.INFERENCE_FLOPS] = state["answer_flops"] + paradigm.inference_flops()
+        results[m.TOTAL_FLOPS] = results[m.TRAIN_FLOPS] + results[m.INFERENCE_FLOPS]
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
         state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
@@ -259,6 +266,9 @@ def execute(
         interaction = report.interaction
         state["generated"] += sum(e.agent_tokens for e in interaction.episodes)
         state["prompt"] += sum(len(e.prompt_ids) for e in interaction.episodes)
+        state["answer_flops"] += forward_flops(
+            answering_parameters, sum(len(e.prompt_ids) + len(e.completion_ids) for e in interaction.episodes)
+        )
         values = {
             m.TRAIN_REWARD: _mean(interaction.rewards),
             m.TRAIN_SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in interaction.episodes]),

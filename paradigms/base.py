@@ -26,6 +26,9 @@ class Paradigm(ABC):
 
     #: The config section; its ``uses_algorithm`` and ``supports_continual`` say what the paradigm accepts.
     Settings: ClassVar[type[ParadigmSettings]]
+    #: Whether ``context_for`` may place notes in a prompt (the evaluator then also answers the
+    #: general probe without them: ``eval/general_accuracy_without_notes``).
+    notes_in_prompt: ClassVar[bool] = False
 
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm
@@ -101,7 +104,13 @@ class Paradigm(ABC):
         return 0
 
     def train_flops(self) -> float:
-        """Estimated floating-point operations spent learning (updates), so far."""
+        """Estimated FLOPs spent learning so far: updates, and every forward pass made to maintain the
+        paradigm's state (a memory's reflection and note embeddings); ``paradigms.compute``'s convention."""
+        return 0.0
+
+    def inference_flops(self) -> float:
+        """FLOPs of forward passes made to answer the stream beyond the shared rollout's, which the runner
+        counts for every paradigm (a memory's question embeddings for retrieval); evaluation excluded."""
         return 0.0
 
     def extra_metrics(self) -> dict[str, float]:

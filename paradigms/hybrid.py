@@ -24,9 +24,10 @@ groups (``algorithm.group_size`` G), memory sees all G responses to an item (ide
 deduplicated by the store).
 
 The cost ledger adds both parts: storage is the store plus the adapter, train FLOPs the adapter's
-updates (with any ``continual:`` terms) plus what the memory part counts (nothing: the memory
-paradigm does not count its reflection passes as training), trainable parameters the adapter's; the
-notes' tokens are counted per query by the rollout like any paradigm's context.
+updates (with any ``continual:`` terms) plus what the memory part counts (its reflection and note
+embeddings), inference FLOPs the memory part's retrieval embeddings beside the rollout's, trainable
+parameters the adapter's; the notes' tokens are counted per query by the rollout like any
+paradigm's context.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def is_fact(item: Item) -> bool:
 
 class Hybrid(Adapter):
     Settings = HybridSettings
+    notes_in_prompt = True
     artifact_name = "adapter"
 
     def __init__(self, settings: HybridSettings, backbone, algorithm):
@@ -111,6 +113,9 @@ class Hybrid(Adapter):
 
     def train_flops(self) -> float:
         return super().train_flops() + self.memory.train_flops()
+
+    def inference_flops(self) -> float:
+        return super().inference_flops() + self.memory.inference_flops()
 
     def extra_metrics(self) -> dict[str, float]:
         return {

@@ -21,6 +21,7 @@ from tasks.protocols import USER_SUBJECT, Statement
 
 class Oracle(Paradigm):
     Settings = OracleSettings
+    notes_in_prompt = True
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The profile in force now (facts and format preferences): whole, or the entry each item asks."""

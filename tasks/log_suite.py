@@ -116,6 +116,9 @@ class LogSuite(Suite):
     def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
         return []  # no drift phases
 
+    def updated_eval(self, user: User, options: TaskOptions, phase: int) -> list[Item]:
+        return []  # no drift phases
+
     def resolve(self, row: dict, user: User, phase: int, world: WorldView | None = None) -> Item:
         """The item a row asks, with its own line's answer key."""
         kind, *rest = row["item"].split(":", 2)

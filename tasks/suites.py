@@ -157,22 +157,47 @@ class Suite:
         return correction(item, parsed_value, parsed_format, user, phase)
 
     def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
-        """Per-phase items: ``[i]`` asks the items whose value was set in phase i, against that value."""
-        world = options.world
-        per_phase = []
-        for phase, changed in enumerate(user.changed_in):
-            items = []
-            for name in changed:
-                kind, key = name.split(":", 1)
-                if kind == "fact" and self.personal_share > 0:
-                    items.append(resolve(_row(USER_SUBJECT, key, options.search), user, phase, world))
-                elif kind == "format" and self.personal_share < 1:
-                    items += [
-                        resolve(_row(e, key, options.search), user, phase, world)
-                        for e in world.phase_entities(key)
-                    ]
-            per_phase.append(items)
-        return per_phase
+        """Per-phase items of the drift matrix: ``[i]`` asks the items whose value was set in phase i and
+        that the user never changes later in the run, against that value.
+
+        Every row of the matrix then scores the same items of phase i, each against a truth that still
+        holds when it is asked, so an agent that answers with a value the user has since changed is
+        never counted as forgetting the old one (the changed items are :meth:`updated_eval`'s).
+        """
+        last = len(user.changed_in) - 1
+        return [
+            [
+                resolve(row, user, phase, options.world)
+                for name in changed
+                if user.phase_of(name, last) == phase
+                for row in self._owned_rows(name, options)
+            ]
+            for phase, changed in enumerate(user.changed_in)
+        ]
+
+    def updated_eval(self, user: User, options: TaskOptions, phase: int) -> list[Item]:
+        """The items the user has changed by ``phase`` (set after phase 0, still as set then), against
+        their value in ``phase``: does the agent give the new value (``eval/updating_accuracy``)."""
+        names = [
+            name
+            for changed_at in range(1, min(phase, len(user.changed_in) - 1) + 1)
+            for name in user.changed_in[changed_at]
+            if user.phase_of(name, phase) == changed_at
+        ]
+        return [
+            resolve(row, user, phase, options.world)
+            for name in names
+            for row in self._owned_rows(name, options)
+        ]
+
+    def _owned_rows(self, name: str, options: TaskOptions) -> list[dict]:
+        """The evaluation rows whose truth ``name`` (``fact:dog``, ``format:color``) sets, in this suite."""
+        kind, key = name.split(":", 1)
+        if kind == "fact" and self.personal_share > 0:
+            return [_row(USER_SUBJECT, key, options.search)]
+        if kind == "format" and self.personal_share < 1:
+            return [_row(e, key, options.search) for e in options.world.phase_entities(key)]
+        return []
 
 
 def _row(

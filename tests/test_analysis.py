@@ -51,12 +51,15 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
     metrics = {
         "eval/personal_accuracy": _accuracy(paradigm, seed, step),
         "eval/general_accuracy": general,
+        "eval/base_general_accuracy": 0.9 - 0.01 * seed,
         "eval/forgetting": 0.9 - 0.01 * seed - general,
         "eval/format_compliance": 0.5 + 0.1 * seed,
         "eval/search_calls_per_query": 1.0 - step / 800 if paradigm == "memory" else 0.0,
         "eval/kl_to_base": 0.0 if paradigm == "frozen" else 0.01 * step / 100 + 0.001 * seed,
         "cost/wall_seconds": 1.0 + step / 10 + seed,
         "cost/train_flops": 0.0 if paradigm != "memory" else 1e9 * step,
+        "cost/inference_flops": 2e8 * step,
+        "cost/total_flops": 2e8 * step + (0.0 if paradigm != "memory" else 1e9 * step),
         "cost/trainable_params": 0.0,
         "cost/context_tokens_per_query": 20.0,
         "cost/storage_bytes": 1000.0 * step if paradigm == "memory" else 0.0,
@@ -64,6 +67,8 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
         "cost/generated_tokens": 10.0 * step,
         "cost/prompt_tokens": 30.0 * step,
     }
+    if paradigm == "memory":  # its notes cost it all of its general-probe drop
+        metrics["eval/general_accuracy_without_notes"] = 0.9 - 0.01 * seed
     if paradigm == "memory":  # a two-phase drift: phase 1 is learned after step 200, phase 0 fades a bit
         metrics["eval/phase_accuracy/0"] = 0.2 + min(step, 200) / 400 - max(0, step - 200) / 2000
         metrics["eval/phase_accuracy/1"] = 0.1 + max(0, step - 200) / 300 + 0.01 * seed
@@ -398,7 +403,7 @@ def test_pareto_front_keeps_only_non_dominated_runs():
 # --------------------------------------------------------------------------- report
 
 
-def test_report_writes_every_file_and_lists_the_failed_run(report):
+def test_report_writes_every_file_and_lists_the_failed_run(report, table):
     for path in (report.markdown, report.html, report.table_csv, report.table_tex, report.learning_csv):
         assert path.is_file() and path.stat().st_size > 0
     assert report.continual_csv is not None and report.continual_csv.is_file()
@@ -418,6 +423,12 @@ def test_report_writes_every_file_and_lists_the_failed_run(report):
         <= memory["personal_accuracy.iqm"]
         <= memory["personal_accuracy.ci_high"]
     )
+    # forgetting = base minus final general accuracy; memory's notes cause all of it
+    assert math.isclose(memory["forgetting.iqm"], 0.05, rel_tol=1e-6)
+    notes = tables.notes_table(table, finished(run_table(table)), seed=0)
+    assert notes["paradigm"].tolist() == ["memory"]  # the only runs that logged the probe without notes
+    assert math.isclose(notes["notes_forgetting.iqm"].iloc[0], 0.05, rel_tol=1e-6)
+    assert "From notes" in markdown
     tex = report.table_tex.read_text(encoding="utf-8")
     assert all(rule in tex for rule in ("\\toprule", "\\midrule", "\\bottomrule")) and "full\\_ft" not in tex
     continual = pd.read_csv(report.continual_csv, keep_default_na=False)

@@ -4,6 +4,7 @@ import random
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 
 from experiments.config import load_experiment
@@ -14,6 +15,8 @@ from tasks.suites import SUITES, TaskOptions
 from tests.conftest import SMOKE, TINY, metric_histories
 
 NOISY = {"cost/wall_seconds", "cost/peak_rss_bytes", "cost/generation_seconds", "cost/evaluation_seconds"}
+#: Timings a memory run logs beside them.
+NOISY_MEMORY = NOISY | {"memory/retrieval_latency_p50_ms", "memory/retrieval_latency_p95_ms"}
 
 
 def test_streams_and_eval_sets_depend_only_on_suite_and_seed():
@@ -52,13 +55,28 @@ def test_seed_everything_reports_what_it_set():
     assert seed_everything(7)["torch"] == 7
 
 
-def test_same_config_and_seed_give_identical_metrics(tracking_uri, tiny_base):
-    experiment = load_experiment(SMOKE, [TINY])
+# the paradigms whose runs draw random numbers or change state: sampled GRPO groups updating every
+# weight or an adapter, and memory writing the lessons its own model reflects
+DETERMINISM = {
+    "frozen": [],
+    "full_ft-grpo": ["paradigm.name=full_ft", "algorithm.name=grpo", "algorithm.group_size=2"],
+    "adapter-grpo": ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=2"],
+    "memory-llm": ["paradigm.name=memory", "paradigm.reflection=llm"],
+}
+
+
+@pytest.mark.parametrize("overrides", DETERMINISM.values(), ids=DETERMINISM.keys())
+def test_same_config_and_seed_give_identical_metrics(overrides, tracking_uri, tiny_base):
+    experiment = load_experiment(SMOKE, [TINY, *overrides])
     first = run_experiment(experiment, Tracker(tracking_uri), progress=False)[0]
     second = run_experiment(experiment, Tracker(tracking_uri), progress=False)[0]
     client = mlflow.MlflowClient(tracking_uri)
-    assert metric_histories(client, first.run_id, NOISY) == metric_histories(client, second.run_id, NOISY)
-    assert "train/reward" in metric_histories(client, first.run_id, NOISY)
+    histories = metric_histories(client, first.run_id, NOISY_MEMORY)
+    assert histories == metric_histories(client, second.run_id, NOISY_MEMORY)
+    assert "train/reward" in histories and "cost/total_flops" in histories
+    if overrides:  # the run learned something: its state moved (its weights, or its store filled)
+        moved = "eval/kl_to_base" if "algorithm.name=grpo" in overrides else "memory/store_entries"
+        assert histories[moved][-1][1] > 0, histories[moved]
 
 
 def test_the_evaluation_schedule_does_not_change_what_is_learned(tracking_uri, tiny_base):

@@ -19,6 +19,7 @@ from analysis.stats import continual_learning_metrics
 from experiments.config import load_experiment
 from experiments.run import run_experiment
 from experiments.tracking import Tracker
+from tasks.suites import SUITES, TaskOptions
 from tests.conftest import SMOKE, TINY
 
 PHASE = "eval/phase_accuracy/{}"
@@ -120,7 +121,56 @@ def test_on_the_real_base_the_oracle_answers_every_phase_and_frozen_transfers_no
         run_experiment(experiment, Tracker(tracking_uri), progress=False)
     matrices = _matrices(tracking_uri, "smoke")
     oracle = continual_learning_metrics(matrices["oracle-default-s0"].accuracy, None)
-    assert oracle.acc == 1.0
+    assert oracle.acc == 1.0 and oracle.bwt == 0.0
     frozen = matrices["frozen-default-s0"]
     metrics = continual_learning_metrics(frozen.accuracy, frozen.untrained)
     assert metrics.bwt == 0.0 and metrics.fwt == 0.0
+
+
+DRIFT_SUITES = [name for name in SUITES.names() if SUITES[name].n_phases > 1 and not SUITES[name].reads_file]
+
+
+@pytest.mark.parametrize("suite", DRIFT_SUITES)
+def test_the_matrix_scores_only_values_that_still_hold_and_the_changed_ones_apart(suite):
+    options = TaskOptions()
+    for seed in range(5):
+        user = SUITES[suite].user(seed, options)
+        last = len(user.changed_in) - 1
+        phases = SUITES[suite].phase_eval(user, options)
+        for phase, items in enumerate(phases):
+            assert items, f"seed {seed}: phase {phase} has nothing left to score"
+            for item in items:  # its truth never changes after the phase that set it
+                kept = SUITES[suite].resolve(_row_of(item), user, last, options.world)
+                assert (kept.gold, kept.wanted_format, kept.phase) == (item.gold, item.wanted_format, phase)
+        assert SUITES[suite].updated_eval(user, options, 0) == []
+        for phase in range(1, last + 1):
+            updated = SUITES[suite].updated_eval(user, options, phase)
+            assert updated and all(0 < item.phase <= phase for item in updated)  # the value set since
+            changed = {name for p in range(1, phase + 1) for name in user.changed_in[p]}
+            assert {_owner(item) for item in updated} == changed
+
+
+def _row_of(item) -> dict:
+    return {
+        "question": item.query.question,
+        "item": item.item,
+        "search_enabled": item.query.search_enabled,
+        "instruction": item.query.instruction,
+    }
+
+
+def _owner(item) -> str:
+    return item.item if item.item.startswith("fact:") else f"format:{item.item.split(':')[2]}"
+
+
+@pytest.mark.parametrize("suite", DRIFT_SUITES)
+def test_the_oracles_backward_transfer_is_zero_on_every_drift_suite(suite, tracking_uri, tiny_base):
+    settings = [TINY, f"task.suite={suite}", "paradigm.name=oracle", "budget.feedback_events=48"]
+    run_experiment(load_experiment(SMOKE, settings), Tracker(tracking_uri), progress=False)
+    (matrix,) = _matrices(tracking_uri, "smoke").values()
+    assert continual_learning_metrics(matrix.accuracy).bwt == 0.0
+    table = load_runs(["smoke"], tracking_uri)
+    updating = table[table["metric"] == "eval/updating_accuracy"]
+    stream = table[table["metric"] == "eval/stream_phase"].set_index("step")["value"]
+    # logged at every evaluation after a batch drawn past the first change, and only there
+    assert sorted(updating["step"].astype(int)) == sorted(int(s) for s, p in stream.items() if p >= 1)

@@ -6,7 +6,7 @@ import pytest
 from experiments.config import load_experiment
 from experiments.run import assemble, run_experiment
 from experiments.tracking import Tracker
-from paradigms.backbone import weights_digest
+from paradigms.backbone import load_backbone, weights_digest
 from paradigms.memory import reflection
 from tasks.items import Item, Query
 from tasks.protocols import PROTOCOLS, Statement
@@ -109,4 +109,33 @@ def test_memory_smoke_run_logs_its_store(tracking_uri, tiny_base):
     assert {"memory/retrieval_latency_p95_ms", "memory/store_entries"} <= set(child.data.metrics)
     stored = {a.path for a in client.list_artifacts(child.info.run_id, "state/memory")}
     assert {"state/memory/index.faiss", "state/memory/memories.jsonl", "state/memory/store.json"} <= stored
-    assert child.data.metrics["eval/kl_to_base"] == 0.0
+    assert "eval/kl_to_base" not in child.data.metrics  # its weights are the base's: no distance to log
+
+
+def test_memory_with_llm_reflection_counts_its_reflection_and_embeddings_as_compute(tracking_uri, tiny_base):
+    overrides = [TINY, "paradigm.name=memory", "paradigm.reflection=llm", "task.suite=user_facts"]
+    [result] = run_experiment(load_experiment(SMOKE, overrides), Tracker(tracking_uri), progress=False)
+    metrics = mlflow.MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    # the reflection model's generation at least: 2 x parameters x one token per written lesson
+    parameters = sum(p.numel() for p in load_backbone(tiny_base).model.parameters())
+    assert metrics["cost/train_flops"] >= 2 * parameters * 16
+    assert metrics["cost/inference_flops"] > 0
+    assert metrics["cost/total_flops"] == metrics["cost/train_flops"] + metrics["cost/inference_flops"]
+    parts = metrics["memory/reflection_flops"] + metrics["memory/note_embedding_flops"]
+    assert metrics["memory/reflection_flops"] > 0 and parts == pytest.approx(metrics["cost/train_flops"])
+    assert 0 < metrics["memory/retrieval_embedding_flops"] < metrics["cost/inference_flops"]
+
+
+def test_memory_books_retrieval_as_inference_and_note_embeddings_as_learning(tiny_base):
+    config = load_experiment(
+        SMOKE, [TINY, "paradigm.name=memory", "paradigm.reflection=template", "task.suite=user_facts"]
+    ).runs()[0]
+    parts = assemble(config, progress=False)
+    memory = parts.paradigm
+    parts.paradigm.train(parts.session)
+    assert memory.train_flops() > 0 and memory.inference_flops() > 0
+    assert memory.train_flops() + memory.inference_flops() == memory.embedder.flops  # nothing else runs
+    before = memory.embedder.flops, memory.train_flops(), memory.inference_flops()
+    parts.evaluator.evaluate(memory)  # the evaluator's retrievals are measurement, not the agent's cost
+    assert (memory.train_flops(), memory.inference_flops()) == before[1:]
+    assert memory.embedder.flops > before[0]

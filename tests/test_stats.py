@@ -18,6 +18,7 @@ from analysis.stats import (
     continual_learning_metrics,
     feedback_events_to_reach,
     final_forgetting,
+    forgetting,
     forgetting_curve,
     forward_transfer,
     interquartile_mean,
@@ -249,17 +250,21 @@ def test_continual_learning_rejects_bad_shapes():
 # --------------------------------------------------------------------------- learning curves
 
 
-def test_forgetting_curve_is_best_so_far_minus_current():
-    # best so far: 0.5 0.7 0.7 0.7 0.8; minus y -> 0 0 0.3 0.1 0
-    y = np.array([0.5, 0.7, 0.4, 0.6, 0.8])
-    np.testing.assert_allclose(forgetting_curve(y), [0.0, 0.0, 0.3, 0.1, 0.0])
+def test_forgetting_is_the_untouched_base_minus_the_current_accuracy_signed():
+    assert forgetting(0.8, 0.5) == pytest.approx(0.3)
+    assert forgetting(0.5, 0.8) == pytest.approx(-0.3)  # a gain over the base is negative
+    np.testing.assert_allclose(forgetting(0.6, np.array([0.6, 0.4, 0.7])), [0.0, 0.2, -0.1])
+    with pytest.raises(ValueError, match="base_accuracy"):
+        forgetting(float("nan"), 0.5)
 
 
-def test_final_forgetting_is_best_over_the_run_minus_final():
-    # max 0.7, final 0.4 -> 0.3; a curve that ends at its best has forgotten nothing
-    assert final_forgetting(np.array([0.5, 0.7, 0.6, 0.4])) == pytest.approx(0.3)
-    assert final_forgetting(np.array([0.5, 0.7, 0.6, 0.8])) == 0.0
-    assert final_forgetting(np.array([0.9])) == 0.0
+def test_forgetting_curve_does_not_depend_on_the_best_value_seen():
+    # the base is 0.6: a curve that rose to 0.9 and fell back to 0.6 has forgotten nothing
+    y = np.array([0.6, 0.9, 0.6, 0.5])
+    np.testing.assert_allclose(forgetting_curve(y, 0.6), [0.0, -0.3, 0.0, 0.1])
+    # the same final accuracy gives the same forgetting however often the run was evaluated
+    assert final_forgetting(y, 0.6) == final_forgetting(y[[0, 3]], 0.6) == pytest.approx(0.1)
+    assert final_forgetting(np.array([0.9]), 0.9) == 0.0
 
 
 def test_area_under_curve_by_trapezoids():

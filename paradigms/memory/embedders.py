@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from paradigms.compute import forward_flops, parameter_count
+
 EMBEDDER_NAMES: tuple[str, ...] = ("minilm", "backbone")
 
 
@@ -27,10 +29,12 @@ class Embedder(Protocol):
     """Maps texts to unit-norm vectors.
 
     ``embed(texts)`` returns an ``(len(texts), dim)`` float32 array with L2-normalized rows;
-    ``name`` identifies the vector space (a saved store refuses an embedder of another name).
+    ``name`` identifies the vector space (a saved store refuses an embedder of another name);
+    ``flops`` the forward-pass FLOPs of every ``embed`` so far (``paradigms.compute``).
     """
 
     name: str
+    flops: float
 
     @property
     def dim(self) -> int: ...
@@ -73,6 +77,8 @@ class MiniLMEmbedder:
     def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
         self.device = device
         self.batch_size = batch_size
+        #: Forward-pass FLOPs of every ``embed`` so far: 2 x parameters x the texts' tokens.
+        self.flops = 0.0
 
     @property
     def model(self) -> Any:
@@ -88,6 +94,8 @@ class MiniLMEmbedder:
         """``(len(texts), 384)`` float32, unit rows; an empty list gives ``(0, 384)``."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = int(self.model.tokenize(list(texts))["attention_mask"].sum())
+        self.flops += forward_flops(parameter_count(self.model), tokens)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -122,6 +130,8 @@ class BackboneEmbedder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.name = name or f"backbone:{_model_identity(model)}"
+        #: Forward-pass FLOPs of every ``embed`` so far: 2 x parameters x the texts' tokens.
+        self.flops = 0.0
 
     @property
     def dim(self) -> int:
@@ -149,6 +159,7 @@ class BackboneEmbedder:
     @torch.no_grad()
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         token_ids = [self._token_ids(text) for text in texts]
+        self.flops += forward_flops(parameter_count(self.model), sum(len(ids) for ids in token_ids))
         width = max(1, max(len(ids) for ids in token_ids))
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids = torch.full((len(texts), width), pad_id, dtype=torch.long)  # (B, T)

@@ -5,6 +5,11 @@ After each batch of feedback, every interaction the write policy admits is refle
 ``reflection.py``) and the result is written to a FAISS-backed ``MemoryStore``. Before answering,
 the top-k memories most similar to the question are placed in the prompt as notes, through the
 shared rollout, and counted as context tokens.
+
+Its compute ledger: ``inference_flops`` are the embeddings of the questions it retrieves for while
+answering the stream (the rollout's own FLOPs are counted by the runner for every paradigm);
+``train_flops`` what learning costs: the reflection model's generation (``llm``) and the embedding of
+every note written. The evaluator's retrievals are measurement, counted in neither.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from paradigms.base import Paradigm
+from paradigms.compute import forward_flops, parameter_count
 from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
 from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
@@ -26,6 +32,7 @@ from tasks.items import Item
 
 class Memory(Paradigm):
     Settings = MemorySettings
+    notes_in_prompt = True
 
     def __init__(self, settings: MemorySettings, backbone, algorithm=None):
         super().__init__(settings, backbone, algorithm)
@@ -44,6 +51,8 @@ class Memory(Paradigm):
         self.latencies_ms: list[float] = []
         self.relevant, self.retrieved = 0, 0
         self.lessons_written = 0
+        self.answer_flops, self.learn_flops = 0.0, 0.0
+        self.reflection_flops = 0.0  # the part of learn_flops the reflection model's generation took
 
     # -- acting --------------------------------------------------------------------------------
     def retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
@@ -52,7 +61,7 @@ class Memory(Paradigm):
         ``update_counts`` records the retrieval (counts for ``least_retrieved`` eviction, relevance and
         latency figures); the evaluator's reads leave them untouched.
         """
-        contexts = []
+        contexts, embedded = [], self.embedder.flops
         for item in items:
             started = time.perf_counter()
             question = self.protocol.question_text(item.query)
@@ -63,6 +72,8 @@ class Memory(Paradigm):
                 self.retrieved += len(kept)
                 self.relevant += sum(_relevant(record.key, item) for record in kept)
             contexts.append([record.text for record in kept])
+        if update_counts:
+            self.answer_flops += self.embedder.flops - embedded
         return contexts
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
@@ -87,7 +98,8 @@ class Memory(Paradigm):
 
     def write(self, interaction: Interaction, now: int) -> None:
         """Reflect on every interaction the write policy admits and store what it teaches (at time ``now``,
-        in feedback events)."""
+        in feedback events); the reflection's and the notes' embedding FLOPs go to ``train_flops``."""
+        embedded = self.embedder.flops
         chosen = []
         for index, (item, episode, correction) in enumerate(
             zip(interaction.items, interaction.episodes, interaction.corrections, strict=True)
@@ -114,6 +126,7 @@ class Memory(Paradigm):
                 )
             )
             self.lessons_written += lesson is not None
+        self.learn_flops += self.embedder.flops - embedded
 
     def _lessons(self, chosen, feedback: list[str | None]) -> list[str | None]:
         """One lesson per chosen interaction (``feedback[i]``: interaction i's correction, user's words)."""
@@ -132,11 +145,22 @@ class Memory(Paradigm):
             )
             for index, item, e, c, corr in chosen
         ]
-        return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol)
+        return reflection.llm_lessons(self.model, self.tokenizer, prompts, protocol, self._count_reflection)
+
+    def _count_reflection(self, tokens: int) -> None:
+        flops = forward_flops(parameter_count(self.model), tokens)
+        self.learn_flops += flops
+        self.reflection_flops += flops
 
     # -- accounting ----------------------------------------------------------------------------
     def storage_bytes(self) -> int:
         return self.store.nbytes()
+
+    def train_flops(self) -> float:
+        return self.learn_flops
+
+    def inference_flops(self) -> float:
+        return self.answer_flops
 
     def extra_metrics(self) -> dict[str, float]:
         latencies = np.array(self.latencies_ms or [0.0])
@@ -147,6 +171,11 @@ class Memory(Paradigm):
             "memory/retrieval_latency_p50_ms": float(np.percentile(latencies, 50)),
             "memory/retrieval_latency_p95_ms": float(np.percentile(latencies, 95)),
             "memory/retrieval_relevance": self.relevant / self.retrieved if self.retrieved else 0.0,
+            # the ledger's memory parts: reflection (in cost/train_flops), the notes' embeddings (in
+            # cost/train_flops) and the questions' embeddings for retrieval (in cost/inference_flops)
+            "memory/reflection_flops": self.reflection_flops,
+            "memory/note_embedding_flops": self.learn_flops - self.reflection_flops,
+            "memory/retrieval_embedding_flops": self.answer_flops,
         }
 
     def save(self, directory: Path) -> list[Path]:

@@ -15,7 +15,7 @@ language share this code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -83,8 +83,18 @@ def reflection_prompt(
 
 
 @torch.no_grad()
-def llm_lessons(model, tokenizer, prompts: Sequence[str], protocol: Protocol) -> list[str | None]:
-    """Greedy lessons written by the backbone, one per prompt (None when unreadable or ``none``)."""
+def llm_lessons(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    protocol: Protocol,
+    on_tokens: Callable[[int], None] | None = None,
+) -> list[str | None]:
+    """Greedy lessons written by the backbone, one per prompt (None when unreadable or ``none``).
+
+    ``on_tokens`` receives the token positions the generation ran the model over (the prompts' tokens
+    plus, per generation step, one per row of the batch), for the compute ledger.
+    """
     if not prompts:
         return []
     encoded = [protocol.encode_prompt(p, tokenizer) for p in prompts]
@@ -106,5 +116,7 @@ def llm_lessons(model, tokenizer, prompts: Sequence[str], protocol: Protocol) ->
         )
     finally:
         model.train(was_training)
+    if on_tokens is not None:
+        on_tokens(sum(len(ids) for ids in encoded) + len(encoded) * (output.shape[1] - width))
     texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return [protocol.parse_lesson(text) for text in texts]
