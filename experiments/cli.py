@@ -205,13 +205,16 @@ def _run_grid(
     queued_only: bool,
 ) -> None:
     """``harness run`` with --workers or --storage: the grid as an Optuna study (experiments.sweep.grid)."""
-    from experiments.sweep.grid import load_grid
+    from experiments.config import load_experiment
 
     try:
         if file is None:
             raise ConfigError(
                 "missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml"
             )
+        load_experiment(file, overrides)  # a bad file answers before Optuna loads (about a second)
+        from experiments.sweep.grid import load_grid
+
         plan = load_grid(file, overrides, workers=workers, storage=storage)
         tracker = _tracker(tracking_uri)
     except ConfigError as error:

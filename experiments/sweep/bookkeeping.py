@@ -9,6 +9,7 @@ from experiments.sweep.plan import SweepPlan
 from experiments.sweep.study import redact
 
 if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
+    from experiments.sweep.grid import GridPlan
     from experiments.tracking import TrackedRun, Tracker
 
 
@@ -58,6 +59,33 @@ def ensure_parent(tracker: Tracker, plan: SweepPlan) -> TrackedRun:
                 "base": plan.experiment.base.model_dump(mode="json"),
             },
             "sweep.yaml",
+        ),
+    )
+
+
+def ensure_grid_parent(tracker: Tracker, plan: GridPlan) -> TrackedRun:
+    """The grid study's one MLflow parent run (``kind=experiment``, ``grid_study``): found or created."""
+    experiment = plan.experiment
+    return find_or_start_parent(
+        tracker,
+        experiment.name,
+        f"{experiment.name}-{plan.n_runs}-runs",
+        {
+            "kind": "experiment",
+            "n_runs": plan.n_runs,
+            "grid_study": plan.study_name,
+            "storage": redact(plan.storage_url),
+        },
+        "grid_study",
+        (
+            {
+                "name": experiment.name,
+                "grid": experiment.grid,
+                "seeds": experiment.seeds,
+                "overrides": experiment.overrides,
+                "base": experiment.base.model_dump(mode="json"),
+            },
+            "experiment.yaml",
         ),
     )
 

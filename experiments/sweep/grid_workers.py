@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from experiments.signals import sigterm_as_interrupt
-from experiments.sweep.bookkeeping import find_or_start_parent
+from experiments.sweep.bookkeeping import ensure_grid_parent
 from experiments.sweep.grid import (
     RUN_PARAM,
     SHOWN_METRICS,
@@ -39,9 +39,10 @@ from experiments.sweep.grid import (
     open_grid_study,
     owner,
     pop_queued,
+    run_index,
 )
 from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, retry_trial
-from experiments.sweep.study import heartbeat, redact, storage_at
+from experiments.sweep.study import heartbeat, storage_at
 from experiments.sweep.workers import stop_processes, worker_environment
 
 if TYPE_CHECKING:  # MLflow loads once the file is known to be good
@@ -61,10 +62,11 @@ class GridWorker:
             on_stale=self._on_heartbeat_stale,
         )
         self.study = open_grid_study(plan, self.storage)
-        self.parent = _ensure_parent(tracker, plan)
+        self.parent = ensure_grid_parent(tracker, plan)
         self._groups: list[str] | None = None
         self._current: tuple[int, TrackedRun | None] | None = None  # (trial id, its MLflow run)
         self.recover()
+        self.close_stray_runs()
         if enqueue:
             enqueue_missing(self.study, plan)
 
@@ -76,6 +78,29 @@ class GridWorker:
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id and self.tracker.client.get_run(run_id).info.status == "RUNNING":
             self.tracker.attach(run_id).finish(status, error=error)
+
+    def close_stray_runs(self) -> list[str]:
+        """Mark FAILED (``worker died``) the grid's MLflow runs left RUNNING with no running trial.
+
+        A worker that dies between failing a dead worker's trial and closing its MLflow run leaves
+        that run RUNNING; so does one killed between creating a run and recording its id on the
+        trial. A run is left alone while a running trial of its grid point and seed may own it.
+        """
+        live = [
+            (run_index(t), t.user_attrs.get("mlflow_run_id"))
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ]
+        closed = []
+        query = f"tags.grid_study = '{self.plan.study_name}' and attributes.status = 'RUNNING'"
+        for run in self.tracker.find_runs(self.plan.experiment.name, query):
+            if run.info.run_id == self.parent.run_id or "grid_run" not in run.data.tags:
+                continue
+            index = int(run.data.tags["grid_run"])
+            if any(i == index and owner_id in (None, run.info.run_id) for i, owner_id in live):
+                continue
+            self.tracker.attach(run.info.run_id).finish("FAILED", error="worker died")
+            closed.append(run.info.run_id)
+        return closed
 
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of dead workers, queue their runs again, fail their MLflow runs."""
@@ -199,33 +224,6 @@ class GridWorker:
                 error="; ".join(f"{r.name}: {r.error}" for r in failed) if failed else None,
             )
         return GridResult(self.plan.study_name, counts, rows)
-
-
-def _ensure_parent(tracker: Tracker, plan: GridPlan) -> TrackedRun:
-    """The grid study's one MLflow parent run (``kind=experiment``, ``grid_study``): found or created."""
-    experiment = plan.experiment
-    return find_or_start_parent(
-        tracker,
-        experiment.name,
-        f"{experiment.name}-{plan.n_runs}-runs",
-        {
-            "kind": "experiment",
-            "n_runs": plan.n_runs,
-            "grid_study": plan.study_name,
-            "storage": redact(plan.storage_url),
-        },
-        "grid_study",
-        (
-            {
-                "name": experiment.name,
-                "grid": experiment.grid,
-                "seeds": experiment.seeds,
-                "overrides": experiment.overrides,
-                "base": experiment.base.model_dump(mode="json"),
-            },
-            "experiment.yaml",
-        ),
-    )
 
 
 def _say(message: str) -> None:
