@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.sweep.grid import enqueue_missing, load_grid, open_grid_study, owner, pop_queued, run_index
+from experiments.sweep.recovery import claim, worker_is_dead
 from experiments.sweep.study import storage_at
 from tests.test_sweep import SMALL, harness, subprocess_env, wait_for
 
@@ -198,3 +200,15 @@ def test_bad_grid_options_exit_2_with_one_line(tmp_path, monkeypatch, extra, fra
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], lines
     assert not (tmp_path / "optuna-journal").exists()  # nothing written
+
+
+def test_a_trial_seen_half_claimed_is_not_taken_for_a_dead_workers():
+    """A worker records its lock, pid and host one write at a time; a trial seen between the writes
+    is still being claimed. (Seen with two grid workers under load: a trial showing its host but no
+    pid yet was failed as a dead worker's while it ran.)"""
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("worker_host", socket.gethostname())  # host first, as a worker once wrote it
+    assert not worker_is_dead(study.trials[0])
+    claim(trial, None)
+    assert not worker_is_dead(study.trials[0])  # this process: alive

@@ -12,9 +12,7 @@ retry the run of one that dies) and ends with the grid's result.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +39,7 @@ from experiments.sweep.grid import (
     pop_queued,
     run_index,
 )
-from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, retry_trial
+from experiments.sweep.recovery import WorkerLock, claim, fail_dead_trials, lock_dir, retry_trial
 from experiments.sweep.study import heartbeat, storage_at
 from experiments.sweep.workers import stop_processes, worker_environment
 
@@ -144,21 +142,29 @@ class GridWorker:
 
     def _run_trial(self, trial_id: int, lock: WorkerLock | None) -> None:
         trial = optuna.Trial(self.study, trial_id)
-        trial.set_user_attr("worker_host", socket.gethostname())
-        trial.set_user_attr("worker_pid", os.getpid())
-        if lock is not None:
-            trial.set_user_attr("worker_lock", str(lock.path.resolve()))
+        claim(trial, lock)
         self._current = (trial_id, None)
         with heartbeat(self.storage, trial_id):
-            index = trial.suggest_int(RUN_PARAM, 0, self.plan.n_runs - 1)
-            first = owner(self.study, index, trial.number)
-            if first is not None:  # queued twice by workers starting together: the other one runs it
-                trial.set_user_attr("duplicate_of", first)
-                self.study.tell(trial, state=TrialState.FAIL)
-                self._current = None
-                return
-            self._execute(trial, index)
+            try:
+                index = trial.suggest_int(RUN_PARAM, 0, self.plan.n_runs - 1)
+                first = owner(self.study, index, trial.number)
+                if first is not None:  # queued twice by workers starting together: the other runs it
+                    trial.set_user_attr("duplicate_of", first)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                else:
+                    self._execute(trial, index)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._taken_over(trial.number)
         self._current = None
+
+    def _taken_over(self, number: int) -> None:
+        """Another worker failed this trial as a dead worker's (its retry is queued): end its run."""
+        run = self._current[1] if self._current is not None else None
+        if run is not None and not run.closed:
+            run.finish(
+                "FAILED", error="taken over: another worker judged this one dead and queued the run again"
+            )
+        _say(f"trial {number}: another worker judged this one dead and queued its run again; moving on")
 
     def _execute(self, trial: optuna.Trial, index: int) -> None:
         from experiments.run import execute, prepare_backbones
@@ -193,9 +199,15 @@ class GridWorker:
             self.study.tell(trial, state=TrialState.FAIL)
             _say(f"{config.run_name()} failed ({described})")
             return
-        run.finish()
+        # the trial first: a run whose trial another worker took over must not end FINISHED beside its retry
         trial.set_user_attr("final", {k: float(final[k]) for k in SHOWN_METRICS if k in final})
-        self.study.tell(trial, float(final[VALUE_METRIC]))
+        try:
+            self.study.tell(trial, float(final[VALUE_METRIC]))
+        except ValueError:  # "Cannot tell a FAIL trial": taken over between the two writes
+            if self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                raise
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} was failed") from None
+        run.finish()
 
     def _interrupted(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the bookkeeping short

@@ -60,6 +60,19 @@ def lock_is_free(path: str | Path) -> bool:
         return True
 
 
+def claim(trial: optuna.Trial, lock: WorkerLock | None) -> None:
+    """Record this worker on ``trial``: its lock file, its pid, then its host.
+
+    The host comes last: a trial that shows it is fully claimed. Written the other way round, a
+    trial seen between the writes (host, no pid yet) looked like a dead worker's and was failed
+    while it ran (seen with two grid workers under load).
+    """
+    if lock is not None:
+        trial.set_user_attr("worker_lock", str(lock.path.resolve()))
+    trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("worker_host", socket.gethostname())
+
+
 def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
     """Whether a RUNNING trial's worker is gone, as far as this host can tell.
 
@@ -67,7 +80,7 @@ def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
     recorded its worker yet is given ``UNCLAIMED_GRACE_SECONDS`` to do so.
     """
     attrs = trial.user_attrs
-    if "worker_host" not in attrs:
+    if "worker_host" not in attrs or not ("worker_pid" in attrs or "worker_lock" in attrs):
         started = trial.datetime_start or datetime.now(timezone.utc)
         if started.tzinfo is None:
             started = started.astimezone()  # Optuna's naive datetimes are local time
