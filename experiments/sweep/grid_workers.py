@@ -82,12 +82,17 @@ class GridWorker:
 
         A worker that dies between failing a dead worker's trial and closing its MLflow run leaves
         that run RUNNING; so does one killed between creating a run and recording its id on the
-        trial. A run is left alone while a running trial of its grid point and seed may own it.
+        trial. A run is left alone while a running trial of its grid point and seed may own it, and
+        ends FINISHED when its trial is complete (its worker tells the trial, then closes the run).
         """
         live = [
             (run_index(t), t.user_attrs.get("mlflow_run_id"))
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         ]
+        complete = {
+            t.user_attrs.get("mlflow_run_id")
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        }
         closed = []
         query = f"tags.grid_study = '{self.plan.study_name}' and attributes.status = 'RUNNING'"
         for run in self.tracker.find_runs(self.plan.experiment.name, query):
@@ -95,6 +100,9 @@ class GridWorker:
                 continue
             index = int(run.data.tags["grid_run"])
             if any(i == index and owner_id in (None, run.info.run_id) for i, owner_id in live):
+                continue
+            if run.info.run_id in complete:
+                self.tracker.attach(run.info.run_id).finish("FINISHED")
                 continue
             self.tracker.attach(run.info.run_id).finish("FAILED", error="worker died")
             closed.append(run.info.run_id)
