@@ -124,8 +124,35 @@ def run(
         str | None, typer.Option("--from-run", help="Re-run exactly the config a logged run used.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers", min=1, help="Local worker processes on the grid (its runs as an Optuna study)."
+        ),
+    ] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Run the grid as an Optuna study in this storage: a journal file (default with "
+            "--workers: optuna-journal/NAME-grid.log) or an RDB URL (postgresql://... for workers on "
+            "several machines); the same command resumes it.",
+        ),
+    ] = None,
+    queued_only: Annotated[
+        bool, typer.Option("--queued-only", hidden=True, help="A local worker: run queued runs only.")
+    ] = False,
 ) -> None:
-    """Run an experiment file: its base config × grid × seeds, one MLflow child run each."""
+    """Run an experiment file: its base config × grid × seeds, one MLflow child run each.
+
+    With --workers N or --storage URL the runs are an Optuna study's trials, run by N processes here
+    and by the same command on other machines; rerunning the command resumes it.
+    """
+    if workers > 1 or storage is not None:
+        if from_run is not None:
+            _fail("--from-run reruns one logged run; drop --workers and --storage", 2)
+        _run_grid(file, set_ or [], tracking_uri, quiet, workers, storage, queued_only)
+        return
     try:
         if from_run is not None:
             if file is not None:
@@ -166,6 +193,71 @@ def run(
         f"view them with: harness ui"
     )
     _say_backbone_notes({config.backbone for config in experiment.runs()})
+
+
+def _run_grid(
+    file: Path | None,
+    overrides: list[str],
+    tracking_uri: str | None,
+    quiet: bool,
+    workers: int,
+    storage: str | None,
+    queued_only: bool,
+) -> None:
+    """``harness run`` with --workers or --storage: the grid as an Optuna study (experiments.sweep.grid)."""
+    from experiments.config import load_experiment
+
+    try:
+        if file is None:
+            raise ConfigError(
+                "missing FILE: pass an experiment file, e.g. harness run experiments/smoke.yaml"
+            )
+        load_experiment(file, overrides)  # a bad file answers before Optuna loads (about a second)
+        from experiments.sweep.grid import load_grid
+
+        plan = load_grid(file, overrides, workers=workers, storage=storage)
+        tracker = _tracker(tracking_uri)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    _quiet_libraries()
+    from experiments.sweep.grid_workers import GridWorker, run_grid
+    from experiments.sweep.study import redact
+
+    try:
+        if queued_only:
+            worker = GridWorker(plan, tracker, progress=not quiet, enqueue=False)
+            worker.run()
+            result = worker.result()
+        else:
+            result = run_grid(plan, tracker, workers=workers, progress=not quiet)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    except KeyboardInterrupt:
+        _fail(
+            "interrupted: the running run is marked KILLED in MLflow and queued again; resume with the "
+            "same command",
+            130,
+        )
+    if result.failed:
+        _fail("; ".join(f"{row.name} failed ({row.error})" for row in result.failed), 1)
+    if quiet:
+        return
+    for row in result.rows:
+        final = row.final
+        typer.echo(
+            f"{row.name}: personal_accuracy={final.get('eval/personal_accuracy', float('nan')):.3f} "
+            f"general_accuracy={final.get('eval/general_accuracy', float('nan')):.3f} "
+            f"search_calls_per_query={final.get('eval/search_calls_per_query', float('nan')):.2f}"
+        )
+    typer.echo(
+        f"grid study {plan.study_name!r}: {result.counts.finished}/{plan.n_runs} runs finished in "
+        f"{redact(plan.storage_url)}"
+    )
+    typer.echo(
+        f"{plan.n_runs} runs logged to {tracker.uri} (experiment {plan.experiment.name!r}); "
+        f"view them with: harness ui"
+    )
+    _say_backbone_notes({config.backbone for config in plan.configs})
 
 
 def _say_backbone_notes(backbones: set[str]) -> None:

@@ -517,8 +517,9 @@ class Tracker:
         """Mark FAILED the RUNNING runs of ``experiment_id`` whose writing process on this host is gone.
 
         Such runs were left by a process killed without unwinding (SIGKILL, the out-of-memory
-        killer). Sweep runs are left to the sweep, which fails and retries a dead worker's trial
-        itself. Returns the names of the runs marked.
+        killer). Runs of a sweep or of a grid study (``harness run --workers``) are left to its
+        workers, which fail and retry a dead worker's trial themselves. Returns the names of the runs
+        marked.
         """
         host = socket.gethostname()
         marked = []
@@ -527,7 +528,7 @@ class Tracker:
         )
         for run in runs:
             tags = run.data.tags
-            if "trial" in tags or tags.get("kind") == "sweep":
+            if "trial" in tags or "grid_study" in tags or tags.get("kind") == "sweep":
                 continue
             try:
                 pid, started = int(tags[PID_TAG]), float(tags[PROCESS_START_TAG])

@@ -48,13 +48,14 @@ def test_help_and_config_show_import_no_model_stack(tmp_path):
     "command",
     [
         ["run", "FILE"],
+        ["run", "FILE", "--workers", "2"],
         ["sweep", "FILE"],
         ["tune", "FILE"],
         ["meta-train", "FILE"],
         ["config", "show", "FILE"],
         ["export-users", "FILE", "--out", "u.jsonl"],
     ],
-    ids=lambda c: c[0],
+    ids=lambda c: "-".join(a for a in c if a != "FILE"),
 )
 def test_a_typo_gets_its_exit_2_line_without_the_model_stack(tmp_path, command):
     typo = tmp_path / "typo.yaml"

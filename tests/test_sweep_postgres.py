@@ -1,5 +1,6 @@
-"""The distributed path for real: two sweep workers on one PostgreSQL study and one MLflow server
-on a PostgreSQL backend, started with the README's own ``mlflow server`` command.
+"""The distributed path for real: two sweep workers, and two grid workers (``harness run --storage``),
+each pair on one PostgreSQL study and one MLflow server on a PostgreSQL backend, started with the
+README's own ``mlflow server`` command.
 
 `.ci/run` starts a throwaway PostgreSQL on 127.0.0.1 and exports its URL as
 ``HARNESS_TEST_POSTGRES``; this test skips only when that is unset or the server is unreachable.
@@ -190,3 +191,66 @@ def test_two_workers_share_one_postgres_study_and_one_mlflow_server(
     engine.dispose()
     assert {r.info.run_id for r in runs} <= stored
     print(f"trials per worker process: {dict(pids)}")
+
+
+@pytest.mark.timeout(500)
+def test_two_machines_run_one_grid_on_postgres_and_one_mlflow_server(
+    tmp_path, postgres_url, mlflow_database, mlflow_server, tiny_base
+):
+    """`harness run FILE --storage postgresql://...` on two machines: one grid study, each run once."""
+    from experiments.sweep.grid import run_index
+    from tests.test_grid_workers import FORMATS, SEEDS, grid_file
+
+    name = f"pg-grid-{uuid.uuid4().hex[:8]}"
+    file = grid_file(tmp_path, name)
+    command = harness(
+        "run", str(file), *SMALL, "--set", "budget.feedback_events=32", "--storage", postgres_url,
+        "--tracking-uri", mlflow_server,
+    )  # fmt: skip
+    env = subprocess_env(mlflow_server)
+    machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    workers = []
+    for machine in machines:
+        machine.mkdir()
+        workers.append(
+            subprocess.Popen(
+                command, cwd=machine, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [worker.communicate(timeout=460) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert "6/6 runs finished" in out  # each machine ends with the grid's results
+    assert not any((machine / "optuna-journal").exists() for machine in machines)
+
+    storage = rdb_url(postgres_url)
+    [study_name] = [s for s in optuna.get_all_study_names(storage) if s.startswith(f"{name}-grid-")]
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(run_index(t) for t in complete) == list(range(6))
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert all("duplicate_of" in t.user_attrs for t in failed), [(t.number, t.user_attrs) for t in failed]
+    pids = Counter(t.user_attrs["worker_pid"] for t in complete)
+    assert set(pids) == {w.pid for w in workers}  # both machines ran runs
+
+    client = mlflow.MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("kind") == "experiment"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    pairs = Counter(
+        (float(c.data.params["reward.weights.format"]), int(c.data.tags["seed"]))
+        for c in children
+        if c.info.status == "FINISHED"
+    )
+    assert pairs == Counter({(value, seed): 1 for value in FORMATS for seed in SEEDS})
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(rdb_url(mlflow_database))  # the server kept them in PostgreSQL
+    with engine.connect() as connection:
+        stored = set(connection.execute(sqlalchemy.text("select run_uuid from runs")).scalars())
+    engine.dispose()
+    assert {r.info.run_id for r in runs} <= stored
+    print(f"grid runs per machine: {dict(pids)}")

@@ -30,11 +30,16 @@ storage: the worker's lock file is free, or its pid is dead on this host; RDB st
 heartbeat) and enqueues a retry with the same parameters, so a study always ends with exactly
 ``n_trials`` finished trials. Only ``experiments.tracking`` writes to MLflow.
 
+Grids: ``harness run FILE --workers N`` (or ``--storage URL``) runs an experiment's (grid point,
+seed) runs as a study whose trials are known in advance, with the same storage, crash safety and
+multi-machine path: ``grid`` (the plan and the study's queue) and ``grid_workers`` (the worker loop
+and ``run_grid``).
+
 Modules, one job each: ``spec`` (the section's schema), ``plan`` (reading and checking it:
 ``load_sweep``), ``study`` (Optuna storage, sampler, pruner, study), ``recovery`` (dead workers on
 journal storage), ``bookkeeping`` (the MLflow parent run and a dead trial's runs), ``objective``
-(one trial), ``results`` (best trial or Pareto front) and ``workers`` (the worker loop and
-``run_sweep``).
+(one trial), ``results`` (best trial or Pareto front), ``workers`` (the worker loop and
+``run_sweep``), ``grid`` and ``grid_workers``.
 """
 
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
@@ -75,6 +80,7 @@ from experiments.sweep.study import (
     open_storage,
     open_study,
     rdb_url,
+    storage_at,
     study_counts,
 )
 from experiments.sweep.workers import Worker, run_sweep, worker_command, worker_environment
@@ -117,6 +123,7 @@ __all__ = [
     "result_rows",
     "retry_trial",
     "run_sweep",
+    "storage_at",
     "study_counts",
     "summarize",
     "trial_run_name",

@@ -1,14 +1,15 @@
-"""The MLflow side of a sweep, through ``experiments.tracking``: the study's one parent run, and
-closing a dead or failed trial's runs."""
+"""The MLflow side of a sweep or a grid, through ``experiments.tracking``: the study's one parent
+run, and closing a dead or failed trial's runs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from experiments.sweep.plan import SweepPlan
 from experiments.sweep.study import redact
 
 if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
+    from experiments.sweep.grid import GridPlan
     from experiments.tracking import TrackedRun, Tracker
 
 
@@ -34,24 +35,12 @@ def mark_trial_runs(
 
 
 def ensure_parent(tracker: Tracker, plan: SweepPlan) -> TrackedRun:
-    """The study's one MLflow parent run: found again (set back to RUNNING) or created.
-
-    Two workers that create it at once both keep the oldest (by start time, then id) and the
-    other deletes its own.
-    """
-
-    def parents() -> list:
-        runs = tracker.find_runs(plan.experiment.name, "tags.kind = 'sweep'")
-        found = [r for r in runs if r.data.tags.get("sweep_study") == plan.study_name]
-        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
-
-    existing = parents()
-    if existing:
-        return tracker.attach(existing[0].info.run_id).resume()
-    mine = tracker.start_run(
+    """The study's one MLflow parent run (``kind=sweep``): found again (set back to RUNNING) or created."""
+    return find_or_start_parent(
+        tracker,
         plan.experiment.name,
         f"{plan.study_name}-sweep",
-        tags={
+        {
             "kind": "sweep",
             "sweep_study": plan.study_name,
             "n_trials": plan.n_trials,
@@ -60,19 +49,75 @@ def ensure_parent(tracker: Tracker, plan: SweepPlan) -> TrackedRun:
             "sampler": plan.spec.sampler.name,
             "storage": redact(plan.storage_url),
         },
+        "sweep_study",
+        (
+            {
+                "study_name": plan.study_name,
+                "sweep": plan.spec.model_dump(mode="json"),
+                "seeds": plan.seeds,
+                "overrides": plan.experiment.overrides,
+                "base": plan.experiment.base.model_dump(mode="json"),
+            },
+            "sweep.yaml",
+        ),
     )
+
+
+def ensure_grid_parent(tracker: Tracker, plan: GridPlan) -> TrackedRun:
+    """The grid study's one MLflow parent run (``kind=experiment``, ``grid_study``): found or created."""
+    experiment = plan.experiment
+    return find_or_start_parent(
+        tracker,
+        experiment.name,
+        f"{experiment.name}-{plan.n_runs}-runs",
+        {
+            "kind": "experiment",
+            "n_runs": plan.n_runs,
+            "grid_study": plan.study_name,
+            "storage": redact(plan.storage_url),
+        },
+        "grid_study",
+        (
+            {
+                "name": experiment.name,
+                "grid": experiment.grid,
+                "seeds": experiment.seeds,
+                "overrides": experiment.overrides,
+                "base": experiment.base.model_dump(mode="json"),
+            },
+            "experiment.yaml",
+        ),
+    )
+
+
+def find_or_start_parent(
+    tracker: Tracker,
+    experiment: str,
+    name: str,
+    tags: dict[str, Any],
+    key: str,
+    document: tuple[Any, str],
+) -> TrackedRun:
+    """A study's one MLflow parent run, the run of ``experiment`` whose tag ``key`` is ``tags[key]``
+    (and whose ``kind`` is ``tags["kind"]``): found again (set back to RUNNING) or created with
+    ``tags`` and the artifact ``document`` (data, file name).
+
+    Two workers that create it at once both keep the oldest (by start time, then id) and the
+    other deletes its own.
+    """
+
+    def parents() -> list:
+        runs = tracker.find_runs(experiment, f"tags.kind = '{tags['kind']}'")
+        found = [r for r in runs if r.data.tags.get(key) == str(tags[key])]
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    existing = parents()
+    if existing:
+        return tracker.attach(existing[0].info.run_id).resume()
+    mine = tracker.start_run(experiment, name, tags=tags)
     oldest = parents()[0]
     if oldest.info.run_id != mine.run_id:
         mine.delete()
         return tracker.attach(oldest.info.run_id).resume()
-    mine.log_dict(
-        {
-            "study_name": plan.study_name,
-            "sweep": plan.spec.model_dump(mode="json"),
-            "seeds": plan.seeds,
-            "overrides": plan.experiment.overrides,
-            "base": plan.experiment.base.model_dump(mode="json"),
-        },
-        "sweep.yaml",
-    )
+    mine.log_dict(*document)
     return mine

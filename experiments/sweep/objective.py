@@ -4,8 +4,6 @@ mean objective value(s); the exceptions that end a trial or the sweep."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,7 +12,7 @@ import optuna
 
 from experiments.config import RunConfig
 from experiments.sweep.plan import SweepPlan
-from experiments.sweep.recovery import WorkerLock
+from experiments.sweep.recovery import WorkerLock, claim
 from experiments.sweep.spec import FloatParam, IntParam
 from experiments.sweep.study import LIVE_STATES
 
@@ -88,7 +86,7 @@ class TrialRunner:
         return result
 
     def _trial(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        self._claim(trial)
+        claim(trial, self.lock)
         if is_surplus(trial.study, trial.number, self.plan.n_trials):
             trial.set_user_attr("surplus", True)
             trial.study.stop()
@@ -114,12 +112,6 @@ class TrialRunner:
         )
         self.parent.flush()
         return values[0] if len(values) == 1 else tuple(values)
-
-    def _claim(self, trial: optuna.Trial) -> None:
-        trial.set_user_attr("worker_host", socket.gethostname())
-        trial.set_user_attr("worker_pid", os.getpid())
-        if self.lock is not None:
-            trial.set_user_attr("worker_lock", str(self.lock.path.resolve()))
 
     def _run_seeds(self, trial: optuna.Trial, params: dict[str, Any]) -> list[dict[str, float]]:
         from experiments.tracking import child_tags, group_labels

@@ -79,6 +79,17 @@ def is_rdb_url(storage: str) -> bool:
     return "://" in storage
 
 
+def check_parallel_storage(url: str, workers: int, default_journal: str) -> None:
+    """Refuse SQLite for several workers (ConfigError): it locks the whole database on every write."""
+    if workers > 1 and url.startswith("sqlite"):
+        raise ConfigError(
+            f"--storage {url}: SQLite locks the whole database on every write, so parallel workers "
+            f"fail with 'database is locked'; drop --storage to use the default journal file "
+            f"({default_journal}, safe for several processes on one machine) or "
+            f"use a PostgreSQL URL (postgresql://...) for workers on several machines"
+        )
+
+
 def _field_path(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc]
     # a discriminated union puts the tag in the location: space.<key>.<type>.low -> space.<key>.low
@@ -231,13 +242,7 @@ def load_sweep(
         build_run_config(apply_overrides(experiment.raw, {**experiment.overrides, "seed": seed}))
     study_name = spec.study_name or experiment.name
     url = storage or spec.storage or str(Path(JOURNAL_DIR) / f"{experiment.name}.log")
-    if workers > 1 and url.startswith("sqlite"):
-        raise ConfigError(
-            f"--storage {url}: SQLite locks the whole database on every write, so parallel workers "
-            f"fail with 'database is locked'; drop --storage to use the default journal file "
-            f"({JOURNAL_DIR}/{experiment.name}.log, safe for several processes on one machine) or "
-            f"use a PostgreSQL URL (postgresql://...) for workers on several machines"
-        )
+    check_parallel_storage(url, workers, f"{JOURNAL_DIR}/{experiment.name}.log")
     return SweepPlan(
         file=Path(file),
         overrides=tuple(overrides),

@@ -1,6 +1,7 @@
 """Dead-worker detection for the journal storage, which has no heartbeat in Optuna: each worker
 holds a lock file the kernel frees when it dies, so a RUNNING trial whose lock is free (or whose
-pid is gone on this host) is failed and retried. RDB storage uses Optuna's heartbeat instead."""
+pid is gone on this host) is failed and retried. RDB storage uses Optuna's heartbeat instead.
+Sweeps and grids share it (``workers``, ``grid_workers``)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,25 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import psutil
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from experiments.sweep.plan import SweepPlan
+from paradigms.backbone_files import exclusive_lock
 
 #: A RUNNING trial that never recorded its worker is stale after this long (its worker died
 #: between creating it and claiming it, a window of milliseconds).
 UNCLAIMED_GRACE_SECONDS = 60.0
 
 
-def lock_dir(plan: SweepPlan) -> Path:
-    return Path(plan.storage_url).with_name(Path(plan.storage_url).name + ".workers")
+def lock_dir(storage_url: str) -> Path:
+    """The folder of the worker lock files of the journal ``storage_url`` (beside it)."""
+    return Path(storage_url).with_name(Path(storage_url).name + ".workers")
 
 
 class WorkerLock:
@@ -56,6 +60,19 @@ def lock_is_free(path: str | Path) -> bool:
         return True
 
 
+def claim(trial: optuna.Trial, lock: WorkerLock | None) -> None:
+    """Record this worker on ``trial``: its lock file, its pid, then its host.
+
+    The host comes last: a trial that shows it is fully claimed. Written the other way round, a
+    trial seen between the writes (host, no pid yet) looked like a dead worker's and was failed
+    while it ran (seen with two grid workers under load).
+    """
+    if lock is not None:
+        trial.set_user_attr("worker_lock", str(lock.path.resolve()))
+    trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("worker_host", socket.gethostname())
+
+
 def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
     """Whether a RUNNING trial's worker is gone, as far as this host can tell.
 
@@ -63,7 +80,7 @@ def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
     recorded its worker yet is given ``UNCLAIMED_GRACE_SECONDS`` to do so.
     """
     attrs = trial.user_attrs
-    if "worker_host" not in attrs:
+    if "worker_host" not in attrs or not ("worker_pid" in attrs or "worker_lock" in attrs):
         started = trial.datetime_start or datetime.now(timezone.utc)
         if started.tzinfo is None:
             started = started.astimezone()  # Optuna's naive datetimes are local time
@@ -99,3 +116,34 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool
         )
     )
     return True
+
+
+def fail_dead_trials(
+    study: optuna.Study,
+    storage: BaseStorage,
+    storage_url: str,
+    max_retry: int,
+    on_dead: Callable[[FrozenTrial], None],
+) -> list[int]:
+    """Journal storage: fail each RUNNING trial whose worker is dead, enqueue its retry, call ``on_dead``.
+
+    One process at a time (a lock file beside the journal), so a dead trial is retried once.
+    Returns the numbers of the trials it failed.
+    """
+    recovered = []
+    with exclusive_lock(Path(storage_url + ".recover.lock")):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not worker_is_dead(trial):
+                continue
+            try:
+                if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            retry_trial(study, trial, max_retry)
+            on_dead(trial)
+            if trial.user_attrs.get("worker_lock"):
+                with contextlib.suppress(OSError):
+                    Path(trial.user_attrs["worker_lock"]).unlink()
+            recovered.append(trial.number)
+    return recovered

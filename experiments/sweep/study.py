@@ -3,13 +3,15 @@ across machines), the sampler and pruner, the study created or resumed, and its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,20 +52,39 @@ def redact(url: str) -> str:
 
 
 def open_storage(plan: SweepPlan, on_stale: Callable[[optuna.Study, FrozenTrial], None]) -> BaseStorage:
-    """The study's storage: a journal file (one machine) or an RDB with heartbeats (several).
+    """The sweep's storage: a journal file (one machine) or an RDB with heartbeats (several).
 
     ``on_stale`` is called with each trial Optuna's heartbeat declared dead (RDB only).
     """
-    if plan.is_journal:
-        path = Path(plan.storage_url)
+    return storage_at(
+        plan.storage_url,
+        heartbeat_interval=plan.spec.heartbeat_interval,
+        grace_period=plan.spec.grace_period,
+        on_stale=on_stale,
+    )
+
+
+def storage_at(
+    url: str,
+    *,
+    heartbeat_interval: int,
+    grace_period: int,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None],
+) -> BaseStorage:
+    """A study's storage, for a sweep or a grid: a journal file path, or an RDB URL with heartbeats.
+
+    Raises ConfigError (one line, password hidden) when the storage cannot be opened.
+    """
+    if not is_rdb_url(url):
+        path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     for attempt in range(3):
         try:
             return RDBStorage(
-                rdb_url(plan.storage_url),
-                heartbeat_interval=plan.spec.heartbeat_interval,
-                grace_period=plan.spec.grace_period,
+                rdb_url(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
                 heartbeat_stale_trial_callback=on_stale,
             )
         except Exception as error:  # an unreachable server or a bad URL is bad input, not a failed run
@@ -75,9 +96,7 @@ def open_storage(plan: SweepPlan, on_stale: Callable[[optuna.Study, FrozenTrial]
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             if isinstance(error, ModuleNotFoundError):
                 first += "; install the database driver, e.g. pip install psycopg2-binary"
-            raise ConfigError(
-                f"--storage {redact(plan.storage_url)}: cannot open the storage ({first})"
-            ) from None
+            raise ConfigError(f"--storage {redact(url)}: cannot open the storage ({first})") from None
     raise AssertionError("unreachable")
 
 
@@ -182,3 +201,31 @@ def load_study_if_any(experiment: str, journal_dir: str | Path = JOURNAL_DIR) ->
         return optuna.load_study(study_name=experiment, storage=storage)
     except KeyError:  # the journal holds studies under other names only
         return None
+
+
+@contextlib.contextmanager
+def heartbeat(storage: BaseStorage, trial_id: int) -> Iterator[None]:
+    """Record Optuna heartbeats for ``trial_id`` while the block runs (RDB storage with heartbeats).
+
+    Uses the storage's public ``record_heartbeat``: what ``Study.optimize`` does for its own trials.
+    """
+    interval = storage.get_heartbeat_interval() if isinstance(storage, RDBStorage) else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # a missed beat is retried; the run goes on
+                storage.record_heartbeat(trial_id)
+            stop.wait(interval)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

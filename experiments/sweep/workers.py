@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -23,10 +22,9 @@ from experiments.signals import sigterm_as_interrupt
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
 from experiments.sweep.objective import RunError, SurplusTrial, SweepFailed, TrialRunner
 from experiments.sweep.plan import SweepPlan
-from experiments.sweep.recovery import WorkerLock, lock_dir, retry_trial, worker_is_dead
+from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, retry_trial
 from experiments.sweep.results import SweepResult, summarize
 from experiments.sweep.study import Counts, open_storage, open_study, study_counts
-from paradigms.backbone_files import exclusive_lock
 
 if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
     from experiments.tracking import TrackedRun, Tracker
@@ -57,25 +55,15 @@ class Worker:
         if not self.plan.is_journal:
             optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; callback retries
             return []
-        recovered = []
-        with exclusive_lock(Path(self.plan.storage_url + ".recover.lock")):
-            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if not worker_is_dead(trial):
-                    continue
-                try:
-                    if not self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                        continue
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    continue
-                retry_trial(self.study, trial, self.plan.spec.max_retry)
-                mark_trial_runs(
-                    self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died"
-                )
-                if trial.user_attrs.get("worker_lock"):
-                    with contextlib.suppress(OSError):
-                        Path(trial.user_attrs["worker_lock"]).unlink()
-                recovered.append(trial.number)
-        return recovered
+        return fail_dead_trials(
+            self.study,
+            self.storage,
+            self.plan.storage_url,
+            self.plan.spec.max_retry,
+            lambda trial: mark_trial_runs(
+                self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died"
+            ),
+        )
 
     def run(self) -> Counts:
         """Optimize until the study has ``n_trials`` finished trials; Ctrl-C/SIGTERM stop cleanly.
@@ -83,7 +71,7 @@ class Worker:
         Raises SweepFailed after ``max_failed_trials`` trials failed with errors, KeyboardInterrupt
         after marking the running trial FAIL (a retry is queued), its runs and the parent KILLED.
         """
-        lock = WorkerLock(lock_dir(self.plan)) if self.plan.is_journal else None
+        lock = WorkerLock(lock_dir(self.plan.storage_url)) if self.plan.is_journal else None
         bar = tqdm(
             total=self.plan.n_trials, desc=self.plan.study_name, unit="trial", disable=not self.progress
         )
@@ -228,7 +216,7 @@ def _run_processes(
             _show(bar, study_counts(coordinator.study))
             return [p.returncode for p in processes]
     except KeyboardInterrupt:
-        _stop_processes(processes)
+        stop_processes(processes)
         if study_counts(coordinator.study).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
         raise
@@ -236,7 +224,7 @@ def _run_processes(
         bar.close()
 
 
-def _stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:
+def stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:
     """Let the workers finish their own Ctrl-C handling; interrupt the ones that did not hear it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
