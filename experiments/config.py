@@ -289,6 +289,16 @@ class Experiment(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
 
+    def record(self) -> dict[str, Any]:
+        """What an experiment's parent run logs as ``experiment.yaml``: name, grid, seeds, overrides, base."""
+        return {
+            "name": self.name,
+            "grid": self.grid,
+            "seeds": self.seeds,
+            "overrides": self.overrides,
+            "base": self.base.model_dump(mode="json"),
+        }
+
     def runs(self) -> list[RunConfig]:
         """One validated config per (grid point, seed), grid-major; ``--set`` overrides win over the grid,
         which wins over the tuned values (``tuned:``) of the run's arm."""

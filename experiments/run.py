@@ -326,16 +326,7 @@ def run_experiment(
         parent_name or f"{experiment.name}-{len(configs)}-runs",
         tags={"kind": "experiment", "n_runs": len(configs)},
     )
-    parent.log_dict(
-        {
-            "name": experiment.name,
-            "grid": experiment.grid,
-            "seeds": experiment.seeds,
-            "overrides": experiment.overrides,
-            "base": experiment.base.model_dump(mode="json"),
-        },
-        "experiment.yaml",
-    )
+    parent.log_dict(experiment.record(), "experiment.yaml")
     results: list[RunResult] = []
     child: TrackedRun | None = None
     try:

@@ -77,16 +77,7 @@ def ensure_grid_parent(tracker: Tracker, plan: GridPlan) -> TrackedRun:
             "storage": redact(plan.storage_url),
         },
         "grid_study",
-        (
-            {
-                "name": experiment.name,
-                "grid": experiment.grid,
-                "seeds": experiment.seeds,
-                "overrides": experiment.overrides,
-                "base": experiment.base.model_dump(mode="json"),
-            },
-            "experiment.yaml",
-        ),
+        (experiment.record(), "experiment.yaml"),
     )
 
 
