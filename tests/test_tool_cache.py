@@ -16,6 +16,7 @@ greedy or sampled choice turns on in these cases.
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
 
 from paradigms.agent import SEARCH, GenerationSettings, rollout
@@ -94,6 +95,24 @@ def test_builtin_tiny_base_same_episodes_with_and_without_recomputing(tiny, temp
         searched += sum(e.search_calls for e in cached)
         assert positions[True] < positions[False]
     assert searched >= 12  # the forced calls at least: the resumed rounds ran
+
+
+def test_a_lora_adapter_resumes_from_the_cache_too(tiny_base):
+    """The adapter paradigm generates through PEFT's wrapper: the cache goes through it."""
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(base, config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    tool = SearchTool(("my dog rex .", "my city oslo ."))
+    settings = GenerationSettings(max_new_tokens=32, temperature=1.0, max_searches=2)
+    recomputed, cached, positions = both_paths(
+        model, tokenizer, QUERIES * 2, [tool] * 6, settings, 0, contexts=NOTES * 2, decisions=[SEARCH] * 6
+    )
+    assert_same(recomputed, cached)
+    assert positions[True] < positions[False]
 
 
 @pytest.fixture(scope="module")
