@@ -2,9 +2,10 @@
 the cached tool loop; and how often the two loops' episodes differ.
 
 One process, one model (the builtin base unless ``--backbone``), the run's own sampling settings and
-batches of the default suite's items (``--batch`` queries x ``--group`` responses, as an RL step
-draws them), every episode made to search (the tool decision ``search``: each opens with a search
-call, so each has at least two generation rounds). Per batch, from the same seed, three timings:
+batches of the default suite's items (each ``--shapes`` entry: queries x responses per query; the
+default ``4x8`` is an RL step's batch, ``1x1`` a single episode), every episode made to search (the
+tool decision ``search``: each opens with a search call, so each has at least two generation rounds).
+Per batch, from the same seed, three timings:
 
 - **recompute**: ``rollout(..., reuse_cache=False)``, the former loop: every round after a tool
   reply is a new ``generate`` over prompt + completion so far + reply;
@@ -12,15 +13,17 @@ call, so each has at least two generation rounds). Per batch, from the same seed
 - **raw**: one plain ``generate`` of the same prompts, sampling as many new tokens as the batch's
   longest completion (agent and tool tokens: the same total length), no tool, no stop strings.
 
-The ratios recompute / raw and cached / raw are computed per repeat (each repeat: ``--batches``
-batches, the three timed back to back per batch, in rotating order); the median over ``--repeats``
-is reported with every repeat kept. Also counted, exactly (no clock): token positions each path fed
-the model's forward passes. The machine may be shared: timings are ratios within one run.
+The ratios recompute / raw and cached / raw are computed per repeat (each repeat: ``--episodes``
+episodes in whole batches, the three timed back to back per batch, in rotating order); the median
+over ``--repeats`` is reported with every repeat kept. Also counted, exactly (no clock): the token
+positions each path fed the model's forward passes. The machine may be shared: timings are ratios
+within one run.
 
-**Agreement.** For ``--agreement`` batches, greedy and sampled, the two loops run from the same seed
-and their episodes are compared (token ids and env mask); also the largest absolute difference of
-the logits of every decoding step (rounding: carried keys and values were computed in another batch
-shape).
+**Agreement.** For ``--agreement`` batches of the first shape, greedy and sampled, the two loops run
+from the same seed and their episodes are compared (token ids and env mask); also, over every
+forward pass, whether its last-position logits are bit-identical and the largest absolute difference
+(rounding: carried keys and values were computed in another batch shape; the first round's passes
+are the same computation in both loops).
 
     python benchmarks/tool_loop.py --repeats 3 --out benchmarks/results/tool_loop.json
 """
@@ -67,25 +70,23 @@ class Counter:
             hook.remove()
 
 
-def setup(backbone: str, batch: int, group: int, batches: int):
-    """The model, tokenizer, protocol, sampling settings and ``batches`` batches of (queries, tools)."""
+def setup(backbone: str):
+    """The model, tokenizer, protocol and sampling settings of a run, and a drawer of item batches."""
     config = load_experiment(
-        SMOKE,
-        [
-            f"backbone={backbone}",
-            "task.suite=default",
-            f"task.batch_size={batch}",
-            "budget.feedback_events=100000",
-        ],
+        SMOKE, [f"backbone={backbone}", "task.suite=default", "budget.feedback_events=1000000"]
     ).runs()[0]
     parts = assemble(config, progress=False)
     session, paradigm = parts.session, parts.paradigm
-    drawn = []
-    for _ in range(batches):
-        items = [item for item in session.next_items(batch) for _ in range(group)]
-        tool = session.tool()
-        drawn.append(([i.query for i in items], [tool] * len(items)))
-    return paradigm.model, paradigm.tokenizer, session.protocol, session.generation, drawn
+
+    def draw(queries: int, group: int, batches: int) -> list[tuple[list, list]]:
+        """``batches`` batches of the stream's next ``queries`` items, each repeated ``group`` times."""
+        drawn = []
+        for _ in range(batches):
+            items = [item for item in session.next_items(queries) for _ in range(group)]
+            drawn.append(([i.query for i in items], [session.tool()] * len(items)))
+        return drawn
+
+    return paradigm.model, paradigm.tokenizer, session.protocol, session.generation, draw
 
 
 def run_loop(model, tokenizer, protocol, settings, queries, tools, seed: int, reuse: bool):
@@ -217,29 +218,46 @@ def agreement(model, tokenizer, protocol, settings, drawn, temperature: float) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="builtin")
-    parser.add_argument("--batch", type=int, default=4, help="queries per batch")
-    parser.add_argument("--group", type=int, default=8, help="responses per query")
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per repeat")
+    parser.add_argument(
+        "--shapes", nargs="+", default=["4x8", "1x1"], help="batch shapes, queries x responses per query"
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=384, help="timed episodes per repeat and shape (whole batches)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--agreement", type=int, default=50, help="batches compared, greedy and sampled")
+    parser.add_argument(
+        "--agreement", type=int, default=50, help="batches of the first shape compared, greedy and sampled"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tool_loop.json"))
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    model, tokenizer, protocol, settings, drawn = setup(
-        args.backbone, args.batch, args.group, args.batches + args.agreement
-    )
-    timed, compared = drawn[: args.batches], drawn[args.batches :]
-    measure(model, tokenizer, protocol, settings, timed[:2], repeat=99)  # warm-up: first-call costs
-    repeats = []
-    for repeat in range(args.repeats):
-        repeats.append(measure(model, tokenizer, protocol, settings, timed, repeat))
-        r = repeats[-1]
+    model, tokenizer, protocol, settings, draw = setup(args.backbone)
+    rows = []
+    for shape in args.shapes:
+        queries, group = (int(n) for n in shape.split("x"))
+        batches = max(1, args.episodes // (queries * group))
+        timed = draw(queries, group, batches)
+        measure(model, tokenizer, protocol, settings, timed[:2], repeat=99)  # warm-up: first-call costs
+        repeats = []
+        for repeat in range(args.repeats):
+            repeats.append(measure(model, tokenizer, protocol, settings, timed, repeat))
+            r = repeats[-1]
+            print(
+                f"{shape} repeat {repeat}: recompute / raw {r['recompute_ratio']:.2f}, "
+                f"cached / raw {r['cached_ratio']:.2f}, recompute / cached {r['cached_speedup']:.2f}",
+                flush=True,
+            )
+        median = {key: statistics.median(r[key] for r in repeats) for key in repeats[0]}
+        per_batch = {n: median[f"{n}_positions"] / batches for n in ("recompute", "cached", "raw")}
         print(
-            f"repeat {repeat}: recompute / raw {r['recompute_ratio']:.2f}, "
-            f"cached / raw {r['cached_ratio']:.2f}, recompute / cached {r['cached_speedup']:.2f}",
+            f"{shape} median of {args.repeats}: recompute / raw {median['recompute_ratio']:.2f}, "
+            f"cached / raw {median['cached_ratio']:.2f}, positions fed per batch: recompute "
+            f"{per_batch['recompute']:.0f}, cached {per_batch['cached']:.0f}, raw {per_batch['raw']:.0f}",
             flush=True,
         )
-    median = {key: statistics.median(r[key] for r in repeats) for key in repeats[0]}
+        rows.append({"shape": shape, "batches": batches, "median": median, "repeats": repeats})
+    queries, group = (int(n) for n in args.shapes[0].split("x"))
+    compared = draw(queries, group, args.agreement)
     agreements = [
         agreement(model, tokenizer, protocol, settings, compared, t) for t in (0.0, settings.temperature)
     ]
@@ -251,17 +269,9 @@ def main() -> None:
             f"bit-identical, largest difference {a['largest_logit_difference']:.2e}",
             flush=True,
         )
-    per_batch = {name: median[f"{name}_positions"] / args.batches for name in ("recompute", "cached", "raw")}
-    print(
-        f"median of {args.repeats}: recompute / raw {median['recompute_ratio']:.2f}, "
-        f"cached / raw {median['cached_ratio']:.2f}, positions fed per batch: recompute "
-        f"{per_batch['recompute']:.0f}, cached {per_batch['cached']:.0f}, raw {per_batch['raw']:.0f}",
-        flush=True,
-    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "median": median,
-        "repeats": repeats,
+        "rows": rows,
         "agreement": agreements,
         "settings": {
             "max_new_tokens": settings.max_new_tokens,
