@@ -8,6 +8,11 @@ answer ends (``</answer>``, end of sequence), the token budget, or the per-query
 output is marked 0 in ``env_mask`` so no learner trains on it (Search-R1 style masking); the
 agent's own tokens are marked 1. The protocol (``tasks.protocols``) renders the prompt and reads
 the tool calls; the rollout itself is the same for every protocol.
+
+A round that resumes after a tool reply does not recompute the prefix: it continues from the keys
+and values the previous round computed (``paradigms.tool_cache``), with the same inputs, positions
+and masks as a recomputing round, for any Hugging Face causal LM whose cache is a plain full-attention
+``DynamicCache`` (others recompute, as ``reuse_cache=False`` always does).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from paradigms import tool_cache
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Protocol
 
@@ -157,6 +163,7 @@ def rollout(
     contexts: Sequence[Sequence[str]] | None = None,
     decisions: Sequence[str | None] | None = None,
     protocol: Protocol | None = None,
+    reuse_cache: bool = True,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
@@ -165,7 +172,9 @@ def rollout(
     (``search``, ``answer`` or None) is a tool decision taken outside the model, enforced on the
     sampled tokens (only for queries offered the tool); ``protocol`` (default ``grammar``) writes
     the prompts and reads the tool calls. Sampling uses torch's global RNG, so a seeded run is
-    reproducible.
+    reproducible. ``reuse_cache=False`` recomputes the whole prefix in every round after a tool
+    reply (the former path, kept as the reference the cached one is tested and measured against);
+    both draw the same random numbers in the same order.
     """
     protocol = protocol or PROTOCOLS["grammar"]
     contexts = contexts or [()] * len(queries)
@@ -191,12 +200,13 @@ def rollout(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    carried: tool_cache.CarriedCache | None = None
     try:
         for _ in range(settings.max_searches + 2):
             active = [i for i, e in enumerate(episodes) if not e.finished]
             if not active:
                 break
-            _generate_round(
+            carried = _generate_round(
                 model,
                 tokenizer,
                 [episodes[i] for i in active],
@@ -204,6 +214,8 @@ def rollout(
                 settings,
                 device,
                 protocol,
+                keys=active,
+                carried=carried if reuse_cache else None,
             )
     finally:
         model.train(was_training)
@@ -213,9 +225,21 @@ def rollout(
 
 
 def _generate_round(
-    model, tokenizer, active: list[Episode], tools: list[Tool | None], settings, device, protocol: Protocol
-) -> None:
-    """One ``generate`` call for every unfinished episode; handles a search call at its end."""
+    model,
+    tokenizer,
+    active: list[Episode],
+    tools: list[Tool | None],
+    settings,
+    device,
+    protocol: Protocol,
+    keys: list[int],
+    carried: tool_cache.CarriedCache | None,
+) -> tool_cache.CarriedCache | None:
+    """One ``generate`` call for every unfinished episode; handles a search call at its end.
+
+    ``keys[i]`` identifies ``active[i]`` across rounds; ``carried`` is the previous round's cache (None:
+    compute every token). Returns this round's cache for the next round.
+    """
     sequences = [e.prompt_ids + e.completion_ids for e in active]
     width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id
@@ -227,6 +251,7 @@ def _generate_round(
     # padding is not something an agent can say: a sampled pad would end the row unseen (an empty
     # completion, which TRL's trainers cannot score), so it is never sampled unless it doubles as eos
     never = [pad] if pad is not None and pad != eos else None
+    cache = tool_cache.resume(carried, keys, [len(s) for s in sequences], width) if carried else None
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention,
@@ -240,12 +265,16 @@ def _generate_round(
         suppress_tokens=never,
         pad_token_id=pad,
         eos_token_id=eos,
+        return_dict_in_generate=True,
+        **({tool_cache.CACHE_FIELD: cache} if cache is not None else {}),
     )
-    for row, episode, tool in zip(output[:, width:].tolist(), active, tools, strict=True):
+    kept = []
+    for row, episode, tool in zip(output.sequences[:, width:].tolist(), active, tools, strict=True):
         room = settings.max_new_tokens - len(episode.env_mask)
         new_ids = _strip_padding(tokenizer, row[:room])
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         stop = _stop_reached(text, protocol.stops)
+        kept.append(len(new_ids))
         episode.completion_ids += new_ids
         episode.env_mask += [1] * len(new_ids)
         if stop == protocol.tool_close:
@@ -261,3 +290,6 @@ def _generate_round(
             episode.finished = len(episode.env_mask) >= settings.max_new_tokens
         else:
             episode.finished = True
+    if all(e.finished for e in active):
+        return None
+    return tool_cache.carry(tool_cache.output_cache(output), keys, width, [len(s) for s in sequences], kept)
