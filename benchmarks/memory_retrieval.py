@@ -34,13 +34,13 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from paradigms.memory.store import INDEX_KINDS, StoreSettings, VectorIndex, make_index
+from paradigms.memory.settings import INDEX_KINDS, StoreSettings
+from paradigms.memory.store import VectorIndex, make_index
 
 DIM = 384
 WARMUP_QUERIES = 20
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     info["load_average_end"] = list(os.getloadavg())
-    settings = {key: value for key, value in asdict(StoreSettings(dim=DIM)).items() if key != "capacity"}
+    settings = {key: value for key, value in StoreSettings(dim=DIM).model_dump().items() if key != "capacity"}
     payload = {
         "config": {
             "sizes": sizes,

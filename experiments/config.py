@@ -1,6 +1,12 @@
 """The configuration schema: one run's config, and an experiment file (base config, grid, seeds).
 
-Every field is documented where it is declared. ``load_experiment`` reads a YAML file, applies
+``RunConfig`` composes the config's sections, each declared once, beside the code that reads it:
+``task:`` in ``tasks/settings.py``, ``generation:`` beside the rollout (``paradigms/generation.py``),
+``paradigm:`` in ``paradigms/settings.py`` and, for ``memory`` with its store's settings,
+``paradigms/memory/settings.py``, ``algorithm:`` and ``continual:`` beside the learners
+(``paradigms/rl/settings.py``), ``reward.weights`` generated from the reward registry
+(``tasks/rewards.py``); the runner's own ``budget:`` and ``evaluation:`` are here. Every field is
+documented where it is declared. ``load_experiment`` reads a YAML file, applies
 ``--set`` overrides and validates everything up front; any problem becomes a ``ConfigError``
 whose message is one line naming the field and the fix (the CLI prints it and exits 2).
 
@@ -33,33 +39,29 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model
 
 from experiments import tuned as tuned_values
 from experiments.backbones import backbone_problem
 from experiments.base import RECIPES
 from experiments.errors import ConfigError
 from paradigms import ALGORITHMS, PARADIGMS
+from paradigms.generation import GenerationConfig
 from paradigms.rl.settings import ContinualSettings
-from paradigms.settings import SECTION, AlgorithmSettings, MetaSettings, ParadigmSettings
+from paradigms.sections import SECTION, AlgorithmSettings, ParadigmSettings
+from paradigms.settings import MetaSettings
 from tasks.registry import UnknownName
 from tasks.rewards import REWARD_WEIGHTS
-from tasks.suites import MAX_STREAM_LENGTH, SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import MAX_STREAM_LENGTH, SUITES
 from tasks.user_logs import LogError, grammar_problem, read_log
 from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, user_population
 
 __all__ = ["ConfigError", "Experiment", "RunConfig", "load_experiment"]
 
-#: Queries answered at once; each is generated ``group_size`` times, so a step holds their product.
-MAX_BATCH_SIZE = 512
-#: Tokens an answer may take; generation memory grows with it for the whole batch.
-MAX_NEW_TOKENS = 2048
-#: Search results per call and calls per query: beyond these the prompt is only tool output.
-MAX_SEARCH_RESULTS = 32
-MAX_SEARCHES = 16
 #: Torch threads of one run: more than any machine's cores only adds threads that spin.
 MAX_THREADS = 1024
 #: Experiment names become folder and file names (reports/NAME, optuna-journal/NAME.log, ...).
@@ -68,72 +70,6 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 class _Section(BaseModel):
     model_config = SECTION
-
-
-class TaskConfig(_Section):
-    suite: str = Field(
-        "default",
-        description="Task family: user_facts, preferences, search_or_answer, drift, "
-        "default (see tasks/suites.py), or jsonl: your own user logs from task.path (docs/user-logs.md).",
-    )
-    path: Path | None = Field(
-        None, description="The user-log file the jsonl suite reads (one JSON object per line)."
-    )
-    holdout: PositiveInt | Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.2,
-        description="jsonl suite: each user's latest lines held out for evaluation, as a share in (0, 1) "
-        "or a count (an integer from 1).",
-    )
-    search: bool = Field(
-        True, description="Whether the search tool over the user's knowledge base is offered."
-    )
-    feedback: Literal["text", "scalar"] = Field(
-        "text",
-        description="Feedback channel: reward components plus a textual correction, or the rewards only.",
-    )
-    search_results: int = Field(
-        2,
-        ge=1,
-        le=MAX_SEARCH_RESULTS,
-        description=f"Lines a search returns at most (up to {MAX_SEARCH_RESULTS}).",
-    )
-    shared_formats: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="How much users share their format preferences: per question kind, the chance "
-        "a user holds the population's favourite format instead of a uniformly random one (0: "
-        "nothing shared; the structure a meta-learned start can exploit, see experiments/meta.yaml).",
-    )
-    max_searches: int = Field(
-        2,
-        ge=0,
-        le=MAX_SEARCHES,
-        description=f"Search calls allowed per query (up to {MAX_SEARCHES}); further calls get nothing.",
-    )
-    batch_size: int = Field(
-        4,
-        ge=1,
-        le=MAX_BATCH_SIZE,
-        description=f"Queries answered between two learning steps (every paradigm; up to {MAX_BATCH_SIZE}).",
-    )
-    users: Literal["evaluation", "tuning"] = Field(
-        "evaluation",
-        description="Which user population the seeds name: evaluation users (seeds below 9e8) or "
-        "the tuning users harness tune chooses hyperparameters on (seeds from 9e8 up); each refuses "
-        "the other's seeds, so no tuning user is ever evaluated.",
-    )
-
-    def options(self) -> TaskOptions:
-        """The knobs the task suite itself reads (users, stream, evaluation, feedback)."""
-        return TaskOptions(
-            search=self.search,
-            feedback=self.feedback,
-            search_results=self.search_results,
-            shared_formats=self.shared_formats,
-            path=str(self.path) if self.path is not None else None,
-            holdout=self.holdout,
-        )
 
 
 def _reward_weights_model() -> type[BaseModel]:
@@ -176,22 +112,14 @@ class EvaluationConfig(_Section):
     )
 
 
-class GenerationConfig(_Section):
-    max_new_tokens: int = Field(
-        32,
-        gt=0,
-        le=MAX_NEW_TOKENS,
-        description=f"Tokens an answer may take, tool output included (up to {MAX_NEW_TOKENS}).",
-    )
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature while learning (0 = greedy).")
-    eval_temperature: float = Field(0.0, ge=0, description="Temperature at evaluation (0 = greedy).")
-    top_k: int = Field(0, ge=0, description="Top-k sampling cut-off (0 = off).")
-
-
 class RunConfig(_Section):
-    """One run: a paradigm with an algorithm on a task suite, under one seed."""
+    """One run: a paradigm with an algorithm on a task suite, under one seed.
 
-    task: TaskConfig = Field(default_factory=TaskConfig, description="The task suite and its knobs.")
+    Built only by ``build_run_config``, which validates the raw tree once and answers bad input with
+    one ``ConfigError`` line.
+    """
+
+    task: TaskSettings = Field(default_factory=TaskSettings, description="The task suite and its knobs.")
     paradigm: SerializeAsAny[ParadigmSettings] = Field(description="The paradigm and its knobs (by name).")
     algorithm: SerializeAsAny[AlgorithmSettings] = Field(description="The learning algorithm and its knobs.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="How responses are scored.")
@@ -525,10 +453,11 @@ def _validate_named(section: Any, registry, field: str, default: str) -> Any:
     return settings
 
 
-def _check_continual(section: Any, paradigm: ParadigmSettings) -> None:
-    """The ``continual:`` section applies only to paradigms that change weights, and must do something."""
+def _validate_continual(section: Any, paradigm: ParadigmSettings) -> ContinualSettings:
+    """The ``continual:`` section, validated: it applies only to paradigms that change weights, and must
+    do something."""
     if section is None:
-        return
+        return ContinualSettings()
     if not isinstance(section, dict):
         raise ConfigError(f"continual: must be a section like {{replay: 0.2}}, got {json.dumps(section)}")
     try:
@@ -545,6 +474,7 @@ def _check_continual(section: Any, paradigm: ParadigmSettings) -> None:
         raise ConfigError(
             "continual.strength: 0 switches the regularizer off; set it above 0 or continual.regularizer=none"
         )
+    return settings
 
 
 def _check_population(config: RunConfig) -> None:
@@ -595,7 +525,12 @@ def grammar_spoken(config: RunConfig) -> bool:
 
 
 def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
-    """Validate one run's raw config tree (experiment-only keys are ignored here)."""
+    """Validate one run's raw config tree (experiment-only keys are ignored here).
+
+    The one place a run's config is validated: every section is validated once, by the class declared
+    beside the code that reads it (``RunConfig`` lists them), and every problem becomes one
+    ``ConfigError`` line naming the dotted field and the fix.
+    """
     tree = {k: v for k, v in raw.items() if k not in EXPERIMENT_KEYS}
     try:
         check_document(tree)
@@ -617,7 +552,7 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         problem = paradigm.algorithm_problem(algorithm)  # a paradigm's own cross-check
         if problem:
             raise ConfigError(problem)
-        _check_continual(tree.get("continual"), paradigm)
+        continual = _validate_continual(tree.get("continual"), paradigm)
         task = tree.get("task") or {}
         if isinstance(task, dict) and "suite" in task:
             suite = task["suite"]
@@ -629,7 +564,10 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
             if suite not in SUITES:
                 raise ConfigError(f"task.suite: {SUITES.unknown_message(suite)}")
         try:
-            config = RunConfig.model_validate({**tree, "paradigm": paradigm, "algorithm": algorithm})
+            # the sections validated above go in as they are: each part of the tree is validated once
+            config = RunConfig.model_validate(
+                {**tree, "paradigm": paradigm, "algorithm": algorithm, "continual": continual}
+            )
         except ValidationError as error:
             raise ConfigError(_describe(error, RunConfig)) from None
         _check_population(config)

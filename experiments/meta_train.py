@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from experiments import metrics as m
 from experiments.config import Experiment, flatten, meta_settings
-from experiments.run import _backbone_source, _describe_error, _generation, backbone_world
+from experiments.run import _backbone_source, _describe_error, backbone_world
 from experiments.seeding import seed_everything
 from experiments.tracking import Tracker
 from paradigms import PARADIGMS
@@ -68,7 +68,7 @@ def run_meta_training(
             seed_everything(settings.seed)
         adapter = PARADIGMS["adapter"](config.paradigm, backbone, config.algorithm)
         suite = SUITES[config.task.suite]
-        options = replace(config.task.options(), world=world)
+        options = config.task.with_world(world)
 
         def make_session(user_seed: int, callback) -> Session:
             return Session(
@@ -77,7 +77,7 @@ def run_meta_training(
                 suite.stream(user_seed, settings.inner_events, options),
                 options,
                 config.reward.weights.model_dump(),
-                _generation(config, config.generation.temperature),
+                config.generation.rollout(config.task.max_searches),
                 settings.inner_events,
                 config.task.batch_size,
                 callback,

@@ -11,7 +11,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,6 @@ from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
 from paradigms import PARADIGMS
-from paradigms.agent import GenerationSettings
 from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
 from paradigms.compute import forward_flops, parameter_count
@@ -127,12 +126,6 @@ class RunParts:
     personal_eval: Dataset
 
 
-def _generation(config: RunConfig, temperature: float) -> GenerationSettings:
-    return GenerationSettings(
-        config.generation.max_new_tokens, temperature, config.generation.top_k, config.task.max_searches
-    )
-
-
 def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool = True) -> RunParts:
     """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
 
@@ -149,7 +142,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     if general_keep is not None:  # measuring a backbone's card (first use) may draw random numbers
         seeds = seed_everything(config.seed)
     suite = SUITES[config.task.suite]
-    options = replace(config.task.options(), world=world)
+    options = config.task.with_world(world)
     user = suite.user(config.seed, options)
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
@@ -159,7 +152,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         stream,
         options,
         config.reward.weights.model_dump(),
-        _generation(config, config.generation.temperature),
+        config.generation.rollout(config.task.max_searches),
         config.budget.feedback_events,
         config.task.batch_size,
         lambda report: None,
@@ -172,7 +165,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         personal_eval.to_list(),
         probes.general_probe(config.evaluation.general_items, world=world, keep=general_keep),
         suite.phase_eval(user, options),
-        _generation(config, config.generation.eval_temperature),
+        config.generation.rollout(config.task.max_searches, evaluation=True),
         reference,
         instructions=suite.instruction_eval(config.seed, options, user),
         updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],

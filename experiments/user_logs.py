@@ -7,7 +7,6 @@ wording), found without loading the model.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from experiments.config import ConfigError, Experiment, grammar_spoken
@@ -43,7 +42,7 @@ def export_simulated_users(experiment: Experiment, out: Path) -> tuple[int, int]
     """
     config = experiment.base
     protocol = PROTOCOLS["grammar" if grammar_spoken(config) else "chat"]
-    options = replace(config.task.options(), world=_world(experiment))
+    options = config.task.with_world(_world(experiment))
     try:
         lines, held_out = simulated_users_log(
             SUITES[config.task.suite], experiment.seeds, config.budget.feedback_events, options, protocol

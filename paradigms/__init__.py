@@ -6,12 +6,12 @@ lookup (``PARADIGMS["adapter"]`` loads torch and PEFT), while their settings are
 """
 
 from paradigms.algorithms import ALGORITHMS
+from paradigms.memory.settings import MemorySettings
 from paradigms.settings import (
     AdapterSettings,
     FrozenSettings,
     FullFinetuneSettings,
     HybridSettings,
-    MemorySettings,
     OracleSettings,
 )
 from tasks.registry import Registry

@@ -24,6 +24,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from paradigms import tool_cache
+from paradigms.generation import GenerationSettings
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Protocol
 
@@ -31,16 +32,6 @@ Tool = Callable[[str], list[str]]
 #: A tool decision taken outside the language model (``paradigms.tool_policy``): ``search`` makes the
 #: completion open with a search call, ``answer`` forbids search calls, None leaves it to the model.
 SEARCH, ANSWER = "search", "answer"
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How the rollout samples. ``temperature == 0`` means greedy decoding."""
-
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    max_searches: int = 2
 
 
 @dataclass

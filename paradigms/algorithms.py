@@ -8,7 +8,7 @@ section). ``none`` is the choice of paradigms that never change weights (``froze
 from __future__ import annotations
 
 from paradigms.rl.settings import GRPOSettings, PPOSettings, ReinforceSettings, SFTSettings
-from paradigms.settings import AlgorithmSettings, NoAlgorithm
+from paradigms.sections import AlgorithmSettings, NoAlgorithm
 from tasks.registry import Registry
 
 __all__ = ["ALGORITHMS", "AlgorithmSettings", "NoAlgorithm", "NoLearner"]

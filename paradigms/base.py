@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from paradigms.backbone import Backbone
+from paradigms.sections import ParadigmSettings
 from paradigms.session import Interaction, Session
-from paradigms.settings import ParadigmSettings
 from paradigms.tool_policy import make_tool_policy, query_state
 from tasks.items import Item
 

@@ -21,7 +21,8 @@ from tasks import rewards
 from tasks.items import Item
 from tasks.protocols import FORMAT_SUBJECT, PROTOCOLS, Protocol, Statement
 from tasks.search import SearchTool
-from tasks.suites import Suite, TaskOptions, phase_at
+from tasks.settings import TaskSettings
+from tasks.suites import Suite, phase_at
 from tasks.users import User
 
 
@@ -89,7 +90,7 @@ class Session:
         suite: Suite,
         user: User,
         stream: Dataset,
-        options: TaskOptions,
+        options: TaskSettings,
         weights: Mapping[str, float],
         generation: GenerationSettings,
         budget: int,

@@ -1,15 +1,15 @@
-"""The config sections of every paradigm (``paradigm:``), the ``algorithm:`` base and ``meta:``.
+"""The config sections of the paradigms whose code needs torch (``paradigm:``) and ``meta:``.
 
 Declared here, apart from the paradigms' code, so that this module imports nothing but pydantic
 and the task package: validating an experiment file (``harness config show``, every answer to
 bad input) never loads torch, transformers or FAISS. Each paradigm module takes its ``Settings``
 from here, and the registries (``paradigms.PARADIGMS``, ``paradigms.algorithms.ALGORITHMS``)
-hand them out without importing the paradigm. The algorithms' own sections are in
-``paradigms/rl/settings.py``.
+hand them out without importing the paradigm. The bases are in ``paradigms/sections.py``; the
+memory paradigm's section, with its store's, is in ``paradigms/memory/settings.py``; the
+algorithms' in ``paradigms/rl/settings.py``.
 
 Limits (``le=``) are where a value would exhaust the machine before doing anything useful: a LoRA
-rank beyond any model's width, a retrieval of more notes than a prompt holds, a meta-training
-stream longer than a run's.
+rank beyond any model's width, a meta-training stream longer than a run's.
 """
 
 from __future__ import annotations
@@ -18,82 +18,19 @@ import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from paradigms.memory.settings import MemorySettings
+from paradigms.sections import SECTION, AlgorithmSettings, ParadigmSettings, ToolPolicySettings
 from tasks.suites import MAX_STREAM_LENGTH
 
 #: The file a saved adapter start must hold (``paradigm.init``).
 INIT_WEIGHTS = "adapter_model.safetensors"
 #: LoRA ranks above this exceed the width of any model the harness runs (r is at most the width).
 MAX_LORA_RANK = 1024
-#: Notes retrieved into one prompt; more would crowd out the question.
-MAX_TOP_K = 100
 MAX_META_ITERATIONS = 100_000
 MAX_META_BATCH = 64
 MAX_META_USERS = 1_000_000
-
-#: How every config section validates: unknown keys refused, values frozen, and no infinity or NaN
-#: (``1e309`` in YAML is the string "1e309", which a float field would otherwise read as inf).
-SECTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ParadigmSettings(BaseModel):
-    """Base of every paradigm's config section (``paradigm:`` in an experiment file)."""
-
-    model_config = SECTION
-    name: str
-    #: Whether the paradigm trains with the config's ``algorithm`` (RL or SFT); others need ``none``.
-    uses_algorithm: ClassVar[bool] = False
-    #: Whether it accepts the ``continual:`` section (replay, regularizers, distillation).
-    supports_continual: ClassVar[bool] = False
-
-    def algorithm_problem(self, algorithm: AlgorithmSettings) -> str | None:
-        """Why ``algorithm`` cannot run with these settings, as a config error line (None: it can)."""
-        return None
-
-
-class AlgorithmSettings(BaseModel):
-    """Base of every algorithm's config section."""
-
-    model_config = SECTION
-    name: str
-    #: Whether this is a real learning rule (everything except ``none``).
-    trains: ClassVar[bool] = True
-
-
-class NoAlgorithm(AlgorithmSettings):
-    """No learning rule: the paradigm learns without changing weights, or not at all."""
-
-    name: Literal["none"] = "none"
-    trains: ClassVar[bool] = False
-
-
-class ToolPolicySettings(BaseModel):
-    """The ``paradigm.tool_policy`` section (``frozen`` and ``memory``)."""
-
-    model_config = SECTION
-    name: Literal["none", "qlearning"] = Field(
-        "none", description="none: the model decides when to search; qlearning: a learned tabular policy."
-    )
-    epsilon: float = Field(0.2, ge=0, le=1, description="Exploration rate at the start (random action).")
-    epsilon_decay: float = Field(
-        0.97, gt=0, le=1, description="Factor applied to epsilon after every learning batch."
-    )
-    min_epsilon: float = Field(0.0, ge=0, le=1, description="Floor of the decayed epsilon.")
-    learning_rate: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Floor of the step size of Q <- Q + step (reward - Q), step = max(1/n, learning_rate) "
-        "at an action's n-th reward in a state: the sample mean at first, then a constant step that "
-        "tracks drift.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_alone(cls, value):
-        """``paradigm.tool_policy: qlearning`` is short for ``{name: qlearning}``."""
-        return {"name": value} if isinstance(value, str) else value
 
 
 class FrozenSettings(ParadigmSettings):
@@ -155,45 +92,6 @@ class AdapterSettings(WeightLearningSettings):
                     f"{path} was trained with {field} {saved[key]}; set paradigm.{field}={saved[key]}"
                 )
         return path
-
-
-class MemorySettings(ParadigmSettings):
-    name: Literal["memory"] = "memory"
-    top_k: int = Field(
-        3, ge=0, le=MAX_TOP_K, description=f"Memories retrieved into each prompt (at most {MAX_TOP_K})."
-    )
-    capacity: int | None = Field(256, ge=1, description="Most memories kept (None: unbounded).")
-    eviction: Literal["oldest", "least_retrieved"] = Field(
-        "oldest", description="Which memory goes when full."
-    )
-    index: Literal["flat", "hnsw", "ivf"] = Field("flat", description="Exact (flat) or approximate index.")
-    dedup_threshold: float | None = Field(
-        0.95,
-        ge=-1,
-        le=1,
-        description="Cosine at which a memory with the same text is a duplicate (None: keep duplicates).",
-    )
-    contradiction: Literal["replace", "keep_both", "newest_first"] = Field(
-        "replace",
-        description="A new lesson about the same key replaces the old one, sits beside it, or "
-        "hides it in retrieval.",
-    )
-    reflection: Literal["llm", "template", "none"] = Field(
-        "llm", description="Who writes lessons: the backbone, a template, or nobody (raw experiences stored)."
-    )
-    write_policy: Literal["all", "failures", "corrected"] = Field(
-        "all", description="Which interactions are written: every one, failures only, corrected ones only."
-    )
-    embedder: Literal["minilm", "backbone"] = Field(
-        "minilm", description="MiniLM sentence embeddings or the backbone's mean-pooled hidden states."
-    )
-    min_similarity: float = Field(
-        -1.0, ge=-1, le=1, description="Retrieved memories below this cosine are left out of the prompt."
-    )
-    tool_policy: ToolPolicySettings = Field(
-        default_factory=ToolPolicySettings,
-        description="Who decides when to search: the model (none) or a learned Q-learning policy.",
-    )
 
 
 class HybridSettings(AdapterSettings):

@@ -29,7 +29,7 @@ import random
 from collections.abc import Sequence
 
 from paradigms.agent import ANSWER, SEARCH, Episode
-from paradigms.settings import ToolPolicySettings
+from paradigms.sections import ToolPolicySettings
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, USER_SUBJECT, Protocol
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from tasks.items import Item
 from tasks.protocols import USER_SUBJECT, Protocol
-from tasks.suites import Suite, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import Suite
 from tasks.users import User
 
 
@@ -41,7 +42,7 @@ def _line(seed: int, time: int, item: Item, user: User, protocol: Protocol) -> d
 
 
 def simulated_user_log(
-    suite: Suite, seed: int, length: int, options: TaskOptions, protocol: Protocol
+    suite: Suite, seed: int, length: int, options: TaskSettings, protocol: Protocol
 ) -> tuple[list[dict], int]:
     """One simulated user's log lines (schema dicts, ``tasks.user_logs``) and its held-out count.
 
@@ -65,7 +66,7 @@ def simulated_user_log(
 
 
 def simulated_users_log(
-    suite: Suite, seeds: Sequence[int], length: int, options: TaskOptions, protocol: Protocol
+    suite: Suite, seeds: Sequence[int], length: int, options: TaskSettings, protocol: Protocol
 ) -> tuple[list[dict], int]:
     """Every seed's lines, users in seed order (user k is seed ``seeds[k]``), and the held-out count."""
     lines, counts = [], set()

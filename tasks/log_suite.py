@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from tasks import grammar
 from tasks.items import Item, Query
 from tasks.protocols.base import FORMAT_SUBJECT, USER_SUBJECT, Statement
-from tasks.suites import SUITES, Suite, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES, Suite
 from tasks.user_logs import LogError, LogRecord, UserLog, read_log
 from tasks.users import Profile, User
 from tasks.world import USER_ATTRIBUTES
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # imported where a dataset is built: validating a config neve
     from datasets import Dataset
 
 
-def _log(options: TaskOptions) -> UserLog:
+def _log(options: TaskSettings) -> UserLog:
     if options.path is None:
         raise LogError("task.path: the jsonl suite reads a user-log file; set task.path=FILE")
     return read_log(options.path)
@@ -61,9 +62,9 @@ def _row(log: UserLog, record: LogRecord, search: bool, position: int | None = N
 class LogSuite(Suite):
     """Users, streams and evaluation items read from a user-log file instead of simulated."""
 
-    def user(self, seed: int, options: TaskOptions | None = None) -> User:
+    def user(self, seed: int, options: TaskSettings | None = None) -> User:
         """The ``seed``-th user of the log, with one phase: each key's value on its latest line."""
-        log = _log(options or TaskOptions())
+        log = _log(options or TaskSettings())
         records = log.records[log.user_at(seed)]
         facts: dict[str, str] = {}
         formats: dict[str, str] = {}
@@ -72,7 +73,7 @@ class LogSuite(Suite):
                 facts[record.attribute] = record.answer
             elif record.format is not None:
                 formats[record.attribute] = record.format
-        kinds = (options or TaskOptions()).world.kind_names
+        kinds = (options or TaskSettings()).world.kind_names
         facts = {a: facts[a] for a in sorted(facts, key=lambda a: list(USER_ATTRIBUTES).index(a))}
         formats = {
             k: formats[k] for k in sorted(formats, key=lambda k: (k not in kinds, _index(kinds, k), k))
@@ -80,7 +81,7 @@ class LogSuite(Suite):
         keys = tuple(f"fact:{a}" for a in facts) + tuple(f"format:{k}" for k in formats)
         return User(seed=seed, phases=(Profile(facts, formats),), changed_in=(keys,))
 
-    def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
+    def stream(self, seed: int, length: int, options: TaskSettings) -> Dataset:
         """``length`` rows: the user's learning lines in time order, repeated from the start as needed."""
         from datasets import Dataset
 
@@ -89,7 +90,7 @@ class LogSuite(Suite):
         rows = [_row(log, learning[p % len(learning)], options.search, p) for p in range(length)]
         return Dataset.from_list(rows)
 
-    def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
+    def personal_eval(self, seed: int, options: TaskSettings) -> Dataset:
         """The user's held-out lines without an explicit format request, in time order."""
         from datasets import Dataset
 
@@ -103,7 +104,7 @@ class LogSuite(Suite):
             )
         return Dataset.from_list(rows)
 
-    def instruction_eval(self, seed: int, options: TaskOptions, user: User) -> list[Item]:
+    def instruction_eval(self, seed: int, options: TaskSettings, user: User) -> list[Item]:
         """The user's held-out lines with an explicit format request (scored on the format)."""
         log = _log(options)
         _, held_out = log.split(seed, options.holdout)
@@ -113,10 +114,10 @@ class LogSuite(Suite):
             if r.instruction is not None
         ]
 
-    def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
+    def phase_eval(self, user: User, options: TaskSettings) -> list[list[Item]]:
         return []  # no drift phases
 
-    def updated_eval(self, user: User, options: TaskOptions, phase: int) -> list[Item]:
+    def updated_eval(self, user: User, options: TaskSettings, phase: int) -> list[Item]:
         return []  # no drift phases
 
     def resolve(self, row: dict, user: User, phase: int, world: WorldView | None = None) -> Item:

@@ -17,13 +17,14 @@ Families:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tasks import grammar
 from tasks.items import Item, Query
 from tasks.protocols import FORMATS, USER_SUBJECT, Statement
 from tasks.registry import Registry
+from tasks.settings import TaskSettings
 from tasks.users import Profile, User, make_user
 from tasks.world import USER_ATTRIBUTES
 from tasks.worlds import WorldView, builtin_world
@@ -40,24 +41,6 @@ FACT_VARIANTS = 5
 
 
 @dataclass(frozen=True)
-class TaskOptions:
-    """The task knobs every suite shares (the config's ``task`` section), and the world.
-
-    ``world`` is the world the backbone knows (its protocol's, restricted to the facts the
-    untouched backbone answers right); the runner sets it, the builtin world is the default.
-    """
-
-    search: bool = True
-    feedback: str = "text"
-    search_results: int = 2
-    shared_formats: float = 0.0
-    world: WorldView = field(default_factory=builtin_world, compare=False)
-    #: A user-log file (``jsonl`` suite only; ``tasks.user_logs``) and how much of each user is held out.
-    path: str | None = None
-    holdout: float = 0.2
-
-
-@dataclass(frozen=True)
 class Suite:
     """A task family: its mix of personal and world questions and its number of drift phases."""
 
@@ -69,10 +52,10 @@ class Suite:
     reads_file: bool = False
 
     # -- the user and the world split ---------------------------------------------------------
-    def user(self, seed: int, options: TaskOptions | None = None) -> User:
+    def user(self, seed: int, options: TaskSettings | None = None) -> User:
         """The simulated user for ``seed`` (``options.shared_formats``: see ``make_user``); its format
         preferences are over the options' world's question kinds."""
-        options = options or TaskOptions()
+        options = options or TaskSettings()
         return make_user(
             seed,
             n_phases=self.n_phases,
@@ -81,7 +64,7 @@ class Suite:
         )
 
     # -- the stream ---------------------------------------------------------------------------
-    def stream(self, seed: int, length: int, options: TaskOptions) -> Dataset:
+    def stream(self, seed: int, length: int, options: TaskSettings) -> Dataset:
         """``length`` stream rows in order, deterministic in ``seed`` (columns: see ``_row``)."""
         from datasets import Dataset
 
@@ -98,7 +81,7 @@ class Suite:
         return Dataset.from_list(rows)
 
     # -- evaluation ---------------------------------------------------------------------------
-    def personal_eval(self, seed: int, options: TaskOptions) -> Dataset:
+    def personal_eval(self, seed: int, options: TaskSettings) -> Dataset:
         """Held-out personal evaluation rows: does the agent know this user?
 
         Personal facts are asked as the stream asks them, without a format request, in
@@ -119,10 +102,10 @@ class Suite:
                 rows.append(_row(entity, kind, options.search, variant=0))
         return Dataset.from_list(rows)
 
-    def _eval_questions(self, seed: int, options: TaskOptions) -> list[tuple[str, str]]:
+    def _eval_questions(self, seed: int, options: TaskSettings) -> list[tuple[str, str]]:
         return options.world.eval_questions(random.Random(f"eval-{self.name}-{seed}"))
 
-    def instruction_eval(self, seed: int, options: TaskOptions, user: User) -> list[Item]:
+    def instruction_eval(self, seed: int, options: TaskSettings, user: User) -> list[Item]:
         """Does the agent still follow an explicit format request on this suite's own questions?
 
         Personal facts with every format request; world questions of the preference kinds on the
@@ -156,7 +139,7 @@ class Suite:
         """What the user corrects a response to ``item`` with (see ``correction``)."""
         return correction(item, parsed_value, parsed_format, user, phase)
 
-    def phase_eval(self, user: User, options: TaskOptions) -> list[list[Item]]:
+    def phase_eval(self, user: User, options: TaskSettings) -> list[list[Item]]:
         """Per-phase items of the drift matrix: ``[i]`` asks the items whose value was set in phase i and
         that the user never changes later in the run, against that value.
 
@@ -175,7 +158,7 @@ class Suite:
             for phase, changed in enumerate(user.changed_in)
         ]
 
-    def updated_eval(self, user: User, options: TaskOptions, phase: int) -> list[Item]:
+    def updated_eval(self, user: User, options: TaskSettings, phase: int) -> list[Item]:
         """The items the user has changed by ``phase`` (set after phase 0, still as set then), against
         their value in ``phase``: does the agent give the new value (``eval/updating_accuracy``)."""
         names = [
@@ -190,7 +173,7 @@ class Suite:
             for row in self._owned_rows(name, options)
         ]
 
-    def _owned_rows(self, name: str, options: TaskOptions) -> list[dict]:
+    def _owned_rows(self, name: str, options: TaskSettings) -> list[dict]:
         """The evaluation rows whose truth ``name`` (``fact:dog``, ``format:color``) sets, in this suite."""
         kind, key = name.split(":", 1)
         if kind == "fact" and self.personal_share > 0:

@@ -11,7 +11,8 @@ from experiments.config import load_experiment
 from experiments.run import run_experiment
 from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import Tracker
-from tasks.suites import SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES
 from tests.conftest import SMOKE, TINY, metric_histories
 
 NOISY = {"cost/wall_seconds", "cost/peak_rss_bytes", "cost/generation_seconds", "cost/evaluation_seconds"}
@@ -20,7 +21,7 @@ NOISY_MEMORY = NOISY | {"memory/retrieval_latency_p50_ms", "memory/retrieval_lat
 
 
 def test_streams_and_eval_sets_depend_only_on_suite_and_seed():
-    options = TaskOptions()
+    options = TaskSettings()
     for suite in SUITES.names():
         if SUITES[suite].reads_file:  # a user-log file: tests/test_user_logs.py
             continue

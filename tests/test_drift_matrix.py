@@ -19,7 +19,8 @@ from analysis.stats import continual_learning_metrics
 from experiments.config import load_experiment
 from experiments.run import run_experiment
 from experiments.tracking import Tracker
-from tasks.suites import SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES
 from tests.conftest import SMOKE, TINY
 
 PHASE = "eval/phase_accuracy/{}"
@@ -132,7 +133,7 @@ DRIFT_SUITES = [name for name in SUITES.names() if SUITES[name].n_phases > 1 and
 
 @pytest.mark.parametrize("suite", DRIFT_SUITES)
 def test_the_matrix_scores_only_values_that_still_hold_and_the_changed_ones_apart(suite):
-    options = TaskOptions()
+    options = TaskSettings()
     for seed in range(5):
         user = SUITES[suite].user(seed, options)
         last = len(user.changed_in) - 1

@@ -18,7 +18,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from paradigms.memory.embedders import BackboneEmbedder, MiniLMEmbedder, make_embedder
-from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
+from paradigms.memory.settings import StoreSettings
+from paradigms.memory.store import MemoryRecord, MemoryStore
 
 QUERIES = ("ask my dog ?", "ask my city ?", "ask format color ?", "ask my cat ?")
 LESSONS = (
@@ -287,12 +288,14 @@ def test_nbytes_grows_with_entries(minilm: MiniLMEmbedder) -> None:
 
 
 def test_settings_validation_names_the_field() -> None:
-    with pytest.raises(ValueError, match="index 'annoy' unknown"):
+    with pytest.raises(ValueError, match=r"index\n  Input should be 'flat', 'hnsw' or 'ivf'"):
         StoreSettings(dim=8, index="annoy")
-    with pytest.raises(ValueError, match="capacity must be a positive int"):
+    with pytest.raises(ValueError, match=r"capacity\n  Input should be greater than or equal to 1"):
         StoreSettings(dim=8, capacity=0)
-    with pytest.raises(ValueError, match="contradiction"):
+    with pytest.raises(ValueError, match=r"contradiction\n  Input should be 'replace'"):
         StoreSettings(dim=8, contradiction="newest")
+    with pytest.raises(ValueError, match=r"ivf_train_size must be >= ivf_nlist \(64\)"):
+        StoreSettings(dim=8, ivf_train_size=10)
 
 
 # ------------------------------------------------------------------------------------ index kinds

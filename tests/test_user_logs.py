@@ -14,7 +14,7 @@ from experiments.run import assemble, run_experiment
 from experiments.tracking import Tracker
 from tasks.converters.lamp import LampFormatError, lamp_to_log
 from tasks.log_suite import JSONL
-from tasks.suites import TaskOptions
+from tasks.settings import TaskSettings
 from tasks.user_logs import LogError, grammar_problem, holdout_count, parse_line, read_log, write_log
 from tests.conftest import SMOKE, TINY, metric_histories
 
@@ -160,7 +160,7 @@ def test_the_suite_serves_each_lines_own_answer_and_cycles_the_stream(tmp_path):
             line(time=4, answer="max"),
         ],
     )
-    options = TaskOptions(path=str(path), holdout=2)
+    options = TaskSettings(path=str(path), holdout=2)
     user = JSONL.user(0, options)
     assert user.profile(0).facts == {"dog": "max"} and user.profile(0).formats == {"color": "json"}
     stream = JSONL.stream(0, 5, options)

@@ -3,7 +3,8 @@
 import pytest
 
 from experiments.config import load_experiment
-from tasks.suites import SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES
 from tasks.users import make_user, population_formats
 from tests.conftest import SMOKE
 
@@ -38,9 +39,9 @@ def test_sharing_changes_only_formats_and_nothing_at_zero():
 def test_the_suite_builds_users_from_the_task_options():
     suite = SUITES["preferences"]
     assert suite.user(3) == make_user(3)
-    assert suite.user(3, TaskOptions(shared_formats=1.0)).profile(0).formats == population_formats()
+    assert suite.user(3, TaskSettings(shared_formats=1.0)).profile(0).formats == population_formats()
     config = load_experiment(SMOKE, ["task.suite=preferences", "task.shared_formats=1"]).runs()[0]
-    assert suite.user(0, config.task.options()).profile(0).formats == population_formats()
+    assert suite.user(0, config.task).profile(0).formats == population_formats()
 
 
 def test_a_share_outside_zero_one_is_refused():

@@ -24,9 +24,9 @@ from paradigms.base import Paradigm
 from paradigms.compute import forward_flops, parameter_count
 from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
-from paradigms.memory.store import MemoryRecord, MemoryStore, StoreSettings
+from paradigms.memory.settings import MemorySettings
+from paradigms.memory.store import MemoryRecord, MemoryStore
 from paradigms.session import Interaction, Session
-from paradigms.settings import MemorySettings
 from tasks.items import Item
 
 
@@ -37,17 +37,7 @@ class Memory(Paradigm):
     def __init__(self, settings: MemorySettings, backbone, algorithm=None):
         super().__init__(settings, backbone, algorithm)
         self.embedder = make_embedder(settings.embedder, backbone.model, backbone.tokenizer)
-        self.store = MemoryStore(
-            StoreSettings(
-                dim=self.embedder.dim,
-                index=settings.index,
-                capacity=settings.capacity,
-                eviction=settings.eviction,
-                dedup_threshold=settings.dedup_threshold,
-                contradiction=settings.contradiction,
-            ),
-            self.embedder,
-        )
+        self.store = MemoryStore(settings.store(self.embedder.dim), self.embedder)
         self.latencies_ms: list[float] = []
         self.relevant, self.retrieved = 0, 0
         self.lessons_written = 0

@@ -54,11 +54,9 @@ import faiss
 import numpy as np
 
 from paradigms.memory.embedders import Embedder
+from paradigms.memory.settings import StoreSettings
 from tasks.grammar import normalize
 
-INDEX_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivf")
-EVICTION_POLICIES: tuple[str, ...] = ("oldest", "least_retrieved")
-CONTRADICTION_POLICIES: tuple[str, ...] = ("replace", "keep_both", "newest_first")
 #: Similarity at or above which two memories are duplicates whatever their texts.
 NEAR_IDENTICAL = 0.999
 #: How many nearest neighbours of a new memory the dedup rule looks at.
@@ -84,52 +82,6 @@ class MemoryRecord:
     lesson: str | None = None  # the reflected lesson, if any
     time: int = 0  # feedback events consumed when written (refreshed by a duplicate write)
     times_retrieved: int = 0  # how often search returned it with update_counts=True
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """How a ``MemoryStore`` indexes, deduplicates, resolves contradictions and evicts."""
-
-    dim: int  # embedding width; must equal the embedder's ``dim``
-    index: str = "flat"  # one of INDEX_KINDS
-    capacity: int | None = None  # most memories kept; None: unbounded
-    eviction: str = "oldest"  # one of EVICTION_POLICIES, used when capacity is exceeded
-    dedup_threshold: float | None = 0.95  # see the module docstring; None: never deduplicate
-    contradiction: str = "replace"  # one of CONTRADICTION_POLICIES
-    hnsw_m: int = 32  # HNSW graph degree
-    hnsw_ef_construction: int = 40  # HNSW build beam width
-    hnsw_ef_search: int = 64  # HNSW search beam width (raised to k when k is larger)
-    ivf_nlist: int = 64  # IVF inverted lists
-    ivf_nprobe: int = 8  # IVF lists scanned per query
-    ivf_train_size: int | None = None  # vectors needed to train IVF; None: 39 * ivf_nlist
-
-    def __post_init__(self) -> None:
-        _check_choice("index", self.index, INDEX_KINDS)
-        _check_choice("eviction", self.eviction, EVICTION_POLICIES)
-        _check_choice("contradiction", self.contradiction, CONTRADICTION_POLICIES)
-        _check_positive("dim", self.dim)
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe"):
-            _check_positive(name, getattr(self, name))
-        if self.capacity is not None:
-            _check_positive("capacity", self.capacity)
-        if self.ivf_train_size is not None and self.ivf_train_size < self.ivf_nlist:
-            raise ValueError(f"ivf_train_size must be >= ivf_nlist ({self.ivf_nlist}); raise it or use None")
-        if self.dedup_threshold is not None and not -1.0 <= self.dedup_threshold <= 1.0:
-            raise ValueError("dedup_threshold must be a cosine in [-1, 1] or None to disable deduplication")
-
-    @property
-    def resolved_ivf_train_size(self) -> int:
-        return self.ivf_train_size if self.ivf_train_size is not None else 39 * self.ivf_nlist
-
-
-def _check_choice(name: str, value: str, known: tuple[str, ...]) -> None:
-    if value not in known:
-        raise ValueError(f"{name} {value!r} unknown; use one of: {', '.join(known)}")
-
-
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -536,7 +488,7 @@ class MemoryStore:
     def _store_json(self) -> str:
         meta = {
             "format": STORE_FORMAT,
-            "settings": dataclasses.asdict(self.settings),
+            "settings": self.settings.model_dump(),
             "next_id": self._next_id,
             "embedder": self.embedder_name,
             "index_state": self._index.state(),
@@ -581,7 +533,7 @@ class MemoryStore:
             raise ValueError(
                 f"{source} was embedded with {saved_embedder!r}, not {embedder.name!r}; pass that embedder"
             )
-        store = cls(StoreSettings(**meta["settings"]), embedder)
+        store = cls(StoreSettings.model_validate(meta["settings"]), embedder)
         store.embedder_name = saved_embedder
         store._index = read_index(source / INDEX_FILE, store.settings, meta["index_state"])
         store._next_id = int(meta["next_id"])

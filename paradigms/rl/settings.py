@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from paradigms.settings import SECTION, AlgorithmSettings
+from paradigms.sections import SECTION, AlgorithmSettings
 
 #: Responses per query; a group is generated at once, so its size multiplies a step's memory.
 MAX_GROUP_SIZE = 64
