@@ -13,6 +13,54 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "experiments" / "smoke.yaml"
 TINY = "backbone=builtin:tiny"
+#: The params a run of experiments/smoke.yaml logs (its resolved config flattened with dots, DESIGN.md's
+#: contract), pinned: moving a setting between modules must change none of them, nor a default.
+SMOKE_PARAMS = {
+    "task.suite": "default",
+    "task.path": None,
+    "task.holdout": 0.2,
+    "task.search": True,
+    "task.feedback": "text",
+    "task.search_results": 2,
+    "task.shared_formats": 0.0,
+    "task.max_searches": 2,
+    "task.batch_size": 4,
+    "task.users": "evaluation",
+    "paradigm.name": "frozen",
+    "paradigm.tool_policy.name": "none",
+    "paradigm.tool_policy.epsilon": 0.2,
+    "paradigm.tool_policy.epsilon_decay": 0.97,
+    "paradigm.tool_policy.min_epsilon": 0.0,
+    "paradigm.tool_policy.learning_rate": 0.05,
+    "algorithm.name": "none",
+    "reward.weights.correctness": 1.0,
+    "reward.weights.format": 0.5,
+    "reward.weights.tool_efficiency": 0.2,
+    "reward.weights.search_cost": 0.1,
+    "budget.feedback_events": 16,
+    "evaluation.every": 8,
+    "evaluation.general_items": 12,
+    "generation.max_new_tokens": 32,
+    "generation.temperature": 1.0,
+    "generation.eval_temperature": 0.0,
+    "generation.top_k": 0,
+    "continual.replay": 0.0,
+    "continual.replay_source": "general",
+    "continual.regularizer": "none",
+    "continual.strength": 1.0,
+    "continual.distill": 0.0,
+    "continual.distill_prompts": 16,
+    "continual.fisher_samples": 64,
+    "backbone": "builtin",
+    "protocol": "auto",
+    "device": "auto",
+    "threads": 0,
+    "dtype": "float32",
+    "seed": 0,
+    "tuned_from": "",
+}
+#: Its config hash (every param but the seed): runs before and after a refactoring stay comparable.
+SMOKE_CONFIG_HASH = "fc63bee37b7f"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.config import ConfigError, load_experiment
+from tests.conftest import SMOKE_CONFIG_HASH, SMOKE_PARAMS
 
 runner = CliRunner()
 SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.yaml"
@@ -84,6 +85,13 @@ def test_config_hash_ignores_only_the_seed():
     assert runs[0].config_hash() == runs[1].config_hash()
     other = load_experiment(SMOKE, ["reward.weights.search_cost=0.3"]).runs()[0]
     assert other.config_hash() != runs[0].config_hash()
+
+
+def test_the_smoke_configs_params_and_hash_are_pinned():
+    config = load_experiment(SMOKE).base
+    assert config.flat() == SMOKE_PARAMS
+    assert list(config.flat()) == list(SMOKE_PARAMS)  # the order config show prints them in
+    assert config.config_hash() == SMOKE_CONFIG_HASH
 
 
 def test_flat_params_use_dotted_keys():

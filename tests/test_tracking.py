@@ -15,7 +15,7 @@ from experiments.cli import app
 from experiments.config import load_experiment
 from experiments.run import RunFailed, run_experiment
 from experiments.tracking import EXPERIMENT_KIND_TAG, Tracker, group_labels
-from tests.conftest import ROOT, SMOKE, TINY
+from tests.conftest import ROOT, SMOKE, SMOKE_PARAMS, TINY
 
 CONTRACT_TAGS = {
     "paradigm",
@@ -50,6 +50,13 @@ def test_runs_nest_under_one_parent_with_contract_tags_params_and_steps(tracking
         assert child.info.status == "FINISHED"
         assert child.data.params["reward.weights.search_cost"] == "0.1"
         assert child.data.params["budget.feedback_events"] == "16"
+        seed = int(child.data.tags["seed"])
+        # as MLflow holds them: booleans and None written as JSON (true, null), the rest as str()
+        expected = {**SMOKE_PARAMS, "backbone": "builtin:tiny"}
+        logged = {
+            k: json.dumps(v) if v is None or isinstance(v, bool) else str(v) for k, v in expected.items()
+        }
+        assert child.data.params == {**logged, "seed": str(seed)}  # the whole flattened config, no more
         assert "version.torch" in child.data.tags
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/personal_accuracy")]
         assert steps == [0, 8, 16]  # evaluated at the start, every 8 feedback events, and at the end
@@ -207,7 +214,7 @@ from experiments.config import load_experiment
 from experiments.peak_memory import peak_rss_bytes, reset_peak_rss
 from experiments.run import run_experiment
 from experiments.tracking import Tracker
-from tests.conftest import ROOT, SMOKE, TINY
+from tests.conftest import ROOT, SMOKE, SMOKE_PARAMS, TINY
 
 if not reset_peak_rss():
     print("unsupported")
