@@ -8,7 +8,11 @@ last batch of every phase, so ``R[i, j]`` is phase j's accuracy at the last eval
 stream phase is i (the policy trained through phase i), for every paradigm and algorithm
 whatever its batch size; the evaluation at step 0 (the untrained policy) gives FWT's baseline
 ``b[j]``. ``T`` is the suite's number of phases (or one more than the highest phase logged, for
-an unknown suite).
+a suite the report is not told about).
+
+What the report knows of the task suites (their numbers of phases, and when a stream enters each)
+is passed in as a :class:`DriftSchedule` by the caller (``harness report`` passes the harness's own
+suites): ``analysis`` imports no task code, so a report is built from logged runs alone.
 
 :func:`phase_matrix` is the one rule, a pure function of one run's logged evaluations; the
 rest applies it to the runs of a tidy table.
@@ -16,6 +20,8 @@ rest applies it to the runs of a tidy table.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +31,23 @@ from analysis.names import PARAM_PREFIX, PHASE_ACCURACY_PREFIX, STREAM_PHASE
 from analysis.stats import ContinualLearningMetrics, continual_learning_metrics
 
 BUDGET_PARAM = f"{PARAM_PREFIX}budget.feedback_events"
+
+
+@dataclass(frozen=True)
+class DriftSchedule:
+    """The task suites' drift phases, as a report needs them (passed in; see the module docstring).
+
+    ``phases`` maps a suite's name (a run's ``task`` tag) to its number of drift phases;
+    ``phase_at(events, budget, n_phases)`` is the phase in force after ``events`` feedback events of a
+    ``budget``-event run (the stream's schedule, ``tasks.suites.phase_at``).
+    """
+
+    phases: Mapping[str, int]
+    phase_at: Callable[[int, int, int], int]
+
+    def n_phases(self, suite: str) -> int:
+        """The suite's number of phases; 0 for a suite not in the schedule."""
+        return self.phases.get(suite, 0)
 
 
 class PhaseMatrix(NamedTuple):
@@ -80,14 +103,18 @@ def phase_matrix(
 
 
 def phase_matrices(
-    table: pd.DataFrame, runs: pd.DataFrame, prefix: str = PHASE_ACCURACY_PREFIX
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    prefix: str = PHASE_ACCURACY_PREFIX,
+    drift: DriftSchedule | None = None,
 ) -> tuple[dict[str, PhaseMatrix], list[str]]:
     """``{run_id: PhaseMatrix}`` for the ``runs`` that logged phase accuracies, and notes.
 
     A run that logged phase accuracies but no ``eval/stream_phase`` (logged before the runner
-    recorded it) gets no matrix and a note: its rows cannot be placed.
+    recorded it) gets no matrix and a note: its rows cannot be placed. ``T`` is the run's suite's
+    number of phases in ``drift``, or one more than the highest phase it logged when larger (or
+    without ``drift``).
     """
-    from tasks.suites import SUITES  # the suite's number of phases; pure Python, no torch
 
     wanted = table["metric"].str.startswith(prefix, na=False) | (table["metric"] == STREAM_PHASE)
     rows = table[wanted & table["run_id"].isin(runs["run_id"])]
@@ -105,31 +132,32 @@ def phase_matrices(
             continue
         task = by_id.loc[run_id, "task"]
         highest = int(accuracies["metric"].str.slice(len(prefix)).astype("int64").max())
-        phases = max(highest + 1, SUITES[task].n_phases if task in SUITES.names() else 0)
+        phases = max(highest + 1, drift.n_phases(task) if drift is not None else 0)
         matrices[run_id] = phase_matrix(evaluations, phases, prefix)
     return matrices, notes
 
 
-def phase_changes(runs: pd.DataFrame) -> list[tuple[int, int]]:
+def phase_changes(runs: pd.DataFrame, drift: DriftSchedule | None) -> list[tuple[int, int]]:
     """``(feedback events, phase)`` at which the streams of ``runs`` enter each later drift phase.
 
     From each run's suite and ``param.budget.feedback_events`` through the stream's own schedule
-    (``tasks.suites.phase_at``): the first event count served from phase i, for i >= 1. Runs of
-    single-phase or unknown suites, or without a budget, add nothing. Sorted, without repeats.
+    (``drift.phase_at``): the first event count served from phase i, for i >= 1. Runs of
+    single-phase suites or suites ``drift`` does not name, or without a budget, add nothing (all
+    runs without ``drift``). Sorted, without repeats.
     """
-    from tasks.suites import SUITES, phase_at
-
+    if drift is None:
+        return []
     budgets = pd.to_numeric(
         runs.get(BUDGET_PARAM, pd.Series(index=runs.index, dtype="float64")), errors="coerce"
     )
     changes = set()
     for task, budget in zip(runs["task"], budgets, strict=True):
-        if task not in SUITES.names() or not np.isfinite(budget) or budget <= 0:
+        phases = drift.n_phases(task)
+        if phases < 2 or not np.isfinite(budget) or budget <= 0:
             continue
-        phases = SUITES[task].n_phases
         for phase in range(1, phases):
             first = -(-phase * int(budget) // phases)  # ceil(phase * budget / T)
-            while first > 0 and phase_at(first - 1, int(budget), phases) >= phase:
+            while first > 0 and drift.phase_at(first - 1, int(budget), phases) >= phase:
                 first -= 1
             changes.add((first, phase))
     return sorted(changes)

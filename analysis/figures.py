@@ -30,6 +30,7 @@ Figures (name: content):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -256,8 +257,11 @@ def _curve_panels(runs: pd.DataFrame) -> list[tuple[str, list[str]]]:
     return panels
 
 
-def learning_curves(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
-    """Personal accuracy against feedback events: IQM across seeds with a 95% CI band, per group."""
+def learning_curves(
+    table: pd.DataFrame, out_dir: Path, *, seed: int = 0, drift: continual.DriftSchedule | None = None
+) -> FigureResult:
+    """Personal accuracy against feedback events: IQM across seeds with a 95% CI band, per group; the
+    drift phases' starts marked where ``drift`` knows the runs' suites."""
     name = "learning_curves"
     runs = _finished_runs(table)
     points = _points(table, runs, PERSONAL_ACCURACY)
@@ -269,7 +273,7 @@ def learning_curves(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fig
     panels = _curve_panels(drawn)
     paradigm_of = dict(zip(drawn["group"], drawn["paradigm"], strict=True))
     references = [g for g in styles if paradigm_of[g] in REFERENCE_PARADIGMS]
-    changes = continual.phase_changes(drawn)
+    changes = continual.phase_changes(drawn, drift)
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     with new_figure(
@@ -583,14 +587,16 @@ def forgetting_vs_kl(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fi
     )
 
 
-def phase_heatmap(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
+def phase_heatmap(
+    table: pd.DataFrame, out_dir: Path, *, seed: int = 0, drift: continual.DriftSchedule | None = None
+) -> FigureResult:
     """The drift matrix R (accuracy on phase j after training through phase i), mean over seeds, per group."""
     del seed
     name = "phase_heatmap"
     if not continual.has_phases(table):
         return _skip(name, "no run logged `eval/phase_accuracy/<i>` (no drift suite)")
     runs = _finished_runs(table)
-    matrices, _ = continual.phase_matrices(table, runs)
+    matrices, _ = continual.phase_matrices(table, runs, drift=drift)
     with_matrix = runs[runs["run_id"].isin(matrices)]
     if with_matrix.empty:
         return _skip(name, "no finished run has a drift matrix (see the continual-learning notes)")
@@ -651,9 +657,25 @@ TABLE_FIGURES = (
 )
 
 
-def make_figures(table: pd.DataFrame, out_dir: Path, *, seed: int = 0, study=None) -> list[FigureResult]:
-    """Every figure, in the order above: the table's, then the study's (skipped without a study)."""
-    results = [figure(table, out_dir, seed=seed) for figure in TABLE_FIGURES]
+#: The table's figures that draw drift phases, which need the suites' schedule (``drift``).
+DRIFT_FIGURES = (learning_curves, phase_heatmap)
+
+
+def make_figures(
+    table: pd.DataFrame,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    study=None,
+    drift: continual.DriftSchedule | None = None,
+) -> list[FigureResult]:
+    """Every figure, in the order above: the table's, then the study's (skipped without a study).
+
+    ``drift``: the task suites' drift phases (see ``analysis.continual``); without it, phase starts
+    are not drawn and a drift matrix has as many phases as its runs logged.
+    """
+    figures = [partial(f, drift=drift) if f in DRIFT_FIGURES else f for f in TABLE_FIGURES]
+    results = [figure(table, out_dir, seed=seed) for figure in figures]
     results.append(sweep_pareto(study, out_dir))
     results.append(sweep_importances(study, out_dir, seed=seed))
     return results

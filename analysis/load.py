@@ -75,6 +75,31 @@ def load_runs(experiment_names: Sequence[str], tracking_uri: str | None = None) 
     return tidy_table(rows, configs)
 
 
+def load_table(
+    experiment_names: Sequence[str], tracking_uri: str | None = None, parquet: Path | str | None = None
+) -> pd.DataFrame:
+    """The tidy table of the named experiments: from the MLflow store (:func:`load_runs`), or, with
+    ``parquet``, from an export (:func:`load_parquet`) keeping those experiments (all when none is
+    named). The one way analysis reads runs.
+
+    Raises ``ValueError`` naming an experiment missing from the store or the export.
+    """
+    if parquet is None:
+        return load_runs(experiment_names, tracking_uri)
+    table = load_parquet(parquet)
+    if not experiment_names:
+        return table
+    missing = sorted(set(experiment_names) - set(table["experiment"]))
+    if missing:
+        raise ValueError(
+            f"parquet {parquet} holds no runs of experiment(s) {', '.join(missing)}; "
+            f"it holds {', '.join(sorted(set(table['experiment'])))}"
+        )
+    kept = table[table["experiment"].isin(experiment_names)].reset_index(drop=True)
+    kept.attrs = table.attrs
+    return kept
+
+
 def tidy_table(rows: Iterable[dict], configs: dict[str, list[dict[str, str]]] | None = None) -> pd.DataFrame:
     """Rows (dicts with the run columns, ``param.*`` keys and the metric columns) as the sorted tidy table."""
     frame = pd.DataFrame(list(rows))

@@ -33,10 +33,11 @@ import mlflow
 import pandas as pd
 
 from analysis import tables
+from analysis.continual import DriftSchedule
 from analysis.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from analysis.figures import FigureResult, make_figures
 from analysis.formats import display_table, latex_table, write_csv
-from analysis.load import CONFIGS_ATTR, load_parquet, load_runs, resolve_tracking_uri, save_parquet
+from analysis.load import CONFIGS_ATTR, load_table, resolve_tracking_uri, save_parquet
 from analysis.names import KIND_TAG, PARAM_PREFIX
 from analysis.runs import finished, run_table, unfinished
 from analysis.serving_figure import serving_blocks
@@ -76,6 +77,7 @@ def build_report(
     parquet: Path | None = None,
     study=None,
     seed: int = 0,
+    drift: DriftSchedule | None = None,
 ) -> ReportResult:
     """Build the report of ``experiment_names`` into ``out_dir`` (see the module docstring).
 
@@ -89,6 +91,10 @@ def build_report(
             :func:`analysis.load.save_parquet`, to rebuild without the store.
         study: an ``optuna.Study`` whose Pareto front and parameter importances are drawn.
         seed: seeds every bootstrap interval and the importance evaluator.
+        drift: the task suites' drift phases (``analysis.continual.DriftSchedule``; ``harness report``
+            passes the harness's suites): without it, the continual-learning table and the phase
+            heatmap size each run's matrix by the phases it logged, and learning curves mark no
+            phase starts.
 
     Raises:
         ValueError: an experiment is missing from the store or the parquet file.
@@ -96,7 +102,7 @@ def build_report(
     out_dir = Path(out_dir)
     if not experiment_names and parquet is None:
         raise ValueError("name at least one experiment (--experiment NAME) or give a parquet export")
-    table = _load(experiment_names, tracking_uri, parquet)
+    table = load_table(experiment_names, tracking_uri, parquet)
     names = experiment_names or sorted(table["experiment"].unique())
     out_dir.mkdir(parents=True, exist_ok=True)
     parquet_out = save_parquet(table, out_dir / "runs.parquet")
@@ -105,7 +111,7 @@ def build_report(
 
     main = tables.comparison_table(table, done, seed=seed, reps=DEFAULT_BOOTSTRAP_REPS)
     learning = tables.learning_table(table, done, seed=seed)
-    continual, continual_notes = tables.continual_table(table, done, seed=seed)
+    continual, continual_notes = tables.continual_table(table, done, seed=seed, drift=drift)
     main_display = display_table(main, tables.MAIN_COLUMNS)
     notes = tables.notes_table(table, done, seed=seed)
     table_csv = write_csv(main, out_dir / "table.csv")
@@ -123,7 +129,7 @@ def build_report(
 
     for stale in sorted((out_dir / FIGURES_DIR).glob("*.p[dn][fg]")):  # figures of an earlier build
         stale.unlink()
-    figures = tuple(make_figures(table, out_dir / FIGURES_DIR, seed=seed, study=study))
+    figures = tuple(make_figures(table, out_dir / FIGURES_DIR, seed=seed, study=study, drift=drift))
     blocks = [
         Heading(1, f"Report: {', '.join(names)}"),
         *_overview(names, runs, done, failed, seed),
@@ -190,26 +196,6 @@ def log_report(tracker_uri: str | None, experiment_name: str, out_dir: Path) -> 
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _load(experiment_names: list[str], tracking_uri: str | None, parquet: Path | None) -> pd.DataFrame:
-    if parquet is None:
-        return load_runs(experiment_names, tracking_uri)
-    table = load_parquet(parquet)
-    if not experiment_names:
-        return table
-    missing = sorted(set(experiment_names) - set(table["experiment"]))
-    if missing:
-        raise ValueError(
-            f"parquet {parquet} holds no runs of experiment(s) {', '.join(missing)}; "
-            f"it holds {', '.join(sorted(set(table['experiment'])))}"
-        )
-    kept = table[table["experiment"].isin(experiment_names)].reset_index(drop=True)
-    kept.attrs = table.attrs
-    return kept
 
 
 # --------------------------------------------------------------------------- sections

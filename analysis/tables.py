@@ -166,16 +166,22 @@ def learning_table(
 
 
 def continual_table(
-    table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    seed: int,
+    reps: int = DEFAULT_BOOTSTRAP_REPS,
+    drift: continual.DriftSchedule | None = None,
 ) -> tuple[pd.DataFrame | None, list[str]]:
     """ACC, BWT and FWT per group from the drift matrices, and the final ``eval/updating_accuracy``
     (the items the user changed, against their new value), or None when no run logged phases.
 
-    Returns the table and notes about runs whose matrix lacked the entries a metric needs.
+    Returns the table and notes about runs whose matrix lacked the entries a metric needs. ``drift``:
+    the task suites' drift phases (see ``analysis.continual``).
     """
     if not continual.has_phases(table):
         return None, []
-    matrices, notes = continual.phase_matrices(table, runs)
+    matrices, notes = continual.phase_matrices(table, runs, drift=drift)
     metrics, metric_notes = continual.run_metrics(
         matrices, dict(zip(runs["run_id"], runs["run_name"], strict=True))
     )

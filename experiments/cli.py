@@ -373,7 +373,12 @@ def report(
 
     try:
         result = build_report(
-            names, uri if parquet is None else None, out, parquet=parquet, study=_study_for(names)
+            names,
+            uri if parquet is None else None,
+            out,
+            parquet=parquet,
+            study=_study_for(names),
+            drift=drift_schedule(),
         )
     except ValueError as error:
         _fail(str(error), 2)
@@ -383,6 +388,14 @@ def report(
     typer.echo(f"report: {result.html.resolve()}")
     typer.echo(f"tables: {result.table_csv} {result.table_tex}; figures in {out / 'figures'}")
     typer.echo("open the runs with: harness ui")
+
+
+def drift_schedule():
+    """The harness's task suites' drift phases, for the report (analysis imports no task code)."""
+    from analysis.continual import DriftSchedule
+    from tasks.suites import SUITES, phase_at
+
+    return DriftSchedule({name: SUITES[name].n_phases for name in SUITES.names()}, phase_at)
 
 
 def _study_for(names: list[str]):

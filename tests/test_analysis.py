@@ -27,6 +27,7 @@ from analysis import continual, figures, tables
 from analysis.load import CONFIGS_ATTR, load_parquet, load_runs, save_parquet, tidy_table
 from analysis.report import build_report, log_report
 from analysis.runs import finished, run_table
+from experiments.cli import drift_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "synthetic"
@@ -202,7 +203,9 @@ def table(store) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def report(store, tmp_path_factory):
-    return build_report([EXPERIMENT], store, tmp_path_factory.mktemp("report"), seed=0)
+    return build_report(
+        [EXPERIMENT], store, tmp_path_factory.mktemp("report"), seed=0, drift=drift_schedule()
+    )
 
 
 # --------------------------------------------------------------------------- tidy table
@@ -444,8 +447,11 @@ def test_html_is_self_contained_with_data_uri_images(report):
 
 
 def test_tables_are_byte_identical_when_rebuilt_from_the_store_and_from_parquet(report, store, tmp_path):
-    again = build_report([EXPERIMENT], store, tmp_path / "again", seed=0)
-    offline = build_report([EXPERIMENT], None, tmp_path / "offline", parquet=report.parquet, seed=0)
+    drift = drift_schedule()  # the same inputs as the report's: its runs and the suites' schedule
+    again = build_report([EXPERIMENT], store, tmp_path / "again", seed=0, drift=drift)
+    offline = build_report(
+        [EXPERIMENT], None, tmp_path / "offline", parquet=report.parquet, seed=0, drift=drift
+    )
     for rebuilt in (again, offline):
         for original, copy in zip(report.tables, rebuilt.tables, strict=True):
             assert original.name == copy.name
@@ -469,15 +475,54 @@ def test_unknown_experiment_is_one_clear_error(store, tmp_path):
         build_report(["nope"], store, tmp_path)
 
 
-def test_analysis_imports_no_torch_and_no_training_package():
-    # analysis reads two pure modules beside its own: tasks.suites (the phase schedule) and
-    # experiments.metrics (the metric names); nothing that trains
+def test_phase_changes_and_matrix_sizes_come_from_the_drift_schedule_passed_in():
+    runs = pd.DataFrame(
+        {"run_id": ["a", "b"], "task": ["drift", "default"], "param.budget.feedback_events": ["90", "400"]}
+    )
+    schedule = continual.DriftSchedule(
+        {"drift": 3, "default": 2}, lambda events, budget, n: events * n // budget
+    )
+    assert continual.phase_changes(runs, schedule) == [(30, 1), (60, 2), (200, 1)]
+    assert continual.phase_changes(runs, None) == []  # without the suites' facts, no phase starts
+    assert continual.phase_changes(runs, continual.DriftSchedule({}, schedule.phase_at)) == []
+    # a drift run that logged phases 0 and 1 only: T is its suite's 3 with the schedule, 2 without
+    table = pd.DataFrame(
+        {
+            "run_id": ["a"] * 4,
+            "metric": [
+                "eval/phase_accuracy/0",
+                "eval/phase_accuracy/1",
+                "eval/stream_phase",
+                "eval/phase_accuracy/0",
+            ],
+            "step": [0, 0, 30, 30],
+            "value": [0.1, 0.2, 0.0, 0.5],
+        }
+    )
+    listed = pd.DataFrame({"run_id": ["a"], "run_name": ["frozen-drift-s0"], "task": ["drift"]})
+    with_schedule, _ = continual.phase_matrices(table, listed, drift=schedule)
+    without, _ = continual.phase_matrices(table, listed)
+    assert with_schedule["a"].accuracy.shape == (3, 3) and without["a"].accuracy.shape == (2, 2)
+    assert with_schedule["a"].accuracy[0, 0] == 0.5
+
+
+def test_the_harness_passes_its_suites_schedule_to_the_report():
+    from tasks.suites import SUITES, phase_at
+
+    schedule = drift_schedule()
+    assert schedule.phases == {name: SUITES[name].n_phases for name in SUITES.names()}
+    assert schedule.phases["drift"] == 3 and schedule.phase_at is phase_at
+
+
+def test_analysis_imports_no_torch_no_task_code_and_no_training_package():
+    # analysis reads one pure module beside its own, experiments.metrics (the metric names); the task
+    # suites' facts are passed in (DriftSchedule), so a report needs only the logged runs
     code = (
         "import sys\n"
         "import analysis.load, analysis.figures, analysis.report, analysis.tables, analysis.continual\n"
         "from analysis import continual\n"
-        "import tasks.suites\n"
         "bad = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules]\n"
+        "bad += [m for m in sys.modules if m == 'tasks' or m.startswith('tasks.')]\n"
         "bad += [m for m in sys.modules if m == 'paradigms' or m.startswith('paradigms.')]\n"
         "bad += [m for m in sys.modules if m.startswith('experiments.') and m != 'experiments.metrics']\n"
         "print(','.join(bad))\n"
