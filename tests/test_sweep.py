@@ -174,7 +174,7 @@ def test_a_sweep_killed_mid_trial_resumes_to_exactly_n_trials(tmp_path, tracking
     assert all(c.data.tags["error"] == "worker died" for c in dead)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 def test_two_local_workers_complete_the_study_without_losing_or_repeating_trials(
     tmp_path, tracking_uri, tiny_base
 ):
@@ -187,7 +187,7 @@ def test_two_local_workers_complete_the_study_without_losing_or_repeating_trials
         env=subprocess_env(tracking_uri),
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=380,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "best trial of study 'tsweep'" in done.stdout
