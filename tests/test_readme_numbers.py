@@ -1,8 +1,9 @@
 """Every number the README quotes from a results table is the committed table's value, as rounded there.
 
 Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
-paragraph quotes from ``continual.csv``, and the SmolLM2 table (first and last evaluation of each run
-in ``results/comparison-smollm2/runs.parquet``). Reading the committed files only: no run, no store.
+paragraph quotes from ``continual.csv``, the SmolLM2 table (first and last evaluation of each run
+in ``results/comparison-smollm2/runs.parquet``) and the hybrid sentence (``results/hybrid/table.csv``).
+Reading the committed files only: no run, no store.
 """
 
 from __future__ import annotations
@@ -118,3 +119,11 @@ def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation():
             assert pd.isna(rate) or run.algorithm == "none", group
         else:
             assert float(row["learning rate"]) == float(rate), group
+
+
+def test_the_hybrid_sentence_quotes_the_committed_hybrid_table():
+    table = pd.read_csv(RESULTS / "hybrid" / "table.csv").set_index("group")
+    worst, memory = re.search(r"does worst \((\S+) against memory's (\S+)\)", README).groups()
+    accuracy = table["personal_accuracy.iqm"]
+    assert accuracy.idxmin() == "hybrid/grpo (paradigm.route=kind)"  # facts to memory, habits to the adapter
+    assert same_decimals(worst, accuracy.min()) and same_decimals(memory, accuracy["memory"])
