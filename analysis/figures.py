@@ -13,8 +13,10 @@ Figures (name: content):
 - ``learning_curves``: personal accuracy against feedback events with CI bands, one panel for
   the paradigms without an RL algorithm and one per paradigm with one (the frozen floor and the
   oracle ceiling repeated thin in each), on one shared y-axis, drift phase changes marked;
-- ``learning_vs_forgetting``: final personal accuracy against final general-probe forgetting,
-  one point per run, group means with CIs as error bars;
+- ``learning_curves_by_questions``: the same against user questions (a GRPO group of 8 is 8
+  feedback events and one question), for runs that logged ``cost/user_questions``;
+- ``learning_vs_forgetting``: final personal accuracy against final knowledge forgetting and, in
+  a second panel, instruction override, one point per run, group means with CIs as error bars;
 - ``accuracy_vs_compute``: final personal accuracy against train FLOPs and wall seconds, one
   point per run, with the Pareto front (least cost, most accuracy) drawn as its staircase;
 - ``search_calls``: search calls per query over feedback events for each search-cost weight,
@@ -43,6 +45,7 @@ from analysis import continual
 from analysis.aggregate import scores_matrix, summarize
 from analysis.names import (
     FORGETTING,
+    INSTRUCTION_FORGETTING,
     KL_TO_BASE,
     PARAM_PREFIX,
     PERSONAL_ACCURACY,
@@ -50,6 +53,7 @@ from analysis.names import (
     SEARCH_CALLS_PER_QUERY,
     TOTAL_FLOPS,
     TRAIN_REWARD_PREFIX,
+    USER_QUESTIONS,
     WALL_SECONDS,
     reward_metric,
 )
@@ -61,6 +65,7 @@ from analysis.runs import (
     forgetting_values,
     group_label,
     ordered_groups,
+    question_curves,
     run_table,
     sort_runs,
 )
@@ -73,6 +78,7 @@ __all__ = [
     "accuracy_vs_compute",
     "forgetting_vs_kl",
     "learning_curves",
+    "learning_curves_by_questions",
     "learning_vs_forgetting",
     "make_figures",
     "pareto_front",
@@ -262,9 +268,41 @@ def learning_curves(
 ) -> FigureResult:
     """Personal accuracy against feedback events: IQM across seeds with a 95% CI band, per group; the
     drift phases' starts marked where ``drift`` knows the runs' suites."""
-    name = "learning_curves"
     runs = _finished_runs(table)
-    points = _points(table, runs, PERSONAL_ACCURACY)
+    return _learning_curves(
+        "learning_curves",
+        _points(table, runs, PERSONAL_ACCURACY),
+        runs,
+        out_dir,
+        seed,
+        "feedback events",
+        drift,
+    )
+
+
+def learning_curves_by_questions(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
+    """Personal accuracy against user questions (``cost/user_questions``), as :func:`learning_curves`."""
+    runs = _finished_runs(table)
+    points = question_curves(table, PERSONAL_ACCURACY).merge(runs[_RUN_KEYS], on="run_id", how="inner")
+    if points.empty:
+        return _skip(
+            "learning_curves_by_questions",
+            f"no finished run logged `{PERSONAL_ACCURACY}` and `{USER_QUESTIONS}`",
+        )
+    return _learning_curves("learning_curves_by_questions", points, runs, out_dir, seed, "user questions")
+
+
+def _learning_curves(
+    name: str,
+    points: pd.DataFrame,
+    runs: pd.DataFrame,
+    out_dir: Path,
+    seed: int,
+    axis: str,
+    drift: continual.DriftSchedule | None = None,
+) -> FigureResult:
+    """The learning-curve panels of ``points`` (personal accuracy, ``step`` on the x-axis named ``axis``;
+    the drift phases' starts marked where ``drift`` knows the runs' suites, on the feedback-event axis)."""
     if points.empty:
         return _skip(name, f"no finished run logged `{PERSONAL_ACCURACY}`")
     summary = _curve_summary(points, ["group"], seed)
@@ -273,7 +311,8 @@ def learning_curves(
     panels = _curve_panels(drawn)
     paradigm_of = dict(zip(drawn["group"], drawn["paradigm"], strict=True))
     references = [g for g in styles if paradigm_of[g] in REFERENCE_PARADIGMS]
-    changes = continual.phase_changes(drawn, drift)
+    # phase changes fall at feedback events; against questions they differ per group size
+    changes = continual.phase_changes(drawn, drift) if axis == "feedback events" else []
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     with new_figure(
@@ -305,7 +344,7 @@ def learning_curves(
                     lw=1.4,
                 )
             _phase_lines(ax, changes)
-            ax.set(title=title, xlabel="feedback events", ylim=(-0.02, 1.02))
+            ax.set(title=title, xlabel=axis, ylim=(-0.02, 1.02))
             ax.legend(
                 [_handle(styles[g], line=True) for g in members],
                 members,
@@ -328,54 +367,75 @@ def learning_curves(
     return FigureResult(
         name,
         paths,
-        caption="Personal accuracy against feedback events: IQM across seeds, shaded 95% "
+        caption=f"Personal accuracy against {axis}: IQM across seeds, shaded 95% "
         f"stratified-bootstrap CI.{reference_note}{phase_note}",
     )
 
 
+#: learning_vs_forgetting's panels: (per-run column, x-axis label, panel title).
+_FORGETTING_PANELS = (
+    ("forgetting", "knowledge forgetting\n(base minus final, lower is better)", "world knowledge"),
+    ("override", "instruction override\n(base minus final, lower is better)", "explicit format requests"),
+)
+
+
 def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> FigureResult:
-    """Final personal accuracy against final forgetting, per run, with group means and 95% CIs."""
+    """Final personal accuracy against final knowledge forgetting (left) and, where runs logged it,
+    instruction override (right), per run, with group means and 95% CIs."""
     name = "learning_vs_forgetting"
     runs = _finished_runs(table)
-    frame = _per_run(
-        runs, accuracy=final_values(table, PERSONAL_ACCURACY), forgetting=forgetting_values(table)
-    )
-    if frame.empty:
+    accuracy = final_values(table, PERSONAL_ACCURACY)
+    frames = [
+        _per_run(runs, accuracy=accuracy, forgetting=forgetting_values(table)),
+        _per_run(runs, accuracy=accuracy, override=final_values(table, INSTRUCTION_FORGETTING)),
+    ]
+    if frames[0].empty:
         return _skip(name, f"no finished run logged both `{PERSONAL_ACCURACY}` and `{FORGETTING}`")
-    styles = _styles(frame)
-    with new_figure(width=MAX_WIDTH, height=3.9) as (figure, axes):
-        ax = axes[0, 0]
-        _scatter_runs(ax, frame, "forgetting", "accuracy", styles)
-        for group, style in styles.items():
-            members = frame[frame["group"] == group]
-            x, x_low, x_high = _mean_ci(members, "forgetting", seed)
-            y, y_low, y_high = _mean_ci(members, "accuracy", seed)
-            ax.errorbar(
-                [x],
-                [y],
-                xerr=[[x - x_low], [x_high - x]],
-                yerr=[[y - y_low], [y_high - y]],
-                fmt=style.marker,
-                color=style.color,
-                markersize=9,
-                markeredgecolor="black",
-                markeredgewidth=0.6,
-                elinewidth=1.2,
-                capsize=3,
-                zorder=5,
-            )
-        ax.set(
-            xlabel="final forgetting (base minus final general-probe accuracy, lower is better)",
-            ylabel="final personal accuracy",
-        )
-        _legend_right(ax, styles, list(styles))
+    panels = [
+        (frame, *spec) for frame, spec in zip(frames, _FORGETTING_PANELS, strict=True) if not frame.empty
+    ]
+    styles = _styles(pd.concat([frame for frame, *_ in panels]))
+    with new_figure(1, len(panels), width=MAX_WIDTH, height=3.9, sharey=True) as (figure, axes):
+        for ax, (frame, column, xlabel, title) in zip(axes[0], panels, strict=True):
+            _scatter_runs(ax, frame, column, "accuracy", styles)
+            for group, style in styles.items():
+                members = frame[frame["group"] == group]
+                if members.empty:
+                    continue
+                x, x_low, x_high = _mean_ci(members, column, seed)
+                y, y_low, y_high = _mean_ci(members, "accuracy", seed)
+                ax.errorbar(
+                    [x],
+                    [y],
+                    xerr=[[x - x_low], [x_high - x]],
+                    yerr=[[y - y_low], [y_high - y]],
+                    fmt=style.marker,
+                    color=style.color,
+                    markersize=9,
+                    markeredgecolor="black",
+                    markeredgewidth=0.6,
+                    elinewidth=1.2,
+                    capsize=3,
+                    zorder=5,
+                )
+            ax.axvline(0, color="0.4", lw=0.8, ls=":", zorder=1)
+            ax.set(xlabel=xlabel, title=title if len(panels) > 1 else None)
+        axes[0, 0].set_ylabel("final personal accuracy")
+        _legend_right(axes[0, -1], styles, list(styles))
         paths = save_figure(figure, out_dir, name)
+    override_note = (
+        " Right: instruction override, the untouched base's share of the suite's own questions answered "
+        "in an explicitly requested format (other than the user's habit) minus the final share."
+        if len(panels) > 1
+        else ""
+    )
     return FigureResult(
         name,
         paths,
-        caption="Learning versus forgetting (the untouched base's general-probe accuracy minus the "
-        "final one; negative is a gain): one small marker per run; large markers are group "
-        "means with 95% stratified-bootstrap CIs.",
+        caption="Learning versus forgetting. Left: knowledge forgetting, the untouched base's accuracy "
+        "on world facts no stream asks about (value alone) minus the final one; negative is a gain."
+        f"{override_note} One small marker per run; large markers are group means with 95% "
+        "stratified-bootstrap CIs.",
     )
 
 
@@ -572,7 +632,7 @@ def forgetting_vs_kl(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fi
             )
         ax.set(
             xlabel="final KL to the base model" + (" (symlog)" if scale == "symlog" else ""),
-            ylabel="final forgetting (general probe)",
+            ylabel="final knowledge forgetting",
         )
         _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)
@@ -648,6 +708,7 @@ def phase_heatmap(
 
 TABLE_FIGURES = (
     learning_curves,
+    learning_curves_by_questions,
     learning_vs_forgetting,
     accuracy_vs_compute,
     search_calls,

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from experiments.metrics import (  # noqa: F401  (re-exported for the analysis modules)
     BASE_GENERAL_ACCURACY,
+    BASE_GENERAL_KNOWLEDGE,
     CONTEXT_TOKENS_PER_QUERY,
     DIRECTIONS,
     FORGETTING,
     FORMAT_COMPLIANCE,
     GENERAL_ACCURACY,
     GENERAL_ACCURACY_WITHOUT_NOTES,
+    GENERAL_KNOWLEDGE,
+    GENERAL_KNOWLEDGE_WITHOUT_NOTES,
     GENERATED_TOKENS,
     HIGHER,
     INFERENCE_FLOPS,
+    INSTRUCTION_FOLLOWING,
+    INSTRUCTION_FORGETTING,
     KL_TO_BASE,
     LOWER,
     PEAK_RSS_BYTES,
@@ -33,6 +38,7 @@ from experiments.metrics import (  # noqa: F401  (re-exported for the analysis m
     TRAIN_REWARD_COMPONENT,
     TRAINABLE_PARAMS,
     UPDATING_ACCURACY,
+    USER_QUESTIONS,
     WALL_SECONDS,
 )
 

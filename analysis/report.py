@@ -116,12 +116,9 @@ def build_report(
     notes = tables.notes_table(table, done, seed=seed)
     table_csv = write_csv(main, out_dir / "table.csv")
     table_tex = out_dir / "table.tex"
-    table_tex.write_text(
-        latex_table(
-            main_display, "IQM [95% stratified-bootstrap CI] over finished runs; n = runs per group."
-        ),
-        encoding="utf-8",
-    )
+    small_groups = tables.small_group_note(main)
+    caption = f"IQM [95% stratified-bootstrap CI] over finished runs; n = runs per group. {small_groups}"
+    table_tex.write_text(latex_table(main_display, caption.strip()), encoding="utf-8")
     learning_csv = write_csv(learning, out_dir / "learning.csv")
     continual_csv = write_csv(continual, out_dir / "continual.csv") if continual is not None else None
     if continual is None and (out_dir / "continual.csv").exists():
@@ -139,7 +136,7 @@ def build_report(
             "runs with a 95% stratified-bootstrap CI (strata: task suites), n = finished runs. "
             "LR is the group's learning rate; Tuned on, the budget of the study that chose it "
             "(trials x tuning users x feedback events; see the runs' `tuned_from`). "
-            "Also in `table.csv` and `table.tex`."
+            f"Also in `table.csv` and `table.tex`. {small_groups}".strip()
         ),
         _table_or_note(main_display),
         *_notes_blocks(notes),
@@ -227,7 +224,9 @@ def _learning_blocks(learning: pd.DataFrame) -> list[Block]:
         Paragraph(
             "Area under the personal-accuracy curve (normalized: the curve's mean accuracy over the run) "
             f"and feedback events to first reach {tables.TARGET_ACCURACY:g} personal accuracy, over the "
-            "runs that reached it (`Reached`). IQM [95% CI]. Also in `learning.csv`."
+            "runs that reached it (`Reached`); Questions counts the same point in user questions (a "
+            "group of 8 scored responses is 8 feedback events and 1 question). IQM [95% CI]. Also in "
+            "`learning.csv`."
         ),
         _table_or_note(display),
     ]
@@ -260,9 +259,9 @@ def _notes_blocks(notes: pd.DataFrame | None) -> list[Block]:
         return []
     return [
         Paragraph(
-            "Forgetting is the untouched base's general-probe accuracy minus the final one. For the groups "
+            "Forgetting is the untouched base's knowledge-probe accuracy minus the final one. For the groups "
             "that place notes in the prompt, From notes is the part the notes cause: the same model's "
-            "general-probe accuracy without its notes minus with them (the rest is what its weights lost)."
+            "knowledge-probe accuracy without its notes minus with them (the rest is what its weights lost)."
         ),
         Table(display_table(notes, tables.NOTES_COLUMNS)),
     ]

@@ -14,12 +14,15 @@ import pandas as pd
 
 from analysis.load import RUN_COLUMNS
 from analysis.names import (
-    BASE_GENERAL_ACCURACY,
+    BASE_GENERAL_KNOWLEDGE,
     FINISHED,
     FORGETTING,
     GENERAL_ACCURACY,
     GENERAL_ACCURACY_WITHOUT_NOTES,
+    GENERAL_KNOWLEDGE,
+    GENERAL_KNOWLEDGE_WITHOUT_NOTES,
     PARAM_PREFIX,
+    USER_QUESTIONS,
     paradigm_rank,
 )
 from analysis.stats import final_forgetting
@@ -104,18 +107,33 @@ def curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows.sort_values(["run_id", "step"], kind="mergesort").reset_index(drop=True)
 
 
-def forgetting_values(table: pd.DataFrame) -> pd.Series:
-    """Final ``eval/forgetting`` per run (the untouched base's general accuracy minus the final one).
+def question_curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric``'s curve against user questions instead of feedback events: columns run_id, step (the
+    user questions answered by then, ``cost/user_questions``, int), value; only runs that logged both,
+    at the steps where both were logged, sorted by run and step. (A group of 8 responses is 8 feedback
+    events and one user question.)"""
+    points = curves(table, metric)
+    questions = curves(table, USER_QUESTIONS).rename(columns={"value": "questions"})
+    joined = points.merge(questions, on=["run_id", "step"], how="inner")
+    frame = pd.DataFrame(
+        {"run_id": joined["run_id"], "step": joined["questions"].astype("int64"), "value": joined["value"]}
+    )
+    return frame.sort_values(["run_id", "step"], kind="mergesort").reset_index(drop=True)
 
-    A run that logged the base's accuracy but not ``eval/forgetting`` gets it computed by the same
-    definition (``analysis.stats.final_forgetting``); a run with neither is absent.
+
+def forgetting_values(table: pd.DataFrame) -> pd.Series:
+    """Final ``eval/forgetting`` per run (the untouched base's knowledge-probe accuracy minus the final one).
+
+    A run that logged the base's knowledge but not ``eval/forgetting`` gets it computed by the same
+    definition (``analysis.stats.final_forgetting``); a run with neither is absent. (Runs logged before
+    the knowledge probe existed logged ``eval/forgetting`` on the general probe: README, "Forgetting".)
     """
     logged = final_values(table, FORGETTING)
-    base = final_values(table, BASE_GENERAL_ACCURACY)
-    general = curves(table, GENERAL_ACCURACY)
+    base = final_values(table, BASE_GENERAL_KNOWLEDGE)
+    knowledge = curves(table, GENERAL_KNOWLEDGE)
     computed = {
         run_id: final_forgetting(points["value"].to_numpy(), base[run_id])
-        for run_id, points in general.groupby("run_id", sort=True)
+        for run_id, points in knowledge.groupby("run_id", sort=True)
         if run_id not in logged.index and run_id in base.index
     }
     return pd.concat([logged, pd.Series(computed, dtype="float64")]).sort_index()
@@ -124,13 +142,21 @@ def forgetting_values(table: pd.DataFrame) -> pd.Series:
 def notes_forgetting_values(table: pd.DataFrame) -> pd.Series:
     """Per run that places notes in its prompts: the part of its final forgetting its notes cause.
 
-    ``eval/general_accuracy_without_notes - eval/general_accuracy`` at the last evaluation (the same
-    model answering the general probe without and with its notes); absent for runs without notes.
+    ``eval/general_knowledge_without_notes - eval/general_knowledge`` at the last evaluation (the same
+    model answering the knowledge probe without and with its notes); for runs logged before that probe,
+    the general probe's ``eval/general_accuracy_without_notes - eval/general_accuracy``, which their
+    ``eval/forgetting`` was measured on. Absent for runs without notes.
     """
-    without = final_values(table, GENERAL_ACCURACY_WITHOUT_NOTES)
-    general = final_values(table, GENERAL_ACCURACY)
-    shared = without.index.intersection(general.index)
-    return (without[shared] - general[shared]).astype("float64")
+    parts = []
+    for without_metric, with_metric in (
+        (GENERAL_KNOWLEDGE_WITHOUT_NOTES, GENERAL_KNOWLEDGE),
+        (GENERAL_ACCURACY_WITHOUT_NOTES, GENERAL_ACCURACY),
+    ):
+        without, with_notes = final_values(table, without_metric), final_values(table, with_metric)
+        shared = without.index.intersection(with_notes.index)
+        shared = shared.difference(*[part.index for part in parts]) if parts else shared
+        parts.append((without[shared] - with_notes[shared]).astype("float64"))
+    return pd.concat(parts).sort_index()
 
 
 def with_values(runs: pd.DataFrame, values: pd.Series, name: str = "value") -> pd.DataFrame:

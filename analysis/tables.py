@@ -28,7 +28,14 @@ from analysis.names import (
     UPDATING_ACCURACY,
     WALL_SECONDS,
 )
-from analysis.runs import GROUP_COLUMNS, curves, final_values, forgetting_values, notes_forgetting_values
+from analysis.runs import (
+    GROUP_COLUMNS,
+    curves,
+    final_values,
+    forgetting_values,
+    notes_forgetting_values,
+    question_curves,
+)
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
 
 TARGET_ACCURACY = 0.8
@@ -56,7 +63,7 @@ MAIN_COLUMNS = (
 #: In ``table.csv`` after the displayed columns (the report's table shows the total, which includes it).
 TRAIN_FLOPS_COLUMN = Column("train_flops", "Train FLOPs", LOWER, ".3g")
 #: Groups whose runs place notes in the prompt (memory, hybrid, oracle): forgetting, and the
-#: general-probe accuracy the same model loses to its notes (without minus with them, final).
+#: knowledge-probe accuracy the same model loses to its notes (without minus with them, final).
 NOTES_COLUMNS = (
     Column("forgetting", "Forgetting", LOWER, ".3f"),
     Column("notes_forgetting", "From notes", LOWER, ".3f"),
@@ -73,6 +80,7 @@ _MAIN_METRICS = {
 LEARNING_COLUMNS = (
     Column("auc", "AUC (mean acc.)", HIGHER, ".3f"),
     Column("events_to_target", f"Events to {TARGET_ACCURACY:g}", LOWER, ".0f"),
+    Column("questions_to_target", f"Questions to {TARGET_ACCURACY:g}", LOWER, ".0f"),
 )
 CONTINUAL_COLUMNS = (
     Column("acc", "ACC", HIGHER, ".3f"),
@@ -89,13 +97,31 @@ SETTING_PARAMS = {
 }
 
 
+#: The IQM trims ``int(0.25 * n)`` scores from each end: below this many runs it trims none.
+IQM_TRIMS_FROM = 4
+
+
+def small_group_note(summary: pd.DataFrame) -> str:
+    """A caption sentence for a summary whose groups (column ``runs``) hold fewer than
+    :data:`IQM_TRIMS_FROM` runs, where the IQM is the plain mean; ``""`` when none does."""
+    if summary.empty or "runs" not in summary:
+        return ""
+    small = int((summary["runs"] < IQM_TRIMS_FROM).sum())
+    if small == 0:
+        return ""
+    which = "every group here" if small == len(summary) else f"{small} of the {len(summary)} groups here"
+    return (
+        f"With fewer than {IQM_TRIMS_FROM} runs ({which}) the IQM trims nothing: it is the mean of the runs."
+    )
+
+
 def comparison_table(
     table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
 ) -> pd.DataFrame:
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
     "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (the untouched
-    base's general-probe accuracy minus the final one). After ``runs`` come the group's
+    base's knowledge-probe accuracy minus the final one). After ``runs`` come the group's
     :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none);
     :data:`TRAIN_FLOPS_COLUMN` comes last (in ``table.csv``, not in the displayed table).
     """
@@ -148,17 +174,29 @@ def learning_table(
 
     ``auc`` is the normalized area (the curve's mean accuracy over the run, runs with two or more
     evaluations); ``events_to_target`` summarizes only the runs that reached ``target`` (the first
-    evaluation at or above it), and ``reached`` counts them.
+    evaluation at or above it), and ``reached`` counts them; ``questions_to_target`` is the same first
+    evaluation counted in user questions (``cost/user_questions``; runs that did not log it are absent).
     """
-    auc, events = {}, {}
+    auc, events, questions = {}, {}, {}
     for run_id, points in curves(table, PERSONAL_ACCURACY).groupby("run_id", sort=True):
         x, y = points["step"].to_numpy(float), points["value"].to_numpy(float)
         if len(x) >= 2:
             auc[run_id] = area_under_curve(x, y, normalize=True)
         events[run_id] = feedback_events_to_reach(x, y, target)
+    for run_id, points in question_curves(table, PERSONAL_ACCURACY).groupby("run_id", sort=True):
+        questions[run_id] = feedback_events_to_reach(
+            points["step"].to_numpy(float), points["value"].to_numpy(float), target
+        )
     events_series = pd.Series(events, dtype="float64")
     summary = group_summaries(
-        runs, {"auc": pd.Series(auc, dtype="float64"), "events_to_target": events_series}, seed, reps
+        runs,
+        {
+            "auc": pd.Series(auc, dtype="float64"),
+            "events_to_target": events_series,
+            "questions_to_target": pd.Series(questions, dtype="float64"),
+        },
+        seed,
+        reps,
     )
     # events_to_target is finite exactly for the runs that reached the target
     summary.insert(summary.columns.get_loc("events_to_target.iqm"), "reached", summary["events_to_target.n"])

@@ -1,11 +1,12 @@
 """The one evaluator: every paradigm is measured by this code, on the same items, the same way.
 
-``Evaluator.evaluate`` answers the held-out personal items and the general probe through the
+``Evaluator.evaluate`` answers the held-out personal items and the general probes through the
 shared rollout (greedy by default) with the paradigm's own context, scores them with the shared
 reward functions, and returns DESIGN.md's metrics. ``Evaluator.measure_base`` answers the general
-probe once, before training, with the untouched base and no paradigm context: forgetting is the
-drop from that accuracy (``analysis.stats.forgetting``). ``base_competence`` measures the builtin
-base's skills with the same rollout and scorer.
+probes once, before training, with the untouched base and no paradigm context: forgetting is the
+drop from that (``analysis.stats.forgetting``), on world knowledge (``eval/forgetting``) and on
+following an explicit format request (``eval/instruction_forgetting``). ``base_competence``
+measures the builtin base's skills with the same rollout and scorer.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ class Evaluator:
     value then (``eval/updating_accuracy``, answered in phase t's world);
     ``reference`` the untouched base of a paradigm that changes weights (None for the others, which
     then log no ``eval/kl_to_base``); ``instructions`` the suite's own questions with an explicit
-    format request (scored on the format: ``eval/instruction_following``). ``base_general_accuracy``
-    is the untouched base's accuracy on ``general`` (:meth:`measure_base`, before any evaluation).
+    format request (scored on the format: ``eval/instruction_following``), answered in phase 0's world,
+    the world they are resolved in; ``knowledge`` the knowledge probe (``tasks.probes.knowledge_probe``,
+    scored on the value: ``eval/general_knowledge``, what ``eval/forgetting`` is measured on). The
+    ``base_*`` fields are the untouched base's values (:meth:`measure_base`, before any evaluation).
     """
 
     session: Session
@@ -114,18 +117,46 @@ class Evaluator:
     updated: list[list[Item]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     base_general_accuracy: float | None = None
+    knowledge: list[Item] = field(default_factory=list)
+    base_general_knowledge: float | None = None
+    base_instruction_following: float | None = None
 
-    def measure_base(self, model, tokenizer) -> float:
-        """The untouched base's general-probe accuracy (no notes, no tool policy), kept and returned.
+    def measure_base(self, model, tokenizer) -> dict[str, float]:
+        """The untouched base's probe scores (no notes, no tool policy), kept and returned by metric name.
 
-        Call it once, before a paradigm wraps or trains ``model``; every later ``eval/forgetting`` is
-        measured against it. Same items, settings, rollout and scorer as :meth:`evaluate`'s probe.
+        Call it once, before a paradigm wraps or trains ``model``; every later ``eval/forgetting`` and
+        ``eval/instruction_forgetting`` is measured against it. Same items, settings, rollout and scorer
+        as :meth:`evaluate`'s probes.
         """
+        if not self.knowledge:
+            raise ValueError("Evaluator.knowledge is empty: pass tasks.probes.knowledge_probe(world)")
+        probe = [*self.general, *self.knowledge]
         interaction = self.session.interact(
-            model, tokenizer, self.general, [[] for _ in self.general], settings=self.settings, search=False
+            model, tokenizer, probe, [[] for _ in probe], settings=self.settings, search=False
         )
-        self.base_general_accuracy = _mean(exact(interaction))
-        return self.base_general_accuracy
+        self.base_general_accuracy, self.base_general_knowledge = self._probe_scores(interaction)
+        measured = {
+            m.BASE_GENERAL_ACCURACY: self.base_general_accuracy,
+            m.BASE_GENERAL_KNOWLEDGE: self.base_general_knowledge,
+        }
+        if self.instructions:
+            with self.session.as_of(0):
+                instructed = self.session.interact(
+                    model,
+                    tokenizer,
+                    self.instructions,
+                    [[] for _ in self.instructions],
+                    settings=self.settings,
+                )
+            self.base_instruction_following = _mean(instructed.components["format"])
+            measured[m.BASE_INSTRUCTION_FOLLOWING] = self.base_instruction_following
+        return measured
+
+    def _probe_scores(self, interaction: Interaction) -> tuple[float, float]:
+        """(general accuracy, general knowledge) of one interaction answering ``general + knowledge``."""
+        n = len(self.general)
+        general = _mean(exact(interaction)[:n])
+        return general, _mean(interaction.components["correctness"][n:])
 
     def _answer(
         self,
@@ -152,21 +183,30 @@ class Evaluator:
         consumed; None before any): the items the user has changed by then give
         ``eval/updating_accuracy``. Needs :meth:`measure_base` first (forgetting is measured against it).
         """
-        if self.base_general_accuracy is None:
+        if self.base_general_accuracy is None or self.base_general_knowledge is None:
             raise RuntimeError("Evaluator.measure_base must run before the first evaluation")
         personal_items = [self.session.resolve(row) for row in self.personal_rows]
         personal = self._answer(paradigm, personal_items)
-        general_accuracy, without_notes = self._general_accuracy(paradigm)
+        probes_now, without_notes = self._general_probes(paradigm)
         if self.instructions:
-            instructed = self._answer(paradigm, self.instructions)
-            results_instructions = {m.INSTRUCTION_FOLLOWING: _mean(instructed.components["format"])}
+            with self.session.as_of(0):  # the items' world: the base was measured in it too
+                instructed = self._answer(paradigm, self.instructions)
+            following = _mean(instructed.components["format"])
+            results_instructions = {
+                m.INSTRUCTION_FOLLOWING: following,
+                m.BASE_INSTRUCTION_FOLLOWING: self.base_instruction_following,
+                m.INSTRUCTION_FORGETTING: forgetting(self.base_instruction_following, following),
+            }
         else:
             results_instructions = {}
+        general_accuracy, knowledge = probes_now
         results = {
             m.PERSONAL_ACCURACY: _mean(exact(personal)),
             m.GENERAL_ACCURACY: general_accuracy,
             m.BASE_GENERAL_ACCURACY: self.base_general_accuracy,
-            m.FORGETTING: forgetting(self.base_general_accuracy, general_accuracy),
+            m.GENERAL_KNOWLEDGE: knowledge,
+            m.BASE_GENERAL_KNOWLEDGE: self.base_general_knowledge,
+            m.FORGETTING: forgetting(self.base_general_knowledge, knowledge),
             m.FORMAT_COMPLIANCE: _mean(personal.components["format"]),
             m.SEARCH_CALLS_PER_QUERY: _mean([e.search_calls for e in personal.episodes]),
             m.CONTEXT_TOKENS_PER_QUERY: _mean([e.context_tokens for e in personal.episodes]),
@@ -178,7 +218,9 @@ class Evaluator:
             **results_instructions,
         }
         if without_notes is not None:
-            results[m.GENERAL_ACCURACY_WITHOUT_NOTES] = without_notes
+            results[m.GENERAL_ACCURACY_WITHOUT_NOTES], results[m.GENERAL_KNOWLEDGE_WITHOUT_NOTES] = (
+                without_notes
+            )
         if self.reference is not None:  # only a paradigm whose weights can move has a distance to the base
             results[m.KL_TO_BASE] = kl_to_reference(
                 paradigm.model, self.reference, paradigm.tokenizer, personal.episodes
@@ -198,17 +240,19 @@ class Evaluator:
         results.update(paradigm.extra_metrics())
         return results
 
-    def _general_accuracy(self, paradigm: Paradigm) -> tuple[float, float | None]:
-        """The general probe's accuracy with the paradigm's notes, and without them (None for a
-        paradigm that places no notes; the same value when no item has notes now)."""
-        contexts = paradigm.context_for(self.general)
-        accuracy = _mean(exact(self._answer(paradigm, self.general, with_tool=False, contexts=contexts)))
+    def _general_probes(self, paradigm: Paradigm) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        """(general accuracy, general knowledge) with the paradigm's notes, and without them (None for a
+        paradigm that places no notes; the same values when no item has notes now). Both probes are
+        answered in one interaction."""
+        probe = [*self.general, *self.knowledge]
+        contexts = paradigm.context_for(probe)
+        scores = self._probe_scores(self._answer(paradigm, probe, with_tool=False, contexts=contexts))
         if not paradigm.notes_in_prompt:
-            return accuracy, None
+            return scores, None
         if not any(contexts):
-            return accuracy, accuracy
-        bare = [[] for _ in self.general]
-        return accuracy, _mean(exact(self._answer(paradigm, self.general, with_tool=False, contexts=bare)))
+            return scores, scores
+        bare = [[] for _ in probe]
+        return scores, self._probe_scores(self._answer(paradigm, probe, with_tool=False, contexts=bare))
 
 
 def answer_probe(

@@ -11,16 +11,31 @@ PERSONAL_ACCURACY = "eval/personal_accuracy"
 PERSONAL_ACCURACY_AUC = "eval/personal_accuracy_auc"
 GENERAL_ACCURACY = "eval/general_accuracy"
 #: The untouched base's general-probe accuracy, measured once per run before training (no notes,
-#: no tool policy) and logged with every evaluation: what ``eval/forgetting`` is measured against.
+#: no tool policy) and logged with every evaluation (``base - general``: the instructed probe's drop).
 BASE_GENERAL_ACCURACY = "eval/base_general_accuracy"
-#: ``eval/base_general_accuracy - eval/general_accuracy`` (signed: a gain is negative), Biderman et
-#: al. 2024's forgetting (``analysis.stats.forgetting``); independent of the evaluation schedule.
+#: World knowledge: the share of the knowledge probe (``tasks.probes.knowledge_probe``: world facts no
+#: stream ever asks about, asked plainly, no tool) answered with the right value, whatever the format.
+GENERAL_KNOWLEDGE = "eval/general_knowledge"
+#: The untouched base's ``eval/general_knowledge``, measured once per run before training.
+BASE_GENERAL_KNOWLEDGE = "eval/base_general_knowledge"
+#: Knowledge forgetting: ``eval/base_general_knowledge - eval/general_knowledge`` (signed: a gain is
+#: negative), Biderman et al. 2024's forgetting (``analysis.stats.forgetting``), independent of the
+#: evaluation schedule. Until this probe existed it was measured on ``eval/general_accuracy``, which
+#: also counts the format (README: "Forgetting").
 FORGETTING = "eval/forgetting"
-#: Paradigms that place notes in the prompt (memory, hybrid, oracle): the general probe answered by
-#: the same model without them, so a report can tell the notes' share of the forgetting.
+#: Paradigms that place notes in the prompt (memory, hybrid, oracle): the probes answered by the same
+#: model without them, so a report can tell the notes' share of the forgetting.
 GENERAL_ACCURACY_WITHOUT_NOTES = "eval/general_accuracy_without_notes"
+GENERAL_KNOWLEDGE_WITHOUT_NOTES = "eval/general_knowledge_without_notes"
 FORMAT_COMPLIANCE = "eval/format_compliance"
+#: The share of the suite's own questions with an explicit format request other than the user's habit
+#: (``Suite.instruction_eval``) answered in the requested format (the value is not scored).
 INSTRUCTION_FOLLOWING = "eval/instruction_following"
+#: The untouched base's ``eval/instruction_following``, measured once per run before training.
+BASE_INSTRUCTION_FOLLOWING = "eval/base_instruction_following"
+#: Instruction override: ``eval/base_instruction_following - eval/instruction_following`` (signed), how
+#: much a learned habit or a note placed in the prompt overrides an explicit request.
+INSTRUCTION_FORGETTING = "eval/instruction_forgetting"
 SEARCH_CALLS_PER_QUERY = "eval/search_calls_per_query"
 #: Logged only for paradigms whose weights can differ from the base (those that train with an algorithm).
 KL_TO_BASE = "eval/kl_to_base"
@@ -51,6 +66,9 @@ TRAINABLE_PARAMS = "cost/trainable_params"
 CONTEXT_TOKENS_PER_QUERY = "cost/context_tokens_per_query"
 STORAGE_BYTES = "cost/storage_bytes"
 PEAK_RSS_BYTES = "cost/peak_rss_bytes"
+#: User questions (stream rows) answered so far: feedback events divided by the group size (a GRPO
+#: group of 8 is 8 events for one question). The second x-axis of learning curves (README).
+USER_QUESTIONS = "cost/user_questions"
 GENERATED_TOKENS = "cost/generated_tokens"
 PROMPT_TOKENS = "cost/prompt_tokens"
 #: Wall seconds inside the shared rollout so far (answering, learning's samples, evaluations).
@@ -84,10 +102,15 @@ DIRECTIONS: dict[str, str] = {
     PERSONAL_ACCURACY_AUC: HIGHER,
     GENERAL_ACCURACY: HIGHER,
     BASE_GENERAL_ACCURACY: HIGHER,
+    GENERAL_KNOWLEDGE: HIGHER,
+    BASE_GENERAL_KNOWLEDGE: HIGHER,
     FORGETTING: LOWER,
     GENERAL_ACCURACY_WITHOUT_NOTES: HIGHER,
+    GENERAL_KNOWLEDGE_WITHOUT_NOTES: HIGHER,
     FORMAT_COMPLIANCE: HIGHER,
     INSTRUCTION_FOLLOWING: HIGHER,
+    BASE_INSTRUCTION_FOLLOWING: HIGHER,
+    INSTRUCTION_FORGETTING: LOWER,
     SEARCH_CALLS_PER_QUERY: LOWER,
     KL_TO_BASE: LOWER,
     UPDATING_ACCURACY: HIGHER,
@@ -101,6 +124,7 @@ DIRECTIONS: dict[str, str] = {
     CONTEXT_TOKENS_PER_QUERY: LOWER,
     STORAGE_BYTES: LOWER,
     PEAK_RSS_BYTES: LOWER,
+    USER_QUESTIONS: LOWER,
     GENERATED_TOKENS: LOWER,
     PROMPT_TOKENS: LOWER,
     GENERATION_SECONDS: LOWER,

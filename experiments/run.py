@@ -23,6 +23,7 @@ from experiments import metrics as m
 from experiments.backbones import resolve_backbone
 from experiments.base import RECIPES
 from experiments.config import Experiment, RunConfig
+from experiments.consumed import ConsumedStream
 from experiments.evaluation import Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
@@ -35,6 +36,10 @@ from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.suites import SUITES
 from tasks.worlds import WorldView, builtin_world
+
+#: The artifact holding, at every evaluation, the user questions answered and their digest
+#: (``experiments.consumed``): equal for every paradigm at an equal number of questions.
+STREAM_CONSUMED_FILE = "stream_consumed.json"
 
 
 class RunFailed(RuntimeError):
@@ -169,6 +174,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         reference,
         instructions=suite.instruction_eval(config.seed, options, user),
         updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],
+        knowledge=probes.knowledge_probe(world),
     )
     with isolated_rng():  # forgetting's reference point: the base before any paradigm touches it
         evaluator.measure_base(backbone.model, backbone.tokenizer)
@@ -204,6 +210,9 @@ def execute(
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     drifts = session.suite.n_phases > 1
     answering_parameters = parameter_count(paradigm.model)
+    consumed = ConsumedStream(
+        getattr(config.algorithm, "group_size", 1) if config.paradigm.uses_algorithm else 1
+    )
     state = {
         "next_eval": 0,
         "last_eval": -1,
@@ -238,6 +247,8 @@ def execute(
         results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
         results[m.INFERENCE_FLOPS] = state["answer_flops"] + paradigm.inference_flops()
         results[m.TOTAL_FLOPS] = results[m.TRAIN_FLOPS] + results[m.INFERENCE_FLOPS]
+        results[m.USER_QUESTIONS] = float(consumed.questions)
+        consumed.mark(events)
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
         state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
@@ -257,6 +268,7 @@ def execute(
 
     def on_feedback(report: FeedbackReport) -> None:
         interaction = report.interaction
+        consumed.add(interaction.items)
         state["generated"] += sum(e.agent_tokens for e in interaction.episodes)
         state["prompt"] += sum(len(e.prompt_ids) for e in interaction.episodes)
         state["answer_flops"] += forward_flops(
@@ -291,6 +303,7 @@ def execute(
     finally:
         bar.close()
     if run is not None:
+        run.log_dict(consumed.record(), STREAM_CONSUMED_FILE)
         with tempfile.TemporaryDirectory() as scratch:
             files = paradigm.save(Path(scratch))
             if files:

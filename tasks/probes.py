@@ -1,10 +1,12 @@
 """Fixed evaluation sets over the general world and generic users, for any protocol and world.
 
-- ``general_probe``: world questions with a format instruction; its accuracy is what forgetting is
-  measured on. Builtin world: every fact, each with the instruction the base never saw paired with
-  it. Real world: the probe facts (never in a stream), each asked in every format; the evaluator
-  keeps only the questions the untouched backbone answers right (``keep``), so general accuracy
-  starts at 1.0 and forgetting is measured on knowledge the model had.
+- ``general_probe``: world questions with a format instruction, scored on value and format
+  (``eval/general_accuracy``). Builtin world: every fact, each with the instruction the base never
+  saw paired with it. Real world: the probe facts (never in a stream), each asked in every format;
+  the evaluator keeps only the questions the untouched backbone answers right (``keep``), so general
+  accuracy starts at 1.0 (a drop is from knowledge and format skill the model had).
+- ``knowledge_probe``: world facts no stream asks about, asked plainly and scored on the value alone:
+  world knowledge apart from any format habit (``eval/general_knowledge``, knowledge forgetting).
 - The competence probes (``context_reading_probe``, ``search_probe``, ``needless_search_probe``,
   ``format_following_probe``, ``format_note_probe``, ``unprompted_format_probe``) measure the skills
   the paradigms rely on, on users the backbone has never seen; their notes are written in the
@@ -87,6 +89,23 @@ def general_probe(
     if n is not None and n < len(items):
         items = random.Random(seed).sample(items, n)
     return items
+
+
+def knowledge_probe(world: WorldView | None = None) -> list[Item]:
+    """World facts no stream ever asks about, asked plainly (no instruction, no tool, no format wanted).
+
+    Scored on the value alone (``correctness``): ``eval/general_knowledge``, what ``eval/forgetting``
+    is measured on. Builtin world: every fact of the held-out entities (a stream draws only the
+    others); real world: the probe facts (disjoint from the stream's and the evaluation's, and each
+    known plainly by the untouched backbone: ``WorldView.restricted``). In a fixed order.
+    """
+    world = world or builtin_world()
+    if world.stream_entities:
+        held_out = sorted({e for k in world.kind_names for e in world.held_out[k]})
+        questions = [(e, k) for e in held_out for k in world.kind_names]
+    else:
+        questions = list(world.probe)
+    return [world_item(world, e, k, False, None, None, "knowledge") for e, k in questions]
 
 
 def known_facts_probe(world: WorldView) -> list[Item]:

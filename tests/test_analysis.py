@@ -53,7 +53,12 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
         "eval/personal_accuracy": _accuracy(paradigm, seed, step),
         "eval/general_accuracy": general,
         "eval/base_general_accuracy": 0.9 - 0.01 * seed,
+        "eval/general_knowledge": general + 0.05,
+        "eval/base_general_knowledge": 0.95 - 0.01 * seed,
         "eval/forgetting": 0.9 - 0.01 * seed - general,
+        "eval/instruction_following": 0.8 - (0.2 * step / 400 if paradigm == "memory" else 0.0),
+        "eval/base_instruction_following": 0.8,
+        "eval/instruction_forgetting": 0.2 * step / 400 if paradigm == "memory" else 0.0,
         "eval/format_compliance": 0.5 + 0.1 * seed,
         "eval/search_calls_per_query": 1.0 - step / 800 if paradigm == "memory" else 0.0,
         "eval/kl_to_base": 0.0 if paradigm == "frozen" else 0.01 * step / 100 + 0.001 * seed,
@@ -67,9 +72,12 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
         "cost/peak_rss_bytes": 1e8,
         "cost/generated_tokens": 10.0 * step,
         "cost/prompt_tokens": 30.0 * step,
+        # memory answers each question twice here (a group of 2): half the questions at equal events
+        "cost/user_questions": step / 2 if paradigm == "memory" else float(step),
     }
-    if paradigm == "memory":  # its notes cost it all of its general-probe drop
+    if paradigm == "memory":  # its notes cost it all of its drop on both probes
         metrics["eval/general_accuracy_without_notes"] = 0.9 - 0.01 * seed
+        metrics["eval/general_knowledge_without_notes"] = 0.95 - 0.01 * seed
     if paradigm == "memory":  # a two-phase drift: phase 1 is learned after step 200, phase 0 fades a bit
         metrics["eval/phase_accuracy/0"] = 0.2 + min(step, 200) / 400 - max(0, step - 200) / 2000
         metrics["eval/phase_accuracy/1"] = 0.1 + max(0, step - 200) / 300 + 0.01 * seed
@@ -317,6 +325,7 @@ def test_every_figure_writes_png_and_pdf_or_says_why_it_skipped(report):
     by_name = {f.name: f for f in report.figures}
     expected = {
         "learning_curves",
+        "learning_curves_by_questions",
         "learning_vs_forgetting",
         "accuracy_vs_compute",
         "search_calls",
@@ -426,7 +435,7 @@ def test_report_writes_every_file_and_lists_the_failed_run(report, table):
         <= memory["personal_accuracy.iqm"]
         <= memory["personal_accuracy.ci_high"]
     )
-    # forgetting = base minus final general accuracy; memory's notes cause all of it
+    # forgetting = base minus final knowledge; memory's notes cause all of it
     assert math.isclose(memory["forgetting.iqm"], 0.05, rel_tol=1e-6)
     notes = tables.notes_table(table, finished(run_table(table)), seed=0)
     assert notes["paradigm"].tolist() == ["memory"]  # the only runs that logged the probe without notes
@@ -437,6 +446,28 @@ def test_report_writes_every_file_and_lists_the_failed_run(report, table):
     continual = pd.read_csv(report.continual_csv, keep_default_na=False)
     assert continual["paradigm"].tolist() == ["memory"]
     assert continual["bwt.iqm"].iloc[0] < 0  # phase 0 fades after the drift
+
+
+def test_with_fewer_than_four_runs_per_group_the_captions_say_the_iqm_is_the_mean(report):
+    sentence = "With fewer than 4 runs (every group here) the IQM trims nothing: it is the mean of the runs."
+    assert sentence in report.markdown.read_text(encoding="utf-8")
+    assert sentence in report.table_tex.read_text(encoding="utf-8")
+    four = pd.DataFrame({"runs": [4, 5]})
+    assert tables.small_group_note(four) == ""
+    assert "(1 of the 2 groups here)" in tables.small_group_note(pd.DataFrame({"runs": [3, 4]}))
+
+
+def test_sample_efficiency_is_counted_in_feedback_events_and_in_user_questions(report):
+    learning = pd.read_csv(report.learning_csv).set_index("paradigm")
+    # every memory run first reaches 0.8 at its last evaluation: 400 events, 200 questions (groups of 2)
+    assert all(_accuracy("memory", s, 400) >= 0.8 > _accuracy("memory", s, 300) for s in SEEDS)
+    assert learning.loc["memory", "events_to_target.iqm"] == 400
+    assert learning.loc["memory", "questions_to_target.iqm"] == 200
+    assert learning.loc["oracle", "questions_to_target.iqm"] == learning.loc["oracle", "events_to_target.iqm"]
+    assert "Questions to 0.8" in report.markdown.read_text(encoding="utf-8")
+    by_name = {f.name: f for f in report.figures}
+    assert "user questions" in by_name["learning_curves_by_questions"].caption
+    assert "instruction override" in by_name["learning_vs_forgetting"].caption
 
 
 def test_html_is_self_contained_with_data_uri_images(report):

@@ -1,0 +1,129 @@
+"""Every number the README quotes from a results table is the committed table's value, as rounded there.
+
+Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
+paragraph quotes from ``continual.csv``, the SmolLM2 table (first and last evaluation of each run
+in ``results/comparison-smollm2/runs.parquet``) and the hybrid sentence (``results/hybrid/table.csv``).
+Reading the committed files only: no run, no store.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = ROOT / "results"
+INTERVAL = re.compile(r"^(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]$")
+
+
+def readme_table(header: str) -> pd.DataFrame:
+    """The README's Markdown table whose header row starts with ``header``, as strings, by first column."""
+    lines = README.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    columns, body = rows[0], rows[2:]  # rows[1] is the --- separator
+    return pd.DataFrame(body, columns=columns).set_index(columns[0])
+
+
+def interval(frame: pd.DataFrame, group: str, key: str) -> str:
+    """``IQM [low, high]`` of ``key`` for ``group``, at the README's two decimals."""
+    row = frame.loc[group]
+    return f"{row[f'{key}.iqm']:.2f} [{row[f'{key}.ci_low']:.2f}, {row[f'{key}.ci_high']:.2f}]"
+
+
+def same_decimals(quoted: str, value: float) -> bool:
+    """``quoted`` is ``value`` written with as many decimals as ``quoted`` has (``-0.00`` is ``0.00``)."""
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    return f"{value:.{decimals}f}".replace("-0.00", "0.00") == quoted.replace("-0.00", "0.00")
+
+
+# --------------------------------------------------------------------------- builtin base
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    table = pd.read_csv(RESULTS / "comparison" / "table.csv", keep_default_na=False).set_index("group")
+    continual = pd.read_csv(RESULTS / "comparison" / "continual.csv").set_index("group")
+    return table, continual
+
+
+def test_the_builtin_comparison_table_is_the_committed_table(builtin):
+    table, _ = builtin
+    quoted = readme_table("| group | personal accuracy | forgetting | total FLOPs |")
+    assert sorted(quoted.index) == sorted(table.index)  # every group, each once
+    for group, row in quoted.iterrows():
+        assert row["personal accuracy"] == interval(table, group, "personal_accuracy"), group
+        assert row["forgetting"].replace("-0.00", "0.00") == interval(table, group, "forgetting").replace(
+            "-0.00", "0.00"
+        ), group
+        assert float(row["total FLOPs"]) == float(f"{table.loc[group, 'total_flops.iqm']:.1e}"), group
+
+
+def test_the_builtin_paragraph_quotes_the_committed_tables(builtin):
+    table, continual = builtin
+    memory_flops = re.search(r"memory is the most expensive arm on the builtin base \((\S+),", README)
+    assert float(memory_flops.group(1)) == float(f"{table.loc['memory', 'total_flops.iqm']:.1e}")
+    assert table["total_flops.iqm"].idxmax() == "memory"
+    bwt = re.search(r"memory's BWT is (\S+ \[\S+ \S+\])", README).group(1)
+    assert bwt == interval(continual, "memory", "bwt")
+    updating = re.search(r"for every changed fact \(updating accuracy (\S+)\)", README).group(1)
+    assert same_decimals(updating, continual.loc["memory", "updating_accuracy.iqm"])
+    low, high = re.search(r"the RL arms update (\S+)-(\S+) of changed facts", README).groups()
+    rl = continual[continual["algorithm"].isin(["grpo", "ppo", "reinforce"])]["updating_accuracy.iqm"]
+    assert same_decimals(low, rl.min()) and same_decimals(high, rl.max())
+    frozen = re.search(r"of changed facts, frozen (\S+) \(it", README).group(1)
+    assert same_decimals(frozen, continual.loc["frozen", "updating_accuracy.iqm"])
+
+
+# --------------------------------------------------------------------------- SmolLM2
+
+
+def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation():
+    runs = pd.read_parquet(RESULTS / "comparison-smollm2" / "runs.parquet")
+    quoted = readme_table("| group | learning rate | personal accuracy | general accuracy |")
+    names = runs.drop_duplicates("run_id")
+    names = names.assign(
+        group=[
+            p if a == "none" else f"{p}/{a}"
+            for p, a in zip(names["paradigm"], names["algorithm"], strict=True)
+        ]
+    )
+    assert sorted(quoted.index) == sorted(names["group"])
+    for group, row in quoted.iterrows():
+        [run] = names[names["group"] == group].itertuples()
+
+        def values(metric: str, run_id: str = run.run_id) -> list[float]:
+            points = runs[(runs["run_id"] == run_id) & (runs["metric"] == metric)].sort_values("step")
+            return points["value"].tolist()
+
+        for column, metric in (
+            ("personal accuracy", "eval/personal_accuracy"),
+            ("general accuracy", "eval/general_accuracy"),
+        ):
+            first, last = row[column].split(" → ")
+            curve = values(metric)
+            assert same_decimals(first, curve[0]) and same_decimals(last, curve[-1]), (group, column)
+        assert same_decimals(row["format compliance"], values("eval/format_compliance")[-1]), group
+        assert same_decimals(row["instruction following"], values("eval/instruction_following")[-1]), group
+        assert same_decimals(row["minutes"], values("cost/wall_seconds")[-1] / 60), group
+        rate = runs.loc[runs["run_id"] == run.run_id, "param.algorithm.learning_rate"].iloc[0]
+        if row["learning rate"] == "-":
+            assert pd.isna(rate) or run.algorithm == "none", group
+        else:
+            assert float(row["learning rate"]) == float(rate), group
+
+
+def test_the_hybrid_sentence_quotes_the_committed_hybrid_table():
+    table = pd.read_csv(RESULTS / "hybrid" / "table.csv").set_index("group")
+    worst, memory = re.search(r"does worst \((\S+) against memory's (\S+)\)", README).groups()
+    accuracy = table["personal_accuracy.iqm"]
+    assert accuracy.idxmin() == "hybrid/grpo (paradigm.route=kind)"  # facts to memory, habits to the adapter
+    assert same_decimals(worst, accuracy.min()) and same_decimals(memory, accuracy["memory"])
