@@ -12,7 +12,8 @@ from experiments.config import load_experiment
 from experiments.consumed import ConsumedStream
 from experiments.run import STREAM_CONSUMED_FILE, run_experiment
 from experiments.tracking import Tracker
-from tasks.suites import SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES
 from tests.conftest import ROOT, TINY
 
 COMPARISON = ROOT / "experiments" / "comparison.yaml"
@@ -77,7 +78,7 @@ def test_every_paradigm_consumed_the_same_questions_in_the_same_order(comparison
     """The digest of what each run answered equals the stream's own prefix of that many questions, so
     every paradigm at equal user questions (at equal events, when it answers each question once)
     answered exactly the same items."""
-    options = TaskOptions()
+    options = TaskSettings()
     suite = SUITES["default"]
     user = suite.user(0, options)
     prefix = ConsumedStream()

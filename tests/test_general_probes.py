@@ -19,7 +19,8 @@ from paradigms.settings import FrozenSettings
 from tasks import probes
 from tasks.protocols import FORMATS
 from tasks.protocols.chat import FORMAT_REQUESTS
-from tasks.suites import SUITES, TaskOptions
+from tasks.settings import TaskSettings
+from tasks.suites import SUITES
 from tasks.worlds import builtin_world, real_world
 from tests.chat_model import save_tiny_chat_backbone, tiny_chat_model
 
@@ -34,7 +35,7 @@ def test_the_knowledge_probe_asks_plainly_about_facts_no_stream_asks(world):
     assert all(i.query.instruction is None and i.wanted_format is None for i in knowledge)
     assert not any(i.query.search_enabled or i.needs_search for i in knowledge)
     assert all(i.gold == world.value(i.query.subject, i.query.attribute) for i in knowledge)
-    options = TaskOptions(world=world)
+    options = TaskSettings().with_world(world)
     for name in ("preferences", "default", "drift"):
         stream = SUITES[name].stream(0, 2000, options)
         streamed = {tuple(item.split(":")[1:]) for item in stream["item"] if item.startswith("world:")}
@@ -45,7 +46,7 @@ def test_the_knowledge_probe_asks_plainly_about_facts_no_stream_asks(world):
 
 
 def test_the_instruction_probe_requests_a_format_other_than_the_users_habit():
-    options = TaskOptions()
+    options = TaskSettings()
     suite = SUITES["default"]
     user = suite.user(3, options)
     instructions = suite.instruction_eval(3, options, user)
@@ -82,7 +83,7 @@ def test_through_the_chat_protocol_frozen_forgets_nothing_and_a_damaged_model_fo
     backbone = load_backbone(save_tiny_chat_backbone(tmp_path / "chat"), device="cpu")
     protocol, world = backbone.protocol, real_world()
     assert protocol.name == "chat"
-    suite, options = SUITES["default"], TaskOptions(world=world)
+    suite, options = SUITES["default"], TaskSettings().with_world(world)
     user = suite.user(0, options)
     knowledge = probes.knowledge_probe(world)[:4]
     instructions = [i for i in suite.instruction_eval(0, options, user) if i.item.startswith("world:")][:4]
