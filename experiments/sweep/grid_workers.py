@@ -39,7 +39,15 @@ from experiments.sweep.grid import (
     pop_queued,
     run_index,
 )
-from experiments.sweep.recovery import WorkerLock, claim, fail_dead_trials, lock_dir, retry_trial
+from experiments.sweep.recovery import (
+    WorkerLock,
+    claim,
+    fail_dead_trials,
+    lock_dir,
+    on_stale,
+    requeue,
+    retried_from,
+)
 from experiments.sweep.study import heartbeat, storage_at
 from experiments.sweep.workers import stop_processes, worker_environment
 
@@ -57,7 +65,7 @@ class GridWorker:
             plan.storage_url,
             heartbeat_interval=plan.heartbeat_interval,
             grace_period=plan.grace_period,
-            on_stale=self._on_heartbeat_stale,
+            on_stale=on_stale(plan.max_retry, self._close_dead_run),
         )
         self.study = open_grid_study(plan, self.storage)
         self.parent = ensure_grid_parent(tracker, plan)
@@ -68,8 +76,7 @@ class GridWorker:
         if enqueue:
             enqueue_missing(self.study, plan)
 
-    def _on_heartbeat_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        retry_trial(study, trial, self.plan.max_retry)
+    def _close_dead_run(self, trial: FrozenTrial) -> None:
         self._close_run(trial, "FAILED", "worker died")
 
     def _close_run(self, trial: FrozenTrial, status: str, error: str) -> None:
@@ -114,11 +121,7 @@ class GridWorker:
             optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; the callback retries
             return []
         return fail_dead_trials(
-            self.study,
-            self.storage,
-            self.plan.storage_url,
-            self.plan.max_retry,
-            lambda trial: self._close_run(trial, "FAILED", "worker died"),
+            self.study, self.storage, self.plan.storage_url, self.plan.max_retry, self._close_dead_run
         )
 
     def run(self) -> GridCounts:
@@ -184,7 +187,7 @@ class GridWorker:
         prepare_backbones([config], self.tracker, progress=False)  # a base build is not this run's time
         tags = {**child_tags(config, self._groups[index]), "grid_study": self.plan.study_name}
         tags["grid_run"] = index
-        retry_of = self.storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        retry_of = retried_from(self.storage.get_trial(trial._trial_id))
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if self.progress:
@@ -226,7 +229,12 @@ class GridWorker:
                     run.finish("KILLED", error="interrupted")
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                     if self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                        retry_trial(self.study, self.storage.get_trial(trial_id), self.plan.max_retry)
+                        requeue(
+                            self.study,
+                            self.storage.get_trial(trial_id),
+                            self.plan.max_retry,
+                            self.plan.is_journal,
+                        )
             if grid_counts(self.study, self.plan.n_runs).running == 0:
                 self.parent.finish("KILLED", error="interrupted")
         finally:
