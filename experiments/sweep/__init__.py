@@ -45,12 +45,13 @@ Modules, one job each: ``space`` (a search space as Optuna distributions, shared
 ``load_sweep``), ``study`` (Optuna storage, sampler, pruner, study), ``recovery`` (dead workers' trials),
 ``bookkeeping`` (the MLflow parent run and a dead trial's runs), ``objective``
 (one trial), ``results`` (best trial or Pareto front), ``workers`` (the worker loop and
-``run_sweep``), ``grid`` and ``grid_workers``.
+``run_sweep``), ``grid`` and ``grid_workers``, and ``processes`` (local worker processes, for both).
 """
 
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
 from experiments.sweep.objective import SweepFailed, TrialRunner, is_surplus, trial_run_name
 from experiments.sweep.plan import JOURNAL_DIR, SweepPlan, is_rdb_url, load_sweep, parse_sweep
+from experiments.sweep.processes import watch_workers, worker_environment
 from experiments.sweep.recovery import (
     UNCLAIMED_GRACE_SECONDS,
     WorkerLock,
@@ -80,7 +81,7 @@ from experiments.sweep.study import (
     storage_at,
     study_counts,
 )
-from experiments.sweep.workers import Worker, run_sweep, worker_command, worker_environment
+from experiments.sweep.workers import Worker, run_sweep, worker_command
 
 __all__ = [
     "JOURNAL_DIR",
@@ -123,6 +124,7 @@ __all__ = [
     "study_counts",
     "summarize",
     "trial_run_name",
+    "watch_workers",
     "worker_command",
     "worker_environment",
     "worker_is_dead",

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -39,6 +38,7 @@ from experiments.sweep.grid import (
     pop_queued,
     run_index,
 )
+from experiments.sweep.processes import watch_workers
 from experiments.sweep.recovery import (
     WorkerLock,
     claim,
@@ -49,7 +49,6 @@ from experiments.sweep.recovery import (
     retried_from,
 )
 from experiments.sweep.study import heartbeat, storage_at
-from experiments.sweep.workers import stop_processes, worker_environment
 
 if TYPE_CHECKING:  # MLflow loads once the file is known to be good
     from experiments.tracking import TrackedRun, Tracker
@@ -271,32 +270,28 @@ def run_grid(plan: GridPlan, tracker: Tracker, workers: int = 1, progress: bool 
     coordinator = GridWorker(plan, tracker, progress)  # queues the runs before any worker starts
     if grid_counts(coordinator.study, plan.n_runs).done:  # resumed after the end: nothing to start
         return coordinator.result()
-    env = worker_environment(workers)
-    processes = [subprocess.Popen(worker_command(plan, tracker), env=env) for _ in range(workers)]
-    bar = tqdm(
-        total=plan.n_runs, desc=f"{plan.study_name} ({workers} workers)", unit="run", disable=not progress
-    )
-    try:
-        with sigterm_as_interrupt():
-            while any(p.poll() is None for p in processes):
-                _show(bar, grid_counts(coordinator.study, plan.n_runs))
-                time.sleep(coordinator.poll_seconds)
-            _show(bar, grid_counts(coordinator.study, plan.n_runs))
-    except KeyboardInterrupt:
-        stop_processes(processes)
+
+    def finished() -> tuple[int, dict[str, int]]:
+        counts = grid_counts(coordinator.study, plan.n_runs)
+        return counts.finished, {"running": counts.running, "failed": counts.failed}
+
+    def interrupted() -> None:
         if grid_counts(coordinator.study, plan.n_runs).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
-        raise
-    finally:
-        bar.close()
+
+    watch_workers(
+        worker_command(plan, tracker),
+        workers,
+        finished,
+        interrupted,
+        total=plan.n_runs,
+        desc=plan.study_name,
+        unit="run",
+        poll_seconds=coordinator.poll_seconds,
+        show=progress,
+    )
     coordinator.run()  # a worker that died left its run RUNNING: retry it here
     return coordinator.result()
-
-
-def _show(bar: Any, counts: GridCounts) -> None:
-    bar.n = min(counts.finished, bar.total)
-    bar.set_postfix(running=counts.running, failed=counts.failed, refresh=False)
-    bar.refresh()
 
 
 def worker_command(plan: GridPlan, tracker: Tracker) -> list[str]:

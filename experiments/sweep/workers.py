@@ -5,9 +5,7 @@ in one or several local processes."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from experiments.signals import sigterm_as_interrupt
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
 from experiments.sweep.objective import SweepFailed, TrialRunner
 from experiments.sweep.plan import SweepPlan
+from experiments.sweep.processes import watch_workers
 from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, on_stale, requeue
 from experiments.sweep.results import SweepResult, summarize
 from experiments.sweep.study import Counts, heartbeat, open_storage, open_study, study_counts
@@ -155,7 +154,26 @@ def run_sweep(plan: SweepPlan, tracker: Tracker, workers: int = 1, progress: boo
         return summarize(plan, worker.study, worker.parent)
     coordinator = Worker(plan, tracker, progress)  # creates the study and the parent before anyone races
     coordinator.recover()
-    statuses = _run_processes(plan, tracker, workers, coordinator, progress)
+
+    def finished() -> tuple[int, dict[str, int]]:
+        counts = study_counts(coordinator.study)
+        return counts.finished, {"running": counts.running}
+
+    def interrupted() -> None:
+        if study_counts(coordinator.study).running == 0:
+            coordinator.parent.finish("KILLED", error="interrupted")
+
+    statuses = watch_workers(
+        worker_command(plan, tracker),
+        workers,
+        finished,
+        interrupted,
+        total=plan.n_trials,
+        desc=plan.study_name,
+        unit="trial",
+        poll_seconds=coordinator.poll_seconds,
+        show=progress,
+    )
     result = summarize(plan, coordinator.study, coordinator.parent)
     if any(status != 0 for status in statuses) and not result.finished:
         raise SweepFailed(f"worker exit statuses {statuses}; see their output above")
@@ -170,60 +188,3 @@ def worker_command(plan: SweepPlan, tracker: Tracker) -> list[str]:
     for override in plan.overrides:
         command += ["--set", override]
     return command
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def worker_environment(workers: int) -> dict[str, str]:
-    """The environment of local workers: the CPU's cores split between them.
-
-    Each torch process otherwise starts one compute thread per core; N workers then run N times
-    as many threads as cores, and spinning OpenMP threads slowed trials ~20x on 2 cores (see
-    benchmarks/sweep_workers.py). A thread count the user exported is kept.
-    """
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = dict(os.environ)
-    for variable in _THREAD_VARIABLES:
-        env.setdefault(variable, threads)
-    return env
-
-
-def _run_processes(
-    plan: SweepPlan, tracker: Tracker, workers: int, coordinator: Worker, progress: bool
-) -> list[int]:
-    env = worker_environment(workers)
-    processes = [subprocess.Popen(worker_command(plan, tracker), env=env) for _ in range(workers)]
-    bar = tqdm(
-        total=plan.n_trials, desc=f"{plan.study_name} ({workers} workers)", unit="trial", disable=not progress
-    )
-    try:
-        with sigterm_as_interrupt():
-            while any(p.poll() is None for p in processes):
-                _show(bar, study_counts(coordinator.study))
-                time.sleep(coordinator.poll_seconds)
-            _show(bar, study_counts(coordinator.study))
-            return [p.returncode for p in processes]
-    except KeyboardInterrupt:
-        stop_processes(processes)
-        if study_counts(coordinator.study).running == 0:
-            coordinator.parent.finish("KILLED", error="interrupted")
-        raise
-    finally:
-        bar.close()
-
-
-def stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:
-    """Let the workers finish their own Ctrl-C handling; interrupt the ones that did not hear it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline and any(p.poll() is None for p in processes):
-            time.sleep(0.2)
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
