@@ -178,26 +178,23 @@ class GridWorker:
 
     def _execute(self, trial: optuna.Trial, index: int) -> None:
         from experiments.run import execute, prepare_backbones
-        from experiments.tracking import child_tags, group_labels
+        from experiments.tracking import group_labels
 
         config = self.plan.configs[index]
         if self._groups is None:
             self._groups = group_labels(self.plan.configs)
         prepare_backbones([config], self.tracker, progress=False)  # a base build is not this run's time
-        tags = {**child_tags(config, self._groups[index]), "grid_study": self.plan.study_name}
-        tags["grid_run"] = index
+        tags = {"grid_study": self.plan.study_name, "grid_run": index}
         retry_of = retried_from(self.storage.get_trial(trial._trial_id))
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if self.progress:
             print(f"[{index + 1}/{self.plan.n_runs}] {config.run_name()}", flush=True)
-        run = self.tracker.start_run(
-            self.plan.experiment.name, config.run_name(), tags=tags, parent=self.parent
+        run = self.tracker.start_config_run(
+            self.plan.experiment.name, config, self._groups[index], self.parent, tags=tags
         )
         trial.set_user_attr("mlflow_run_id", run.run_id)
         self._current = (trial._trial_id, run)
-        run.log_params(config.flat())
-        run.log_dict(config.model_dump(mode="json"), "config.yaml")
         try:
             final = execute(config, run, self.tracker, self.progress)
         except (KeyboardInterrupt, SystemExit):

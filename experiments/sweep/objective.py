@@ -112,7 +112,7 @@ class TrialRunner:
         return state
 
     def _run_seeds(self, trial: optuna.Trial, params: dict[str, Any]) -> list[dict[str, float]]:
-        from experiments.tracking import child_tags, group_labels
+        from experiments.tracking import group_labels
 
         finals, offset = [], 0
         retry_of = retried_from(self.storage.get_trial(trial._trial_id))
@@ -120,18 +120,18 @@ class TrialRunner:
             config = self.plan.config(params, seed)
             _prepare_backbone(config, self.tracker)  # a shared base build is its own run, not this one's time
             group = f"{group_labels([config])[0]}/t{trial.number}"  # adapter/grpo/t3: one per trial
-            tags = {**child_tags(config, group), "trial": trial.number, "sweep": self.plan.study_name}
+            tags = {"trial": trial.number, "sweep": self.plan.study_name, "trial_state": "RUNNING"}
             if retry_of is not None:
                 tags["retry_of"] = retry_of
-            run = self.tracker.start_run(
+            run = self.tracker.start_config_run(
                 self.plan.experiment.name,
-                trial_run_name(config, trial.number),
-                tags={**tags, "trial_state": "RUNNING"},
-                parent=self.parent,
+                config,
+                group,
+                self.parent,
+                name=trial_run_name(config, trial.number),
+                tags=tags,
             )
             self._runs.append(run)
-            run.log_params(config.flat())
-            run.log_dict(config.model_dump(mode="json"), "config.yaml")
             on_eval = self._on_eval(trial, offset, skip_start=index > 0, seed=seed)
             final = _execute(config, run, self.tracker, on_eval)
             run.flush()
