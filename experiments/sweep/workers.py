@@ -62,7 +62,7 @@ class Worker:
         )
 
     def run(self) -> Counts:
-        """Optimize until the study has ``n_trials`` finished trials; Ctrl-C/SIGTERM stop cleanly.
+        """Ask for, run and tell trials until the study has ``n_trials`` finished; Ctrl-C/SIGTERM stop it.
 
         Raises SweepFailed after ``max_failed_trials`` trials failed with errors, KeyboardInterrupt
         after marking the running trial FAIL (a retry is queued), its runs and the parent KILLED.
