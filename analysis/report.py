@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
 from analysis import tables
@@ -37,7 +36,7 @@ from analysis.continual import DriftSchedule
 from analysis.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from analysis.figures import FigureResult, make_figures
 from analysis.formats import display_table, latex_table, write_csv
-from analysis.load import CONFIGS_ATTR, load_table, resolve_tracking_uri, save_parquet
+from analysis.load import CONFIGS_ATTR, load_table, save_parquet
 from analysis.names import KIND_TAG, PARAM_PREFIX
 from analysis.runs import finished, run_table, unfinished
 from analysis.serving_figure import serving_blocks
@@ -172,27 +171,23 @@ def log_report(tracker_uri: str | None, experiment_name: str, out_dir: Path) -> 
     """Log every file under ``out_dir`` as artifacts of a new run ``report`` (tag ``kind=report``).
 
     The run goes in the experiment ``experiment_name`` (created if missing) of the store at
-    ``tracker_uri`` (None: ``$HARNESS_TRACKING_URI``, else MLflow's default), through
-    ``MlflowClient``. Returns the new run's id. A failed upload marks the run FAILED (``error`` tag).
+    ``tracker_uri`` (None: ``$HARNESS_TRACKING_URI``, else ``sqlite:///mlflow.db``), written through
+    ``experiments.tracking`` like every other run. Returns the new run's id. A failed upload marks
+    the run FAILED (``error`` tag).
     """
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         raise ValueError(f"report directory {out_dir} is missing or empty; run build_report first")
-    client = mlflow.MlflowClient(resolve_tracking_uri(tracker_uri))
-    experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = (
-        experiment.experiment_id if experiment is not None else client.create_experiment(experiment_name)
-    )
-    run = client.create_run(experiment_id, run_name=REPORT_RUN_NAME, tags={KIND_TAG: "report"})
-    run_id = run.info.run_id
+    from experiments.tracking import Tracker  # only the report's own run needs the writer
+
+    run = Tracker(tracker_uri).start_run(experiment_name, REPORT_RUN_NAME, tags={KIND_TAG: "report"})
     try:
-        client.log_artifacts(run_id, str(out_dir))
+        run.log_artifact(out_dir)
     except Exception as error:
-        client.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
-        client.set_terminated(run_id, "FAILED")
+        run.finish("FAILED", error=f"{type(error).__name__}: {error}")
         raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    run.finish("FINISHED")
+    return run.run_id
 
 
 # --------------------------------------------------------------------------- sections

@@ -24,11 +24,9 @@ from tqdm.auto import tqdm
 
 from experiments import metrics as m
 from experiments.config import Experiment, flatten, meta_settings
-from experiments.run import _backbone_source, _describe_error, backbone_world
-from experiments.seeding import seed_everything
+from experiments.run import _describe_error, load_seeded_backbone, make_session
 from experiments.tracking import Tracker
 from paradigms import PARADIGMS
-from paradigms.backbone import load_backbone
 from paradigms.meta import MetaIteration, meta_train
 from paradigms.session import Session
 from tasks.suites import SUITES
@@ -60,29 +58,15 @@ def run_meta_training(
         run.log_params(
             {**config.flat(), **{f"meta.{k}": v for k, v in flatten(settings.model_dump()).items()}}
         )
-        seed_everything(settings.seed)
-        source = _backbone_source(config, tracker, progress)
-        backbone = load_backbone(source, config.device, config.dtype, config.protocol)
-        world, general_keep = backbone_world(backbone, source, config, progress)
-        if general_keep is not None:  # measuring a chat backbone's card may draw random numbers
-            seed_everything(settings.seed)
+        loaded = load_seeded_backbone(config, settings.seed, tracker, progress)
+        backbone, options = loaded.backbone, loaded.options
         adapter = PARADIGMS["adapter"](config.paradigm, backbone, config.algorithm)
         suite = SUITES[config.task.suite]
-        options = config.task.with_world(world)
 
-        def make_session(user_seed: int, callback) -> Session:
-            return Session(
-                suite,
-                suite.user(user_seed, options),
-                suite.stream(user_seed, settings.inner_events, options),
-                options,
-                config.reward.weights.model_dump(),
-                config.generation.rollout(config.task.max_searches),
-                settings.inner_events,
-                config.task.batch_size,
-                callback,
-                backbone.protocol,
-            )
+        def user_session(user_seed: int, callback) -> Session:
+            user = suite.user(user_seed, options)
+            stream = suite.stream(user_seed, settings.inner_events, options)
+            return make_session(config, backbone, options, user, stream, settings.inner_events, callback)
 
         bar = tqdm(total=settings.iterations, desc="meta-train", unit="user", disable=not progress)
         started = time.perf_counter()
@@ -104,7 +88,7 @@ def run_meta_training(
             bar.set_postfix(reward=f"{step.inner_reward_last:.2f}", format=f"{step.inner_format_last:.2f}")
 
         try:
-            meta_train(adapter, settings, make_session, on_iteration)
+            meta_train(adapter, settings, user_session, on_iteration)
         finally:
             bar.close()
         out = Path(out)

@@ -27,13 +27,14 @@ from experiments.consumed import ConsumedStream
 from experiments.evaluation import Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
-from experiments.tracking import TrackedRun, Tracker, child_tags, group_labels
+from experiments.tracking import TrackedRun, Tracker, group_labels
 from paradigms import PARADIGMS
 from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
 from paradigms.compute import forward_flops, parameter_count
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
+from tasks.settings import TaskSettings
 from tasks.suites import SUITES
 from tasks.worlds import WorldView, builtin_world
 
@@ -131,44 +132,80 @@ class RunParts:
     personal_eval: Dataset
 
 
-def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool = True) -> RunParts:
-    """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
+@dataclass
+class SeededBackbone:
+    """A run's backbone loaded after seeding, with the world its questions come from."""
 
-    The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
-    """
+    backbone: Backbone
+    world: WorldView
+    general_keep: list[str] | None  # the general-probe questions a chat backbone answers right
+    options: TaskSettings  # the config's task settings in that world
+    seeds: dict  # what seed_everything set (the run logs it)
+
+
+def load_seeded_backbone(
+    config: RunConfig, seed: int, tracker: Tracker | None = None, progress: bool = True
+) -> SeededBackbone:
+    """Set torch's threads (``config.threads``), seed everything with ``seed``, load the backbone
+    and its world; seeds again when measuring a chat backbone's card (first use) drew random
+    numbers, so a run starts from the same state whether or not the card was cached."""
     if config.threads:
         import torch
 
         torch.set_num_threads(config.threads)
-    seeds = seed_everything(config.seed)
+    seeds = seed_everything(seed)
     source = _backbone_source(config, tracker, progress)
     backbone = load_backbone(source, config.device, config.dtype, config.protocol)
     world, general_keep = backbone_world(backbone, source, config, progress)
-    if general_keep is not None:  # measuring a backbone's card (first use) may draw random numbers
-        seeds = seed_everything(config.seed)
-    suite = SUITES[config.task.suite]
-    options = config.task.with_world(world)
-    user = suite.user(config.seed, options)
-    stream = suite.stream(config.seed, config.budget.feedback_events, options)
-    personal_eval = suite.personal_eval(config.seed, options)
-    session = Session(
-        suite,
+    if general_keep is not None:
+        seeds = seed_everything(seed)
+    return SeededBackbone(backbone, world, general_keep, config.task.with_world(world), seeds)
+
+
+def make_session(
+    config: RunConfig,
+    backbone: Backbone,
+    options: TaskSettings,
+    user,
+    stream,
+    events: int,
+    on_feedback: Callable[[FeedbackReport], None] = lambda report: None,
+) -> Session:
+    """The session a paradigm learns in, from the config's suite, reward weights, generation and
+    batch size: ``events`` feedback events of ``stream`` answered for ``user`` (a run's whole
+    budget, or one meta-training inner loop)."""
+    return Session(
+        SUITES[config.task.suite],
         user,
         stream,
         options,
         config.reward.weights.model_dump(),
         config.generation.rollout(config.task.max_searches),
-        config.budget.feedback_events,
+        events,
         config.task.batch_size,
-        lambda report: None,
+        on_feedback,
         backbone.protocol,
     )
+
+
+def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool = True) -> RunParts:
+    """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
+
+    The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
+    """
+    loaded = load_seeded_backbone(config, config.seed, tracker, progress)
+    backbone, world, options = loaded.backbone, loaded.world, loaded.options
+    suite = SUITES[config.task.suite]
+    user = suite.user(config.seed, options)
+    stream = suite.stream(config.seed, config.budget.feedback_events, options)
+    personal_eval = suite.personal_eval(config.seed, options)
+    session = make_session(config, backbone, options, user, stream, config.budget.feedback_events)
     # the untouched base, copied before a paradigm wraps or trains the model (KL)
     reference = backbone.reference() if config.paradigm.uses_algorithm else None
     evaluator = Evaluator(
         session,
         personal_eval.to_list(),
-        probes.general_probe(config.evaluation.general_items, world=world, keep=general_keep),
+        probes.general_probe(config.evaluation.general_items, world=world, keep=loaded.general_keep),
         suite.phase_eval(user, options),
         config.generation.rollout(config.task.max_searches, evaluation=True),
         reference,
@@ -182,7 +219,7 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)
     paradigm.bind(session)
-    return RunParts(config, seeds, paradigm, session, evaluator, stream, personal_eval)
+    return RunParts(config, loaded.seeds, paradigm, session, evaluator, stream, personal_eval)
 
 
 def execute(
@@ -339,14 +376,7 @@ def run_experiment(
         for index, config in enumerate(configs):
             if progress:
                 print(f"[{index + 1}/{len(configs)}] {config.run_name()}", flush=True)
-            child = tracker.start_run(
-                experiment.name,
-                config.run_name(),
-                tags=child_tags(config, groups[index]),
-                parent=parent,
-            )
-            child.log_params(config.flat())
-            child.log_dict(config.model_dump(mode="json"), "config.yaml")
+            child = tracker.start_config_run(experiment.name, config, groups[index], parent)
             try:
                 final = execute(config, child, tracker, progress)
                 child.finish()

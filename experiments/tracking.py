@@ -568,6 +568,29 @@ class Tracker:
         self.started.append(tracked)
         return tracked
 
+    def start_config_run(
+        self,
+        experiment: str,
+        config,
+        group: str,
+        parent: TrackedRun | None,
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> TrackedRun:
+        """The run of one run config, as ``harness run``, a sweep's trial and a grid worker start it:
+        named ``name`` (default ``config.run_name()``), tagged with :func:`child_tags` (the contract
+        tags, ``group``) plus ``tags``, nested under ``parent``, the config flattened into params and
+        stored whole as ``config.yaml``."""
+        run = self.start_run(
+            experiment,
+            name or config.run_name(),
+            tags={**child_tags(config, group), **(tags or {})},
+            parent=parent,
+        )
+        run.log_params(config.flat())
+        run.log_dict(config.model_dump(mode="json"), "config.yaml")
+        return run
+
     def find_runs(self, experiment: str, filter_string: str = "") -> list:
         """Every run of ``experiment`` matching an MLflow ``filter_string`` (oldest first); [] when none."""
         existing = self.client.get_experiment_by_name(experiment)

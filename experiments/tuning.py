@@ -49,10 +49,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from experiments import metrics as m
 from experiments import tuned as tuned_values
 from experiments.config import ConfigError, Experiment, RunConfig, load_experiment
-from experiments.sweep import CategoricalParam, Param, SweepPlan, load_sweep, run_sweep
+from experiments.sweep import SweepPlan, load_sweep, run_sweep
+from experiments.sweep.space import Param, bounds, describe, distributions, first_value
 from tasks.users import tuning_user_seeds
 
 if TYPE_CHECKING:  # MLflow loads when tuning starts, so a bad file answers before it (~1 s)
+    from optuna.distributions import BaseDistribution
+
     from experiments.tracking import Tracker
 
 SUFFIX = "-tuning"
@@ -110,17 +113,11 @@ def parse_tuning(experiment: Experiment) -> TuningSpec:
             f"experiments/tuning.py or experiments/comparison.yaml)"
         )
     try:
-        return TuningSpec.model_validate(experiment.tuning)
+        spec = TuningSpec.model_validate(experiment.tuning)
     except ValidationError as error:
-        first = error.errors()[0]
-        parts = [str(p) for p in first["loc"]]
-        if len(parts) > 2 and parts[0] == "space" and parts[2] in ("float", "int", "categorical"):
-            del parts[2]
-        field = "tuning." + ".".join(parts)
-        if first["type"] == "extra_forbidden":
-            known = ", ".join(TuningSpec.model_fields)
-            raise ConfigError(f"unknown key {field!r}: remove it (keys: {known})") from None
-        raise ConfigError(f"{field}: {first['msg'].lower()}; fix it in the tuning section") from None
+        raise ConfigError(describe(error, "tuning", f"keys: {', '.join(TuningSpec.model_fields)}")) from None
+    distributions("tuning", spec.space)  # the sweep's checks, named after the tuning section
+    return spec
 
 
 def _applies(key: str, config: RunConfig) -> bool:
@@ -184,17 +181,14 @@ def load_tuning(file: str | Path, overrides: Sequence[str] = (), workers: int = 
             plan = load_sweep(file, sweep_overrides, workers=workers)
         except ConfigError as error:
             raise ConfigError(f"{error} (tuning arm {arm})") from None
-        arms[arm] = ArmStudy(arm, plan.config({k: _first(v) for k, v in space.items()}, users[0]), plan)
+        first = {key: first_value(d) for key, d in plan.distributions.items()}
+        arms[arm] = ArmStudy(arm, plan.config(first, users[0]), plan)
     if not arms:
         raise ConfigError(
             f"grid: experiment {experiment.name!r} has no arm that learns with an algorithm; nothing to tune"
         )
     out = tuned_values.resolve_path(spec.out, experiment.base.backbone)
     return TuningPlan(Path(file), overrides, experiment, spec, users, list(arms.values()), out)
-
-
-def _first(param: Any) -> Any:
-    return param.choices[0] if isinstance(param, CategoricalParam) else param.low
 
 
 def run_tuning(plan: TuningPlan, tracker: Tracker, workers: int = 1, progress: bool = True) -> Path:
@@ -275,7 +269,7 @@ def arm_result(study: ArmStudy, tracker: Tracker) -> tuned_values.ArmResult:
     return tuned_values.ArmResult(
         values=best.params,
         criterion=best.criterion,
-        at_edge=at_edge(best.params, plan.spec.space),
+        at_edge=at_edge(best.params, plan.distributions),
         trials=trials,
     )
 
@@ -289,18 +283,13 @@ def choose(trials: Sequence[tuned_values.TrialResult]) -> tuned_values.TrialResu
     return min(means, key=lambda pair: (-pair[0], _params_key(pair[1].params)))[1]
 
 
-def at_edge(values: dict[str, Any], space: dict[str, Any]) -> bool:
-    """Whether a chosen numeric value sits at the smallest or largest value its range allows."""
+def at_edge(values: dict[str, Any], space: dict[str, BaseDistribution]) -> bool:
+    """Whether a chosen numeric value sits at the smallest or largest value its distribution allows."""
     for key, value in values.items():
-        param = space.get(key)
-        if param is None or isinstance(value, bool) or not isinstance(value, int | float):
+        if key not in space or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if isinstance(param, CategoricalParam):
-            numbers = [c for c in param.choices if isinstance(c, int | float) and not isinstance(c, bool)]
-            bounds = (min(numbers), max(numbers)) if len(numbers) > 1 else None
-        else:
-            bounds = (param.low, param.high)
-        if bounds is not None and any(math.isclose(value, b, rel_tol=1e-9) for b in bounds):
+        ends = bounds(space[key])
+        if ends is not None and any(math.isclose(value, end, rel_tol=1e-9) for end in ends):
             return True
     return False
 

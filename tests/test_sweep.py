@@ -243,6 +243,35 @@ def test_a_multi_objective_sweep_reports_its_pareto_front(tmp_path, tracking_uri
         assert set(entry["params"]) == {"reward.weights.search_cost", "reward.weights.format"}
 
 
+@pytest.mark.timeout(240)
+def test_a_grid_sweep_with_a_pruner_is_asked_and_told_to_the_end(
+    tmp_path, tracking_uri, tiny_base, monkeypatch
+):
+    """Ask-and-tell outside ``Study.optimize``: the grid sampler's last point is told without the
+    ``study.stop()`` that only works inside ``optimize``, and a pruned trial is told PRUNED, its
+    run KILLED. The grid's seed 0 visits oracle first; frozen scores below it at the first
+    evaluation, so the percentile pruner stops it there."""
+    monkeypatch.chdir(tmp_path)
+    file = sweep_file(
+        tmp_path,
+        space={"paradigm.name": {"type": "categorical", "choices": ["frozen", "oracle"]}},
+        sampler={"name": "grid", "seed": 0},
+        pruner={"name": "percentile", "percentile": 50, "n_startup_trials": 1},
+        n_trials=None,
+        seeds=[0],
+    )
+    result = runner.invoke(app, ["sweep", str(file), *SMALL, "--quiet"])
+    assert result.exit_code == 0, result.output
+    study = journal_study(tmp_path / "optuna-journal" / "tsweep.log")
+    outcomes = [(t.params["paradigm.name"], t.state) for t in study.trials]
+    assert outcomes == [("oracle", TrialState.COMPLETE), ("frozen", TrialState.PRUNED)]
+    assert list(study.trials[1].intermediate_values) == [0]  # stopped at its first evaluation
+    parents, children = sweep_runs(tracking_uri)
+    assert parents[0].info.status == "FINISHED"
+    states = {c.data.tags["trial"]: (c.info.status, c.data.tags["trial_state"]) for c in children}
+    assert states == {"0": ("FINISHED", "COMPLETE"), "1": ("KILLED", "PRUNED")}
+
+
 @pytest.mark.parametrize(
     ("sweep", "fragment"),
     [

@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from typer.testing import CliRunner
 
 from analysis.report import build_report
@@ -14,7 +15,6 @@ from experiments import tuned as tuned_values
 from experiments.cli import app
 from experiments.config import ConfigError, load_experiment
 from experiments.run import curve_mean
-from experiments.sweep import CategoricalParam, FloatParam
 from experiments.tuning import at_edge, choose, load_tuning
 from tasks.users import META_USER_SEED_START, TUNING_USER_SEED_START, tuning_user_seeds, user_population
 from tests.conftest import ROOT, SMOKE, TINY
@@ -172,11 +172,11 @@ def test_choose_takes_the_best_mean_and_the_smaller_value_on_ties():
 
 
 def test_at_edge_flags_a_value_at_the_end_of_its_range():
-    grid = {"algorithm.learning_rate": CategoricalParam(type="categorical", choices=[1e-5, 1e-4, 1e-3])}
+    grid = {"algorithm.learning_rate": CategoricalDistribution([1e-5, 1e-4, 1e-3])}
     assert at_edge({"algorithm.learning_rate": 1e-3}, grid)
     assert at_edge({"algorithm.learning_rate": 1e-5}, grid)
     assert not at_edge({"algorithm.learning_rate": 1e-4}, grid)
-    span = {"algorithm.learning_rate": FloatParam(type="float", low=1e-5, high=1e-2, log=True)}
+    span = {"algorithm.learning_rate": FloatDistribution(1e-5, 1e-2, log=True)}
     assert not at_edge({"algorithm.learning_rate": 3e-4}, span)
 
 

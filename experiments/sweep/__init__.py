@@ -24,34 +24,34 @@ run per trial and seed, named ``adapter-grpo-default-t3-s0``, carrying the contr
 ``trial``, ``sweep`` and ``trial_state``. A trial's MLflow runs end with its outcome: FINISHED
 (COMPLETE), KILLED (PRUNED, interrupted) or FAILED (an error, a dead worker).
 
-Crash safety: every trial records its worker's host, pid and lock file. Before optimizing, and
-while waiting for other workers, a worker fails the RUNNING trials whose worker is gone (journal
-storage: the worker's lock file is free, or its pid is dead on this host; RDB storage: Optuna's
-heartbeat) and enqueues a retry with the same parameters, so a study always ends with exactly
-``n_trials`` finished trials. Only ``experiments.tracking`` writes to MLflow.
+Optuna's own machinery: the space is ``optuna.distributions`` objects (``space``); a worker asks the
+study for a trial (``study.ask(distributions)``: a queued retry first, else a new sample), runs it
+and tells the outcome (``study.tell``), until the study has ``n_trials`` finished trials.
+
+Crash safety: every trial records its worker's host, pid and lock file. Before each trial, and
+while waiting for other workers, a worker fails the RUNNING trials whose worker is gone and
+enqueues a retry with the same parameters, so a study always ends with exactly ``n_trials``
+finished trials. RDB storage: Optuna's heartbeat and ``RetryHeartbeatStaleTrialCallback``; journal
+storage (no heartbeat in Optuna): the worker's lock file is free, or its pid is dead on this host
+(``recovery``). Only ``experiments.tracking`` writes to MLflow.
 
 Grids: ``harness run FILE --workers N`` (or ``--storage URL``) runs an experiment's (grid point,
 seed) runs as a study whose trials are known in advance, with the same storage, crash safety and
 multi-machine path: ``grid`` (the plan and the study's queue) and ``grid_workers`` (the worker loop
 and ``run_grid``).
 
-Modules, one job each: ``spec`` (the section's schema), ``plan`` (reading and checking it:
-``load_sweep``), ``study`` (Optuna storage, sampler, pruner, study), ``recovery`` (dead workers on
-journal storage), ``bookkeeping`` (the MLflow parent run and a dead trial's runs), ``objective``
+Modules, one job each: ``space`` (a search space as Optuna distributions, shared with
+``harness tune``), ``spec`` (the section's schema), ``plan`` (reading and checking it:
+``load_sweep``), ``study`` (Optuna storage, sampler, pruner, study), ``recovery`` (dead workers' trials),
+``bookkeeping`` (the MLflow parent run and a dead trial's runs), ``objective``
 (one trial), ``results`` (best trial or Pareto front), ``workers`` (the worker loop and
-``run_sweep``), ``grid`` and ``grid_workers``.
+``run_sweep``), ``grid`` and ``grid_workers``, and ``processes`` (local worker processes, for both).
 """
 
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
-from experiments.sweep.objective import (
-    RunError,
-    SurplusTrial,
-    SweepFailed,
-    TrialRunner,
-    is_surplus,
-    trial_run_name,
-)
+from experiments.sweep.objective import SweepFailed, TrialRunner, is_surplus, trial_run_name
 from experiments.sweep.plan import JOURNAL_DIR, SweepPlan, is_rdb_url, load_sweep, parse_sweep
+from experiments.sweep.processes import watch_workers, worker_environment
 from experiments.sweep.recovery import (
     UNCLAIMED_GRACE_SECONDS,
     WorkerLock,
@@ -60,19 +60,17 @@ from experiments.sweep.recovery import (
     worker_is_dead,
 )
 from experiments.sweep.results import SweepResult, result_rows, summarize
-from experiments.sweep.spec import (
+from experiments.sweep.space import (
     CategoricalParam,
     FloatParam,
     IntParam,
-    Objective,
     Param,
-    PrunerSpec,
-    SamplerSpec,
     Scalar,
-    SweepSpec,
+    distributions,
     grid_size,
     grid_values,
 )
+from experiments.sweep.spec import Objective, PrunerSpec, SamplerSpec, SweepSpec
 from experiments.sweep.study import (
     Counts,
     _sampler,
@@ -83,7 +81,7 @@ from experiments.sweep.study import (
     storage_at,
     study_counts,
 )
-from experiments.sweep.workers import Worker, run_sweep, worker_command, worker_environment
+from experiments.sweep.workers import Worker, run_sweep, worker_command
 
 __all__ = [
     "JOURNAL_DIR",
@@ -95,10 +93,8 @@ __all__ = [
     "Objective",
     "Param",
     "PrunerSpec",
-    "RunError",
     "SamplerSpec",
     "Scalar",
-    "SurplusTrial",
     "SweepFailed",
     "SweepPlan",
     "SweepResult",
@@ -107,6 +103,7 @@ __all__ = [
     "Worker",
     "WorkerLock",
     "_sampler",
+    "distributions",
     "ensure_parent",
     "grid_size",
     "grid_values",
@@ -127,6 +124,7 @@ __all__ = [
     "study_counts",
     "summarize",
     "trial_run_name",
+    "watch_workers",
     "worker_command",
     "worker_environment",
     "worker_is_dead",

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -39,9 +38,17 @@ from experiments.sweep.grid import (
     pop_queued,
     run_index,
 )
-from experiments.sweep.recovery import WorkerLock, claim, fail_dead_trials, lock_dir, retry_trial
+from experiments.sweep.processes import watch_workers
+from experiments.sweep.recovery import (
+    WorkerLock,
+    claim,
+    fail_dead_trials,
+    lock_dir,
+    on_stale,
+    requeue,
+    retried_from,
+)
 from experiments.sweep.study import heartbeat, storage_at
-from experiments.sweep.workers import stop_processes, worker_environment
 
 if TYPE_CHECKING:  # MLflow loads once the file is known to be good
     from experiments.tracking import TrackedRun, Tracker
@@ -57,7 +64,7 @@ class GridWorker:
             plan.storage_url,
             heartbeat_interval=plan.heartbeat_interval,
             grace_period=plan.grace_period,
-            on_stale=self._on_heartbeat_stale,
+            on_stale=on_stale(plan.max_retry, self._close_dead_run),
         )
         self.study = open_grid_study(plan, self.storage)
         self.parent = ensure_grid_parent(tracker, plan)
@@ -68,8 +75,7 @@ class GridWorker:
         if enqueue:
             enqueue_missing(self.study, plan)
 
-    def _on_heartbeat_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        retry_trial(study, trial, self.plan.max_retry)
+    def _close_dead_run(self, trial: FrozenTrial) -> None:
         self._close_run(trial, "FAILED", "worker died")
 
     def _close_run(self, trial: FrozenTrial, status: str, error: str) -> None:
@@ -114,11 +120,7 @@ class GridWorker:
             optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; the callback retries
             return []
         return fail_dead_trials(
-            self.study,
-            self.storage,
-            self.plan.storage_url,
-            self.plan.max_retry,
-            lambda trial: self._close_run(trial, "FAILED", "worker died"),
+            self.study, self.storage, self.plan.storage_url, self.plan.max_retry, self._close_dead_run
         )
 
     def run(self) -> GridCounts:
@@ -176,26 +178,23 @@ class GridWorker:
 
     def _execute(self, trial: optuna.Trial, index: int) -> None:
         from experiments.run import execute, prepare_backbones
-        from experiments.tracking import child_tags, group_labels
+        from experiments.tracking import group_labels
 
         config = self.plan.configs[index]
         if self._groups is None:
             self._groups = group_labels(self.plan.configs)
         prepare_backbones([config], self.tracker, progress=False)  # a base build is not this run's time
-        tags = {**child_tags(config, self._groups[index]), "grid_study": self.plan.study_name}
-        tags["grid_run"] = index
-        retry_of = self.storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        tags = {"grid_study": self.plan.study_name, "grid_run": index}
+        retry_of = retried_from(self.storage.get_trial(trial._trial_id))
         if retry_of is not None:
             tags["retry_of"] = retry_of
         if self.progress:
             print(f"[{index + 1}/{self.plan.n_runs}] {config.run_name()}", flush=True)
-        run = self.tracker.start_run(
-            self.plan.experiment.name, config.run_name(), tags=tags, parent=self.parent
+        run = self.tracker.start_config_run(
+            self.plan.experiment.name, config, self._groups[index], self.parent, tags=tags
         )
         trial.set_user_attr("mlflow_run_id", run.run_id)
         self._current = (trial._trial_id, run)
-        run.log_params(config.flat())
-        run.log_dict(config.model_dump(mode="json"), "config.yaml")
         try:
             final = execute(config, run, self.tracker, self.progress)
         except (KeyboardInterrupt, SystemExit):
@@ -226,7 +225,12 @@ class GridWorker:
                     run.finish("KILLED", error="interrupted")
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                     if self.storage.set_trial_state_values(trial_id, TrialState.FAIL):
-                        retry_trial(self.study, self.storage.get_trial(trial_id), self.plan.max_retry)
+                        requeue(
+                            self.study,
+                            self.storage.get_trial(trial_id),
+                            self.plan.max_retry,
+                            self.plan.is_journal,
+                        )
             if grid_counts(self.study, self.plan.n_runs).running == 0:
                 self.parent.finish("KILLED", error="interrupted")
         finally:
@@ -263,32 +267,28 @@ def run_grid(plan: GridPlan, tracker: Tracker, workers: int = 1, progress: bool 
     coordinator = GridWorker(plan, tracker, progress)  # queues the runs before any worker starts
     if grid_counts(coordinator.study, plan.n_runs).done:  # resumed after the end: nothing to start
         return coordinator.result()
-    env = worker_environment(workers)
-    processes = [subprocess.Popen(worker_command(plan, tracker), env=env) for _ in range(workers)]
-    bar = tqdm(
-        total=plan.n_runs, desc=f"{plan.study_name} ({workers} workers)", unit="run", disable=not progress
-    )
-    try:
-        with sigterm_as_interrupt():
-            while any(p.poll() is None for p in processes):
-                _show(bar, grid_counts(coordinator.study, plan.n_runs))
-                time.sleep(coordinator.poll_seconds)
-            _show(bar, grid_counts(coordinator.study, plan.n_runs))
-    except KeyboardInterrupt:
-        stop_processes(processes)
+
+    def finished() -> tuple[int, dict[str, int]]:
+        counts = grid_counts(coordinator.study, plan.n_runs)
+        return counts.finished, {"running": counts.running, "failed": counts.failed}
+
+    def interrupted() -> None:
         if grid_counts(coordinator.study, plan.n_runs).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
-        raise
-    finally:
-        bar.close()
+
+    watch_workers(
+        worker_command(plan, tracker),
+        workers,
+        finished,
+        interrupted,
+        total=plan.n_runs,
+        desc=plan.study_name,
+        unit="run",
+        poll_seconds=coordinator.poll_seconds,
+        show=progress,
+    )
     coordinator.run()  # a worker that died left its run RUNNING: retry it here
     return coordinator.result()
-
-
-def _show(bar: Any, counts: GridCounts) -> None:
-    bar.n = min(counts.finished, bar.total)
-    bar.set_postfix(running=counts.running, failed=counts.failed, refresh=False)
-    bar.refresh()
 
 
 def worker_command(plan: GridPlan, tracker: Tracker) -> list[str]:

@@ -1,43 +1,31 @@
-"""One trial: the objective Optuna calls, running one nested MLflow run per seed and returning the
-mean objective value(s); the exceptions that end a trial or the sweep."""
+"""One trial, asked of the study and told its outcome (ask-and-tell): one nested MLflow run per seed,
+and the mean objective value(s) told to the study. A trial's outcome is a state, not an exception:
+only an interrupt (and Optuna's own ``TrialPruned``, raised by the evaluation callback to stop a run
+mid-way) unwinds through it."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
 
 from experiments.config import RunConfig
 from experiments.sweep.plan import SweepPlan
-from experiments.sweep.recovery import WorkerLock, claim
-from experiments.sweep.spec import FloatParam, IntParam
+from experiments.sweep.recovery import WorkerLock, claim, retried_from
 from experiments.sweep.study import LIVE_STATES
 
 if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
     from experiments.tracking import TrackedRun, Tracker
 
 
-class RunError(RuntimeError):
-    """A trial's run raised (diverged, misconfigured...): the trial is FAIL, the sweep goes on."""
-
-
-class SurplusTrial(RuntimeError):
-    """The study already has ``n_trials`` trials finished or under way: this one is not needed."""
-
-
 class SweepFailed(RuntimeError):
     """Too many trials failed with errors; the sweep stopped."""
-
-
-def _suggest(trial: optuna.Trial, key: str, param: Any) -> Any:
-    if isinstance(param, FloatParam):
-        return trial.suggest_float(key, param.low, param.high, log=param.log, step=param.step)
-    if isinstance(param, IntParam):
-        return trial.suggest_int(key, param.low, param.high, step=param.step, log=param.log)
-    return trial.suggest_categorical(key, param.choices)
 
 
 def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
@@ -57,7 +45,7 @@ def trial_run_name(config: RunConfig, number: int) -> str:
 
 @dataclass
 class TrialRunner:
-    """The objective: one trial = one nested MLflow run per seed; returns the mean objective(s).
+    """Runs asked trials: one trial = one nested MLflow run per seed; tells the mean objective(s).
 
     Intermediate values (single objective): each evaluation's objective is reported at step =
     feedback events this trial has consumed over its seeds so far (the step-0 evaluation of a
@@ -68,72 +56,82 @@ class TrialRunner:
     plan: SweepPlan
     tracker: Tracker
     parent: TrackedRun
+    storage: BaseStorage
     lock: WorkerLock | None
     bar: Any = None
-    current_trial_id: int | None = None
     _runs: list[TrackedRun] = field(default_factory=list)
     _last_events: int = 0  # feedback events at the latest evaluation of the running seed
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
-        self.current_trial_id = trial._trial_id
-        try:
-            result = self._trial(trial)
-        except Exception:
-            self.current_trial_id = None
-            raise
-        # an interrupt leaves current_trial_id set: Worker._interrupted fails and requeues that trial
-        self.current_trial_id = None
-        return result
+    def run(self, trial: optuna.Trial) -> TrialState:
+        """Run an asked trial (its params already sampled) and tell the study how it ended.
 
-    def _trial(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        COMPLETE: its runs end FINISHED and its values are the means over seeds; PRUNED: KILLED;
+        FAIL: a run raised (``error`` user attr, runs FAILED), or the trial was not needed because
+        ``n_trials`` trials numbered below it are finished or under way (``surplus``: two workers
+        asked at once). An interrupt ends its runs KILLED and propagates, leaving the trial RUNNING
+        for ``Worker`` to fail and queue again.
+        """
         claim(trial, self.lock)
         if is_surplus(trial.study, trial.number, self.plan.n_trials):
             trial.set_user_attr("surplus", True)
-            trial.study.stop()
-            raise SurplusTrial(f"trial {trial.number}: {self.plan.n_trials} trials already under way")
-        params = {key: _suggest(trial, key, param) for key, param in self.plan.spec.space.items()}
+            return self._tell(trial, TrialState.FAIL)
+        params = {key: trial.params[key] for key in self.plan.distributions}
         self._runs = []
         try:
             values = self._values(trial, self._run_seeds(trial, params))
         except optuna.TrialPruned:
             self._close("KILLED", "PRUNED")
-            raise
+            return self._tell(trial, TrialState.PRUNED)
         except (KeyboardInterrupt, SystemExit):
             self._close("KILLED", "FAIL", error="interrupted")
             raise
-        except Exception as error:
+        except Exception as error:  # the run's own error: recorded, and the sweep goes on
             described = f"{type(error).__name__}: {error}".strip()
             trial.set_user_attr("error", described[:1000])
             self._close("FAILED", "FAIL", error=described)
-            raise RunError(f"trial {trial.number} failed: {described}") from error
+            return self._tell(trial, TrialState.FAIL)
+        finally:
+            gc.collect()  # a trial's model and optimizer go before the next one is built
         self._close("FINISHED", "COMPLETE")
         self.parent.log_metrics(
             {f"sweep/{k}": v for k, v in zip(self.plan.metrics, values, strict=True)}, trial.number
         )
         self.parent.flush()
-        return values[0] if len(values) == 1 else tuple(values)
+        return self._tell(trial, TrialState.COMPLETE, values)
+
+    def _tell(self, trial: optuna.Trial, state: TrialState, values: list[float] | None = None) -> TrialState:
+        """Tell the study; a trial another worker already failed as a dead worker's stays FAIL."""
+        try:
+            trial.study.tell(trial, values, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return TrialState.FAIL
+        except ValueError:  # "Cannot tell a FAIL trial": taken over between two writes
+            if self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                raise
+            return TrialState.FAIL
+        return state
 
     def _run_seeds(self, trial: optuna.Trial, params: dict[str, Any]) -> list[dict[str, float]]:
-        from experiments.tracking import child_tags, group_labels
+        from experiments.tracking import group_labels
 
         finals, offset = [], 0
-        retry_of = trial.user_attrs.get("retry_of")
+        retry_of = retried_from(self.storage.get_trial(trial._trial_id))
         for index, seed in enumerate(self.plan.seeds):
             config = self.plan.config(params, seed)
             _prepare_backbone(config, self.tracker)  # a shared base build is its own run, not this one's time
             group = f"{group_labels([config])[0]}/t{trial.number}"  # adapter/grpo/t3: one per trial
-            tags = {**child_tags(config, group), "trial": trial.number, "sweep": self.plan.study_name}
+            tags = {"trial": trial.number, "sweep": self.plan.study_name, "trial_state": "RUNNING"}
             if retry_of is not None:
                 tags["retry_of"] = retry_of
-            run = self.tracker.start_run(
+            run = self.tracker.start_config_run(
                 self.plan.experiment.name,
-                trial_run_name(config, trial.number),
-                tags={**tags, "trial_state": "RUNNING"},
-                parent=self.parent,
+                config,
+                group,
+                self.parent,
+                name=trial_run_name(config, trial.number),
+                tags=tags,
             )
             self._runs.append(run)
-            run.log_params(config.flat())
-            run.log_dict(config.model_dump(mode="json"), "config.yaml")
             on_eval = self._on_eval(trial, offset, skip_start=index > 0, seed=seed)
             final = _execute(config, run, self.tracker, on_eval)
             run.flush()

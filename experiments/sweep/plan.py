@@ -9,28 +9,24 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from experiments import metrics as m
 from experiments.config import (
-    SEED_KEYS,
     ConfigError,
     Experiment,
     RunConfig,
     apply_overrides,
     build_run_config,
-    is_experiment_key,
     load_experiment,
 )
-from experiments.sweep.spec import (
-    CategoricalParam,
-    FloatParam,
-    IntParam,
-    SweepSpec,
-    grid_size,
-)
+from experiments.sweep.space import describe, distributions, grid_size, sample_values
+from experiments.sweep.spec import SweepSpec
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 JOURNAL_DIR = "optuna-journal"
 
@@ -43,6 +39,8 @@ class SweepPlan:
     overrides: tuple[str, ...]
     experiment: Experiment
     spec: SweepSpec
+    #: The search space as Optuna distributions (``study.ask`` reads them), in the section's order.
+    distributions: dict[str, BaseDistribution]
     study_name: str
     n_trials: int
     seeds: list[int]
@@ -90,64 +88,9 @@ def check_parallel_storage(url: str, workers: int, default_journal: str) -> None
         )
 
 
-def _field_path(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    # a discriminated union puts the tag in the location: space.<key>.<type>.low -> space.<key>.low
-    if len(parts) > 2 and parts[0] == "space" and parts[2] in ("float", "int", "categorical"):
-        del parts[2]
-    return "sweep." + ".".join(parts)
-
-
-def _describe_error(error: ValidationError) -> str:
-    errors = error.errors()
-    # an unknown key explains the "missing" field next to it (a typo): name it first
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    field_name = _field_path(first["loc"])
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        return (
-            f"unknown key {field_name!r}: remove it (see README, 'Sweeps', for the keys of a sweep section)"
-        )
-    if kind == "missing":
-        return f"{field_name}: required field is missing; add it to the sweep section"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"{field_name}.type: must be one of float, int, categorical"
-    given = first.get("input")
-    shown = json.dumps(given, default=str) if not isinstance(given, dict) else "a section"
-    return f"{field_name}: {first['msg'].lower()} (got {shown}); fix it in the sweep section or with --set"
-
-
-def _check_param(key: str, param: Any) -> None:
-    where = f"sweep.space.{key}"
-    if is_experiment_key(key):  # e.g. meta.iterations: read by harness meta-train, never by a trial
-        top = key.split(".")[0]
-        fix = "list a trial's seeds in sweep.seeds" if top in SEED_KEYS else "sweep a run config field"
-        raise ConfigError(
-            f"{where}: {top!r} belongs to the experiment file, not to a run's config, so a trial "
-            f"could not change it; {fix} (e.g. reward.weights.format)"
-        )
-    if isinstance(param, FloatParam | IntParam):
-        if param.low >= param.high:
-            raise ConfigError(
-                f"{where}.low: {param.low} must be below high ({param.high}); swap them or widen the range"
-            )
-        if param.log and param.low <= 0:
-            raise ConfigError(f"{where}.low: a log scale needs low > 0 (got {param.low})")
-        if isinstance(param, FloatParam) and param.log and param.step is not None:
-            raise ConfigError(f"{where}.step: cannot be combined with log: true; drop one of them")
-        if isinstance(param, IntParam) and param.log and param.step != 1:
-            raise ConfigError(f"{where}.step: a log-scaled int needs step 1 (got {param.step})")
-
-
-def _sample_values(param: Any) -> list[tuple[str, Any]]:
-    if isinstance(param, CategoricalParam):
-        return [(f"choices.{i}", choice) for i, choice in enumerate(param.choices)]
-    return [("low", param.low), ("high", param.high)]
-
-
 def _check_key_is_a_field(experiment: Experiment, key: str, param: Any) -> None:
     """Build a RunConfig with each sample value of ``key``: unknown keys and bad values fail here."""
-    for where, value in _sample_values(param):
+    for where, value in sample_values(param):
         try:
             settings = {**experiment.overrides, key: value, "seed": experiment.seeds[0]}
             build_run_config(apply_overrides(experiment.raw, settings))
@@ -196,8 +139,9 @@ def _check_overrides(experiment: Experiment, spec: SweepSpec) -> None:
             )
 
 
-def parse_sweep(experiment: Experiment) -> SweepSpec:
-    """The experiment's ``sweep:`` section validated; a ConfigError names the field on one line."""
+def parse_sweep(experiment: Experiment) -> tuple[SweepSpec, dict[str, BaseDistribution]]:
+    """The experiment's ``sweep:`` section validated, and its space as Optuna distributions; a
+    ConfigError names the field on one line."""
     if experiment.sweep is None:
         raise ConfigError(
             f"sweep: experiment {experiment.name!r} has no sweep: section; add one (see README, "
@@ -206,12 +150,14 @@ def parse_sweep(experiment: Experiment) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(experiment.sweep)
     except ValidationError as error:
-        raise ConfigError(_describe_error(error)) from None
+        raise ConfigError(
+            describe(error, "sweep", "see README, 'Sweeps', for the keys of a sweep section")
+        ) from None
+    space = distributions("sweep", spec.space)
     for key, param in spec.space.items():
-        _check_param(key, param)
         _check_key_is_a_field(experiment, key, param)
     _check_overrides(experiment, spec)
-    return spec
+    return spec, space
 
 
 def load_sweep(
@@ -227,10 +173,10 @@ def load_sweep(
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--n-trials: must be at least 1 (got {n_trials})")
     experiment = load_experiment(file, list(overrides))
-    spec = parse_sweep(experiment)
+    spec, space = parse_sweep(experiment)
     directions = _resolve_directions(spec)
     if spec.sampler.name == "grid":
-        size = grid_size(spec)
+        size = grid_size("sweep", space)
         total = n_trials or spec.n_trials or size
         if total > size:
             raise ConfigError(
@@ -248,6 +194,7 @@ def load_sweep(
         overrides=tuple(overrides),
         experiment=experiment,
         spec=spec,
+        distributions=space,
         study_name=study_name,
         n_trials=total,
         seeds=list(spec.seeds or experiment.seeds),

@@ -1,7 +1,13 @@
-"""Dead-worker detection for the journal storage, which has no heartbeat in Optuna: each worker
-holds a lock file the kernel frees when it dies, so a RUNNING trial whose lock is free (or whose
-pid is gone on this host) is failed and retried. RDB storage uses Optuna's heartbeat instead.
-Sweeps and grids share it (``workers``, ``grid_workers``)."""
+"""Dead workers' trials, for sweeps and grids (``workers``, ``grid_workers``).
+
+RDB storage: Optuna's own machinery. Workers send heartbeats, ``optuna.storages.fail_stale_trials``
+fails a trial whose heartbeat stopped, and ``RetryHeartbeatStaleTrialCallback`` queues its retry
+(:func:`on_stale`).
+
+Journal storage: Optuna 5 has no heartbeat there, so this module keeps its own detection for the
+journal only: each worker holds a lock file the kernel frees when it dies, and a RUNNING trial whose
+lock is free (or whose pid is gone on this host) is failed (:func:`fail_dead_trials`) and retried
+(:func:`retry_trial`)."""
 
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ import contextlib
 import fcntl
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import psutil
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from paradigms.backbone_files import exclusive_lock
@@ -93,12 +100,46 @@ def worker_is_dead(trial: FrozenTrial, now: datetime | None = None) -> bool:
     return not psutil.pid_exists(int(attrs.get("worker_pid", -1)))
 
 
-def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
-    """Enqueue a WAITING copy of a failed trial (same params, worker attrs dropped); False past max_retry.
+def on_stale(
+    max_retry: int, then: Callable[[FrozenTrial], None]
+) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """RDB storage's ``heartbeat_stale_trial_callback``: Optuna's ``RetryHeartbeatStaleTrialCallback``
+    queues the stale trial again (up to ``max_retry`` times), then ``then(trial)`` closes its MLflow runs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
-    Mirrors Optuna's RetryHeartbeatStaleTrialCallback (system attrs ``failed_trial``,
-    ``retry_history``), but does not copy the dead worker's identity: a retry carrying it would
-    look stale the moment it is popped.
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        retry(study, trial)
+        then(trial)
+
+    return callback
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int, journal: bool) -> None:
+    """Queue an interrupted trial again: the journal's :func:`retry_trial`, or, on RDB storage,
+    the retry Optuna's heartbeat would have queued for it (``RetryHeartbeatStaleTrialCallback``)."""
+    if journal:
+        retry_trial(study, trial, max_retry)
+    else:
+        on_stale(max_retry, lambda _: None)(study, trial)
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The number of the trial a retry repeats (system attr ``failed_trial``, which Optuna's retry
+    callback and :func:`retry_trial` both set), or None for a first attempt."""
+    return trial.system_attrs.get("failed_trial")
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
+    """Journal storage: enqueue a WAITING copy of a dead worker's trial (same params, worker attrs
+    dropped); False past ``max_retry``.
+
+    Writes the system attrs Optuna's ``RetryHeartbeatStaleTrialCallback`` writes (``failed_trial``,
+    ``retry_history``), but unlike it does not copy the dead worker's identity: the journal's
+    detection reads that identity (:func:`worker_is_dead`), and a retry carrying it would look
+    stale the moment it is popped. RDB storage uses Optuna's callback itself (:func:`on_stale`).
     """
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > max_retry:

@@ -1,46 +1,17 @@
-"""The ``sweep:`` section's schema: the search space (float, int, categorical parameters), the
-objectives, the sampler and the pruner, and the values a grid sampler visits. Pure pydantic: nothing
-here opens a study or imports MLflow."""
+"""The ``sweep:`` section's schema: the search space (its parameters are :mod:`.space`'s), the
+objectives, the sampler and the pruner. Pure pydantic: nothing here opens a study or imports MLflow."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from experiments.config import ConfigError
+from experiments.sweep.space import Param
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FloatParam(_Strict):
-    type: Literal["float"]
-    low: float = Field(description="Smallest value.")
-    high: float = Field(description="Largest value.")
-    log: bool = Field(False, description="Sample on a log scale (needs low > 0).")
-    step: float | None = Field(None, gt=0, description="Discretization step (not with log).")
-
-
-class IntParam(_Strict):
-    type: Literal["int"]
-    low: int = Field(description="Smallest value.")
-    high: int = Field(description="Largest value.")
-    log: bool = Field(False, description="Sample on a log scale (needs low > 0 and step 1).")
-    step: int = Field(1, ge=1, description="Step between values.")
-
-
-Scalar = str | int | float | bool | None
-
-
-class CategoricalParam(_Strict):
-    type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1, description="The values to choose from.")
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class Objective(_Strict):
@@ -102,21 +73,3 @@ class SweepSpec(_Strict):
     def _objective_list(cls, value: Any) -> Any:
         items = value if isinstance(value, list) else [value]
         return [{"metric": item} if isinstance(item, str) else item for item in items]
-
-
-def grid_values(key: str, param: Any) -> list[Scalar]:
-    """Every value a grid sampler visits for one parameter (categoricals, ints, stepped floats)."""
-    if isinstance(param, CategoricalParam):
-        return list(param.choices)
-    if isinstance(param, IntParam):
-        return list(range(param.low, param.high + 1, param.step))
-    if param.step is None:
-        raise ConfigError(
-            f"sweep.space.{key}.step: the grid sampler needs a step for a float (or use categorical choices)"
-        )
-    count = math.floor((param.high - param.low) / param.step + 1e-9) + 1
-    return [round(param.low + i * param.step, 12) for i in range(count)]
-
-
-def grid_size(spec: SweepSpec) -> int:
-    return math.prod(len(grid_values(key, param)) for key, param in spec.space.items())

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import ConfigError
 from experiments.sweep.plan import JOURNAL_DIR, SweepPlan, is_rdb_url
-from experiments.sweep.spec import grid_values
+from experiments.sweep.space import grid_values
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -100,6 +100,20 @@ def storage_at(
     raise AssertionError("unreachable")
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, for trials asked and told outside ``Study.optimize``.
+
+    ``GridSampler.after_trial`` calls ``study.stop()`` once the grid is covered, which raises
+    RuntimeError outside ``optimize`` (so ``study.tell`` of the last point would fail); stopping
+    is the worker's job (it stops at ``n_trials``), so this sampler does nothing after a trial.
+    """
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        return None
+
+
 def _sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
     spec = plan.spec.sampler
     # workers must not sample in lockstep: mix the seed with this worker's host and pid
@@ -109,8 +123,8 @@ def _sampler(plan: SweepPlan) -> optuna.samplers.BaseSampler:
         # every worker must shuffle the grid alike: Optuna gives trial k the k-th point of the
         # sampler's own order, so orders that differ between workers ran some points twice and
         # others never (seen with --workers 2: 7 trials of a 7-point grid covered 4-6 points)
-        space = {key: grid_values(key, param) for key, param in plan.spec.space.items()}
-        return optuna.samplers.GridSampler(space, seed=spec.seed)
+        space = {key: grid_values(f"sweep.space.{key}", d) for key, d in plan.distributions.items()}
+        return AskTellGridSampler(space, seed=spec.seed)
     if spec.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.n_startup_trials, constant_liar=True)

@@ -1,16 +1,13 @@
-"""The worker loop (one process optimizing until the study has ``n_trials`` finished trials,
-recovering dead workers' trials) and the entry point that runs it in one or several local
-processes."""
+"""The worker loop (one process asking the study for trials and telling their outcomes until it
+has ``n_trials`` finished trials, recovering dead workers' trials) and the entry point that runs it
+in one or several local processes."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +17,12 @@ from tqdm.auto import tqdm
 
 from experiments.signals import sigterm_as_interrupt
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
-from experiments.sweep.objective import RunError, SurplusTrial, SweepFailed, TrialRunner
+from experiments.sweep.objective import SweepFailed, TrialRunner
 from experiments.sweep.plan import SweepPlan
-from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, retry_trial
+from experiments.sweep.processes import watch_workers
+from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, on_stale, requeue
 from experiments.sweep.results import SweepResult, summarize
-from experiments.sweep.study import Counts, open_storage, open_study, study_counts
+from experiments.sweep.study import Counts, heartbeat, open_storage, open_study, study_counts
 
 if TYPE_CHECKING:  # MLflow loads with the first trial, so a bad sweep file answers before it (~1 s)
     from experiments.tracking import TrackedRun, Tracker
@@ -42,31 +40,29 @@ class Worker:
     parent: TrackedRun = field(init=False)
 
     def __post_init__(self) -> None:
-        self.storage = open_storage(self.plan, self._on_heartbeat_stale)
+        self.storage = open_storage(self.plan, on_stale(self.plan.spec.max_retry, self._close_dead_runs))
         self.study = open_study(self.plan, self.storage)
         self.parent = ensure_parent(self.tracker, self.plan)
+        self._current: int | None = None  # the id of the trial this worker runs
 
-    def _on_heartbeat_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        retry_trial(study, trial, self.plan.spec.max_retry)
+    def _close_dead_runs(self, trial: FrozenTrial) -> None:
         mark_trial_runs(self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died")
 
     def recover(self) -> list[int]:
-        """Fail the RUNNING trials of dead workers, enqueue their retries, fail their MLflow runs."""
+        """Fail the RUNNING trials of dead workers, enqueue their retries, fail their MLflow runs.
+
+        RDB storage: Optuna's heartbeat decides (its stale-trial callback retries and closes the
+        runs); journal storage: :func:`recovery.fail_dead_trials`. Returns the journal's failed trials.
+        """
         if not self.plan.is_journal:
-            optuna.storages.fail_stale_trials(self.study)  # the heartbeat's verdict; callback retries
+            optuna.storages.fail_stale_trials(self.study)
             return []
         return fail_dead_trials(
-            self.study,
-            self.storage,
-            self.plan.storage_url,
-            self.plan.spec.max_retry,
-            lambda trial: mark_trial_runs(
-                self.tracker, self.plan, self.parent.run_id, trial.number, "FAILED", "worker died"
-            ),
+            self.study, self.storage, self.plan.storage_url, self.plan.spec.max_retry, self._close_dead_runs
         )
 
     def run(self) -> Counts:
-        """Optimize until the study has ``n_trials`` finished trials; Ctrl-C/SIGTERM stop cleanly.
+        """Ask for, run and tell trials until the study has ``n_trials`` finished; Ctrl-C/SIGTERM stop it.
 
         Raises SweepFailed after ``max_failed_trials`` trials failed with errors, KeyboardInterrupt
         after marking the running trial FAIL (a retry is queued), its runs and the parent KILLED.
@@ -75,7 +71,9 @@ class Worker:
         bar = tqdm(
             total=self.plan.n_trials, desc=self.plan.study_name, unit="trial", disable=not self.progress
         )
-        runner = TrialRunner(self.plan, self.tracker, self.parent, lock, bar if self.progress else None)
+        runner = TrialRunner(
+            self.plan, self.tracker, self.parent, self.storage, lock, bar if self.progress else None
+        )
         try:
             with sigterm_as_interrupt():
                 return self._loop(runner, bar)
@@ -107,37 +105,27 @@ class Worker:
             if counts.finished + counts.running >= self.plan.n_trials and counts.waiting == 0:
                 time.sleep(self.poll_seconds)  # the last trials are with other workers
                 continue
-            self.study.optimize(
-                runner,
-                catch=(RunError, SurplusTrial),
-                callbacks=[self._after_trial(bar)],
-                gc_after_trial=True,
-            )
-
-    def _after_trial(self, bar: Any) -> Callable[[optuna.Study, FrozenTrial], None]:
-        def after(study: optuna.Study, trial: FrozenTrial) -> None:
-            counts = study_counts(study)
-            _show(bar, counts)
-            if "error" in trial.user_attrs and trial.state == TrialState.FAIL:
-                _say(f"trial {trial.number} failed: {trial.user_attrs['error']}")
-            no_slot = counts.finished + counts.running >= self.plan.n_trials and counts.waiting == 0
-            if no_slot or counts.errors >= self.plan.spec.max_failed_trials:
-                study.stop()
-
-        return after
+            trial = self.study.ask(self.plan.distributions)  # a queued retry first, else a new sample
+            self._current = trial._trial_id
+            with heartbeat(self.storage, trial._trial_id):
+                state = runner.run(trial)
+            self._current = None
+            error = self.storage.get_trial(trial._trial_id).user_attrs.get("error")
+            if state == TrialState.FAIL and error is not None:
+                _say(f"trial {trial.number} failed: {error}")
 
     def _interrupted(self, runner: TrialRunner) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the bookkeeping short
         try:
             runner._close("KILLED", "FAIL", error="interrupted")
-            if runner.current_trial_id is not None:
-                trial = self.storage.get_trial(runner.current_trial_id)
+            if self._current is not None:
+                trial = self.storage.get_trial(self._current)
                 if trial.state == TrialState.RUNNING:
                     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                         self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                    trial = self.storage.get_trial(runner.current_trial_id)
+                    trial = self.storage.get_trial(self._current)
                 if trial.state == TrialState.FAIL and "error" not in trial.user_attrs:
-                    retry_trial(self.study, trial, self.plan.spec.max_retry)
+                    requeue(self.study, trial, self.plan.spec.max_retry, self.plan.is_journal)
             if study_counts(self.study).running == 0:
                 self.parent.finish("KILLED", error="interrupted")
         finally:
@@ -166,7 +154,26 @@ def run_sweep(plan: SweepPlan, tracker: Tracker, workers: int = 1, progress: boo
         return summarize(plan, worker.study, worker.parent)
     coordinator = Worker(plan, tracker, progress)  # creates the study and the parent before anyone races
     coordinator.recover()
-    statuses = _run_processes(plan, tracker, workers, coordinator, progress)
+
+    def finished() -> tuple[int, dict[str, int]]:
+        counts = study_counts(coordinator.study)
+        return counts.finished, {"running": counts.running}
+
+    def interrupted() -> None:
+        if study_counts(coordinator.study).running == 0:
+            coordinator.parent.finish("KILLED", error="interrupted")
+
+    statuses = watch_workers(
+        worker_command(plan, tracker),
+        workers,
+        finished,
+        interrupted,
+        total=plan.n_trials,
+        desc=plan.study_name,
+        unit="trial",
+        poll_seconds=coordinator.poll_seconds,
+        show=progress,
+    )
     result = summarize(plan, coordinator.study, coordinator.parent)
     if any(status != 0 for status in statuses) and not result.finished:
         raise SweepFailed(f"worker exit statuses {statuses}; see their output above")
@@ -181,60 +188,3 @@ def worker_command(plan: SweepPlan, tracker: Tracker) -> list[str]:
     for override in plan.overrides:
         command += ["--set", override]
     return command
-
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def worker_environment(workers: int) -> dict[str, str]:
-    """The environment of local workers: the CPU's cores split between them.
-
-    Each torch process otherwise starts one compute thread per core; N workers then run N times
-    as many threads as cores, and spinning OpenMP threads slowed trials ~20x on 2 cores (see
-    benchmarks/sweep_workers.py). A thread count the user exported is kept.
-    """
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = dict(os.environ)
-    for variable in _THREAD_VARIABLES:
-        env.setdefault(variable, threads)
-    return env
-
-
-def _run_processes(
-    plan: SweepPlan, tracker: Tracker, workers: int, coordinator: Worker, progress: bool
-) -> list[int]:
-    env = worker_environment(workers)
-    processes = [subprocess.Popen(worker_command(plan, tracker), env=env) for _ in range(workers)]
-    bar = tqdm(
-        total=plan.n_trials, desc=f"{plan.study_name} ({workers} workers)", unit="trial", disable=not progress
-    )
-    try:
-        with sigterm_as_interrupt():
-            while any(p.poll() is None for p in processes):
-                _show(bar, study_counts(coordinator.study))
-                time.sleep(coordinator.poll_seconds)
-            _show(bar, study_counts(coordinator.study))
-            return [p.returncode for p in processes]
-    except KeyboardInterrupt:
-        stop_processes(processes)
-        if study_counts(coordinator.study).running == 0:
-            coordinator.parent.finish("KILLED", error="interrupted")
-        raise
-    finally:
-        bar.close()
-
-
-def stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:
-    """Let the workers finish their own Ctrl-C handling; interrupt the ones that did not hear it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline and any(p.poll() is None for p in processes):
-            time.sleep(0.2)
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
