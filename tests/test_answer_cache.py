@@ -150,3 +150,28 @@ def test_blocks_do_not_nest(tiny_base):
     session = _setup()[1]
     with session.fixed_weights(), pytest.raises(RuntimeError, match="nest"), session.fixed_weights():
         pass
+
+
+def test_memory_embeds_an_evaluation_question_once(tiny_base, monkeypatch):
+    """The evaluator's questions are embedded at the first evaluation that retrieves, never again; the
+    notes retrieved are the ones a fresh embedding finds."""
+    config = load_experiment(SMOKE, [TINY, "paradigm.name=memory"]).runs()[0]
+    parts = assemble(config, progress=False)
+    memory, session = parts.paradigm, parts.session
+    memory.train(session)  # fills the store
+    assert len(memory.store) > 0 and memory.embedder.fixed
+    embedded: list[str] = []
+    embed = memory.embedder.embed
+
+    def counted(texts):
+        embedded.extend(texts)
+        return embed(texts)
+
+    monkeypatch.setattr(memory.embedder, "embed", counted)
+    items = parts.evaluator.general
+    first = memory.context_for(items)
+    questions = len({i.query.question for i in items})
+    assert len(embedded) == questions and any(first)
+    assert memory.context_for(items) == first and len(embedded) == questions
+    session.answers = None  # without kept answers, every question is embedded again: the same notes
+    assert memory.context_for(items) == first and len(embedded) == questions + len(items)
