@@ -16,10 +16,13 @@ with the evaluator's parts timed from outside (its methods wrapped for the lengt
 
 Also counted: the rollout calls each part made and how many of them the session's answer cache
 served (``paradigms.answer_cache``); ``--no-answer-cache`` runs without it (the reference the cache is
-measured against). Timings are ratios within one run on a shared machine: the 1-minute load average at
+measured against), ``--both`` each arm both ways. Each run starts with an empty answer store (a run on its
+own) unless ``--grid``, where later arms may use what earlier ones stored, as the runs of one
+``harness run`` do. Timings are ratios within one run on a shared machine: the 1-minute load average at
 the start and end of each run is kept in the results.
 
-    python benchmarks/eval_share.py --out benchmarks/results/eval_share.json
+    python benchmarks/eval_share.py --both --out benchmarks/results/eval_share.json
+    python benchmarks/eval_share.py --grid --out benchmarks/results/eval_share_grid.json
     python benchmarks/eval_share.py --backbone smollm2 --out benchmarks/results/eval_share_smollm2.json
 """
 
@@ -36,6 +39,7 @@ from pathlib import Path
 from experiments import evaluation
 from experiments.config import load_experiment
 from experiments.run import execute
+from paradigms import answer_cache as answer_cache_module
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = {
@@ -177,7 +181,10 @@ def select(backbone: str, experiment: Path | None, arms: list[str], extra: list[
     return path, chosen
 
 
-def measure(config, answer_cache: bool) -> dict:
+def measure(config, answer_cache: bool, shared: bool = False) -> dict:
+    """One run, timed; ``shared`` keeps the answers earlier runs of the process stored (a grid's runs)."""
+    if not shared:
+        answer_cache_module.SHARED.clear()
     timings = Timings()
     load = os.getloadavg()[0]
     started = time.perf_counter()
@@ -190,6 +197,7 @@ def measure(config, answer_cache: bool) -> dict:
     return {
         "arm": arm_name(config),
         "answer_cache": answer_cache,
+        "shared_with_earlier_runs": answer_cache and shared,
         "feedback_events": config.budget.feedback_events,
         "every": config.evaluation.every,
         "general_items": config.evaluation.general_items,
@@ -224,6 +232,11 @@ def main() -> None:
         "--no-answer-cache", action="store_true", help="answer every evaluation call (the reference)"
     )
     parser.add_argument("--both", action="store_true", help="each arm without, then with, the answer cache")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="keep what earlier arms stored, as the runs of one harness run do (default: each run alone)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -232,11 +245,12 @@ def main() -> None:
     rows = []
     for config in configs:
         for mode in modes:
-            row = measure(config, mode)
+            row = measure(config, mode, args.grid)
             rows.append(row)
             parts = " ".join(f"{k}={v:.1f}" for k, v in row["parts_seconds"].items() if v)
             print(
-                f"{row['arm']:14s} cache={'on ' if mode else 'off'} wall {row['wall_seconds']:7.1f}s "
+                f"{row['arm']:14s} cache={'on ' if mode else 'off'}{' grid' if args.grid else ''} "
+                f"wall {row['wall_seconds']:7.1f}s "
                 f"base {row['measure_base_seconds']:5.1f}s evals {row['evaluation_seconds']:6.1f}s "
                 f"({row['evaluations']}) share {row['evaluation_share']:.2f} | {parts}",
                 flush=True,
@@ -246,6 +260,7 @@ def main() -> None:
         "backbone": args.backbone,
         "experiment": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "overrides": args.sets,
+        "grid": args.grid,
         "machine": "2-core CPU shared with other jobs; one torch thread per run",
         "rows": rows,
     }

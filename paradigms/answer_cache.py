@@ -7,10 +7,15 @@ them), the tool decisions, the search tool's knowledge base, the generation sett
 copy when the identical call comes again, so a run's evaluations stop regenerating what they already
 know: a ``frozen`` run's evaluations after the first, the general probe a ``full_ft`` run's first
 evaluation shares with the untouched base's (``Evaluator.measure_base``), a notes paradigm's general
-probe without notes.
+probe without notes. The stored calls are shared by every session of the process (a grid's runs): the
+runs of one user (seed) that start from the untouched base without notes (``frozen``, ``memory``,
+``full_ft``) answer their first evaluation once between them, and the base's general probe is answered
+once per backbone, user and probe.
 
-The weights enter the key as a digest of every parameter and buffer's bytes (with names, dtypes and
-shapes), never as a counter an update might forget to bump: a changed weight always misses. The digest
+The weights enter the key as a digest of every parameter and buffer's bytes (with names, dtypes, shapes
+and devices), never as a counter an update might forget to bump: a changed weight always misses; the
+tokenizer as a digest of its vocabulary, rules and chat template; the torch thread count and deterministic
+mode too (CPU kernels round differently with another thread count). The digest
 costs one pass over the weights, so it is taken once per :meth:`AnswerCache.fixed_weights` block, inside
 which the caller promises the weights do not change (the runner wraps each evaluation in one); outside a
 block nothing is cached. Sampled calls (temperature above 0) are never cached: serving one would skip its
@@ -31,8 +36,8 @@ from paradigms.agent import Episode, GenerationSettings
 from tasks.items import Query
 from tasks.search import SearchTool
 
-#: Calls kept (least recently used dropped first); a run's evaluation makes a handful per evaluation.
-MAX_ENTRIES = 64
+#: Calls kept by the process (least recently used dropped first): a run makes about six per evaluation.
+MAX_ENTRIES = 256
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -48,8 +53,23 @@ def weights_digest(model: torch.nn.Module) -> str:
     named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
     for kind, name, tensor in named:
         data = tensor.detach()
-        digest.update(f"{kind}:{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode())
         digest.update(data.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """A digest of how the tokenizer maps text to ids and back: its class, its whole definition (a fast
+    tokenizer's JSON, else its vocabulary), special tokens, padding side and chat template."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(type(tokenizer).__qualname__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    for attribute in ("special_tokens_map", "padding_side", "chat_template", "pad_token_id", "eos_token_id"):
+        digest.update(f"{attribute}={getattr(tokenizer, attribute, None)!r}".encode())
     return digest.hexdigest()
 
 
@@ -60,16 +80,22 @@ def tool_key(tool: SearchTool | None) -> Hashable:
     return (tool.lines, tool.max_results, tool.protocol.name)
 
 
-class AnswerCache:
-    """Episodes of greedy rollouts, keyed by everything they depend on; ``hits``/``misses`` count calls."""
+#: The calls every session of the process shares (``AnswerCache(entries=...)`` for a private store).
+SHARED: OrderedDict[Hashable, list[Episode]] = OrderedDict()
 
-    def __init__(self, max_entries: int = MAX_ENTRIES):
+
+class AnswerCache:
+    """Episodes of greedy rollouts, keyed by everything they depend on; ``hits``/``misses`` count this
+    cache's calls. ``entries`` is where calls are stored: the process's :data:`SHARED` by default."""
+
+    def __init__(
+        self, entries: OrderedDict[Hashable, list[Episode]] | None = None, max_entries: int = MAX_ENTRIES
+    ):
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[Hashable, list[Episode]] = OrderedDict()
-        self._digests: dict[int, tuple[torch.nn.Module, str]] | None = None
-        self._tokenizers: dict[int, object] = {}  # kept alive so an id in a key is never reused
+        self._entries = SHARED if entries is None else entries
+        self._digests: dict[int, tuple[object, str]] | None = None
 
     @contextmanager
     def fixed_weights(self) -> Iterator[None]:
@@ -90,11 +116,12 @@ class AnswerCache:
     def active(self) -> bool:
         return self._digests is not None
 
-    def _digest(self, model: torch.nn.Module) -> str:
-        known = self._digests.get(id(model))
+    def _digest(self, part, digest) -> str:
+        """``digest(part)``, taken once per block (the part is kept alive so its id is not reused)."""
+        known = self._digests.get(id(part))
         if known is None:
-            known = (model, weights_digest(model))
-            self._digests[id(model)] = known
+            known = (part, digest(part))
+            self._digests[id(part)] = known
         return known[1]
 
     def key(
@@ -111,11 +138,12 @@ class AnswerCache:
         """The call's key, or None when it must not be cached (sampled, or outside ``fixed_weights``)."""
         if not self.active or settings.temperature > 0:
             return None
-        self._tokenizers[id(tokenizer)] = tokenizer
         n = len(queries)
         return (
-            self._digest(model),
-            id(tokenizer),
+            self._digest(model, weights_digest),
+            self._digest(tokenizer, tokenizer_digest),
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
             protocol_name,
             settings,
             tool_key(tool),

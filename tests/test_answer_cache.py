@@ -5,6 +5,7 @@ import mlflow
 import pytest
 import torch
 
+import paradigms.answer_cache as answer_cache
 import paradigms.session as session_module
 from experiments.config import load_experiment
 from experiments.run import assemble, execute
@@ -30,6 +31,14 @@ PARADIGMS = {
 #: Paradigms where a later call is provably the same as an earlier one (unchanged weights and notes, or the
 #: untouched base's general probe at the first evaluation): the cache must have served some call.
 SHARES = {"frozen", "oracle", "memory", "full_ft-grpo", "full_ft-reinforce"}
+
+
+@pytest.fixture(autouse=True)
+def empty_store():
+    """Each test starts with nothing stored in the process's shared answers (counts are per test)."""
+    answer_cache.SHARED.clear()
+    yield
+    answer_cache.SHARED.clear()
 
 
 def _run(config, tracker, answer_cache: bool, monkeypatch) -> tuple[str, int]:
@@ -175,3 +184,20 @@ def test_memory_embeds_an_evaluation_question_once(tiny_base, monkeypatch):
     assert memory.context_for(items) == first and len(embedded) == questions
     session.answers = None  # without kept answers, every question is embedded again: the same notes
     assert memory.context_for(items) == first and len(embedded) == questions + len(items)
+
+
+def test_runs_of_one_user_share_the_untouched_base_s_first_evaluation(tiny_base):
+    """frozen, memory and full_ft start from the same base without notes: after a frozen run of a user, the
+    other two generate nothing before their first update (the base's general probe and evaluation 0)."""
+    frozen = load_experiment(SMOKE, [TINY]).runs()[0]
+    execute(frozen, None, progress=False)
+    for overrides in (["paradigm.name=memory"], PARADIGMS["full_ft-grpo"]):
+        parts = assemble(load_experiment(SMOKE, [TINY, *overrides]).runs()[0], progress=False)
+        with parts.session.fixed_weights():
+            parts.evaluator.evaluate(parts.paradigm)
+        assert parts.session.answers.misses == 0 and parts.session.answers.hits > 0
+    other_user = load_experiment(SMOKE, [TINY, "seeds=[1]"]).runs()[0]
+    parts = assemble(other_user, progress=False)
+    with parts.session.fixed_weights():
+        parts.evaluator.evaluate(parts.paradigm)
+    assert parts.session.answers.misses > 0  # another user: other items and another search tool
