@@ -40,21 +40,30 @@ from tasks.search import SearchTool
 MAX_ENTRIES = 256
 
 
+#: Module attributes that change what a module computes without being a tensor: PEFT's adapter
+#: configuration, its per-layer scaling (``lora_alpha / r``), which adapters are active, merged or off.
+MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "disable_adapters")
+
+
 def weights_digest(model: torch.nn.Module) -> str:
-    """A digest of what the model computes with: its class, configuration, generation defaults and the
-    exact bytes of every named parameter and buffer (with its name, dtype and shape)."""
+    """A digest of what the model computes with: its class, configuration, generation defaults, every
+    module's class and adapter state (:data:`MODULE_STATE`), and the exact bytes of every named parameter
+    and buffer (with its name, dtype, device and shape)."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(type(model).__qualname__.encode())
     for attribute in ("config", "generation_config"):
         part = getattr(model, attribute, None)
         if part is not None and hasattr(part, "to_json_string"):
             digest.update(part.to_json_string().encode())
+    for name, module in model.named_modules(remove_duplicate=False):
+        state = {a: getattr(module, a, None) for a in MODULE_STATE}
+        digest.update(f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode())
     named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
     named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
     for kind, name, tensor in named:
         data = tensor.detach()
         digest.update(f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode())
-        digest.update(data.cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(data.cpu().contiguous().view(-1).view(torch.uint8).numpy())  # (the buffer, not a copy)
     return digest.hexdigest()
 
 

@@ -201,3 +201,42 @@ def test_runs_of_one_user_share_the_untouched_base_s_first_evaluation(tiny_base)
     with parts.session.fixed_weights():
         parts.evaluator.evaluate(parts.paradigm)
     assert parts.session.answers.misses > 0  # another user: other items and another search tool
+
+
+def test_the_digest_sees_what_computes_without_being_a_weight():
+    """Two LoRA adapters with equal weights but another alpha, or an adapter switched off, compute other
+    answers: their digests differ (the adapter state is part of it); the same model twice digests equal."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    assert answer_cache.weights_digest(base) == answer_cache.weights_digest(base)
+
+    def lora(alpha: int):
+        settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
+        return get_peft_model(copy.deepcopy(base), settings)
+
+    first, second = lora(8), lora(16)
+    second.load_state_dict(first.state_dict())
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    digest = answer_cache.weights_digest(first)
+    assert answer_cache.weights_digest(second) != digest
+    with first.disable_adapter():
+        assert answer_cache.weights_digest(first) != digest
+    assert answer_cache.weights_digest(first) == digest
+    before = answer_cache.weights_digest(base)
+    with torch.no_grad():
+        base.lm_head.weight.data[0, 0] += 1.0  # through .data: no version counter sees it
+    assert answer_cache.weights_digest(base) != before
