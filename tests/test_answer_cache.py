@@ -25,12 +25,11 @@ PARADIGMS = {
     "memory": ["paradigm.name=memory"],
     "full_ft-grpo": ["paradigm.name=full_ft", "algorithm.name=grpo", "algorithm.group_size=2"],
     "adapter-grpo": ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=2"],
-    "full_ft-reinforce": ["paradigm.name=full_ft", "algorithm.name=reinforce", "algorithm.group_size=2"],
     "hybrid-grpo": ["paradigm.name=hybrid", "algorithm.name=grpo", "algorithm.group_size=2"],
 }
 #: Paradigms where a later call is provably the same as an earlier one (unchanged weights and notes, or the
 #: untouched base's general probe at the first evaluation): the cache must have served some call.
-SHARES = {"frozen", "oracle", "memory", "full_ft-grpo", "full_ft-reinforce"}
+SHARES = {"frozen", "oracle", "memory", "full_ft-grpo"}
 
 
 @pytest.fixture(autouse=True)
