@@ -36,8 +36,9 @@ from paradigms.agent import Episode, GenerationSettings
 from tasks.items import Query
 from tasks.search import SearchTool
 
-#: Calls kept by the process (least recently used dropped first): a run makes about six per evaluation.
-MAX_ENTRIES = 256
+#: Calls kept by the process (least recently used dropped first): a run makes about six per evaluation,
+#: each a few hundred kB at most (72 chat episodes of ~300 prompt tokens: ~0.3 MB).
+MAX_ENTRIES = 128
 
 
 #: Module attributes that change what a module computes without being a tensor: PEFT's adapter
