@@ -12,7 +12,11 @@ For each algorithm, one process measures both, on the same model and the same ba
 The ratio harness / raw is the overhead (1.0 = none). It is split in two: the rollout (the
 session's ``interact``: search-tool loop and scoring) against raw ``generate``, and the rest of
 the step (the update, and for GRPO everything TRL's trainer does around it) against raw
-forward+backward. Also reported: completion tokens (the agent's own) per second of harness time.
+forward+backward. The rollout's ratio compares the whole ``interact`` (generation, tool calls and
+scoring) with a generate as long as the longest *agent* token count; ``rollout_generation_ratio_total_length``
+takes scoring out (``harness_scoring_seconds``) and compares with a raw generate as long as the longest
+whole completion (tool tokens included, ``raw_generate_total_length_seconds``), which is what the rollout
+produces. Also reported: completion tokens (the agent's own) per second of harness time.
 Timings are noisy on a shared machine: each algorithm is measured ``--repeats`` times (a fresh
 model each time, after one untimed warm-up run) and the median ratio is reported, with every
 repeat kept in the results file.
@@ -73,16 +77,44 @@ def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, gro
             in_rollout[0] += time.perf_counter() - started
 
     parts.session.interact = timed_interact
+    score = parts.session.score
+    in_scoring = [0.0]
+
+    def timed_score(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return score(*args, **kwargs)
+        finally:
+            in_scoring[0] += time.perf_counter() - started
+
+    parts.session.score = timed_score
     started = time.perf_counter()
     parts.paradigm.train(parts.session)
-    return time.perf_counter() - started, in_rollout[0], interactions, parts.paradigm
+    return time.perf_counter() - started, in_rollout[0], in_scoring[0], interactions, parts.paradigm
 
 
-def raw_time(paradigm, interactions) -> tuple[float, float]:
-    """Seconds of plain generate, and of forward/backward, over the same batches."""
+def raw_generate(model, ids, attention, pad, new_tokens: int) -> float:
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        model.generate(
+            input_ids=ids,
+            attention_mask=attention,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=True,
+            pad_token_id=pad,
+        )
+    model.train()
+    return time.perf_counter() - started
+
+
+def raw_time(paradigm, interactions) -> tuple[float, float, float]:
+    """Seconds of plain generate (to the longest agent token count, and to the longest whole completion,
+    tool tokens included), and of forward/backward, over the same batches."""
     model, tokenizer = paradigm.model, paradigm.tokenizer
     pad = tokenizer.pad_token_id
-    generating = updating = 0.0
+    generating = generating_total = updating = 0.0
     for interaction in interactions:
         episodes = interaction.episodes
         width = max(len(e.prompt_ids) for e in episodes)
@@ -90,31 +122,24 @@ def raw_time(paradigm, interactions) -> tuple[float, float]:
         attention = (ids != pad).long()
         new_tokens = max(e.agent_tokens for e in episodes)
         batch = batching.collate(episodes, pad, paradigm.device)
+        generating += raw_generate(model, ids, attention, pad, new_tokens)
+        generating_total += raw_generate(
+            model, ids, attention, pad, max(len(e.completion_ids) for e in episodes)
+        )
         started = time.perf_counter()
-        model.eval()
-        with torch.no_grad():
-            model.generate(
-                input_ids=ids,
-                attention_mask=attention,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=True,
-                pad_token_id=pad,
-            )
-        model.train()
-        generated = time.perf_counter()
         logits = batching.forward(model, batch).logits
         batching.token_logprobs(logits, batch).sum().backward()
         model.zero_grad(set_to_none=True)
-        generating += generated - started
-        updating += time.perf_counter() - generated
-    return generating, updating
+        updating += time.perf_counter() - started
+    return generating, generating_total, updating
 
 
 def measure(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int) -> dict:
     """One repeat: the harness's steps, then the raw equivalent on the same model and batches."""
-    harness, rollout, interactions, paradigm = harness_time(paradigm_name, algorithm, steps, batch, group)
-    generate, forward_backward = raw_time(paradigm, interactions)
+    harness, rollout, scoring, interactions, paradigm = harness_time(
+        paradigm_name, algorithm, steps, batch, group
+    )
+    generate, generate_total, forward_backward = raw_time(paradigm, interactions)
     raw = generate + forward_backward
     tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
     return {
@@ -122,11 +147,15 @@ def measure(paradigm_name: str, algorithm: str, steps: int, batch: int, group: i
         "responses": sum(len(i.episodes) for i in interactions),
         "harness_seconds": harness,
         "harness_rollout_seconds": rollout,
+        "harness_scoring_seconds": scoring,
         "raw_seconds": raw,
         "raw_generate_seconds": generate,
+        "raw_generate_total_length_seconds": generate_total,
         "raw_forward_backward_seconds": forward_backward,
         "overhead_ratio": harness / raw,
         "rollout_ratio": rollout / generate,
+        # the rollout without scoring, against a raw generate as long as the whole completion
+        "rollout_generation_ratio_total_length": (rollout - scoring) / generate_total,
         "update_ratio": (harness - rollout) / forward_backward,
         "completion_tokens_per_second": tokens / harness,
     }

@@ -188,10 +188,14 @@ def make_session(
     )
 
 
-def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool = True) -> RunParts:
+def assemble(
+    config: RunConfig, tracker: Tracker | None = None, progress: bool = True, answer_cache: bool = True
+) -> RunParts:
     """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
 
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
+    ``answer_cache=False`` makes every evaluation generate all its answers (``paradigms.answer_cache``:
+    the reference the cache is tested against; the metrics are the same either way).
     """
     loaded = load_seeded_backbone(config, config.seed, tracker, progress)
     backbone, world, options = loaded.backbone, loaded.world, loaded.options
@@ -200,6 +204,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
     stream = suite.stream(config.seed, config.budget.feedback_events, options)
     personal_eval = suite.personal_eval(config.seed, options)
     session = make_session(config, backbone, options, user, stream, config.budget.feedback_events)
+    if not answer_cache:
+        session.answers = None
     # the untouched base, copied before a paradigm wraps or trains the model (KL)
     reference = backbone.reference() if config.paradigm.uses_algorithm else None
     evaluator = Evaluator(
@@ -213,7 +219,8 @@ def assemble(config: RunConfig, tracker: Tracker | None = None, progress: bool =
         updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],
         knowledge=probes.knowledge_probe(world),
     )
-    with isolated_rng():  # forgetting's reference point: the base before any paradigm touches it
+    # forgetting's reference point: the base before any paradigm touches it
+    with isolated_rng(), session.fixed_weights():
         evaluator.measure_base(backbone.model, backbone.tokenizer)
     paradigm = PARADIGMS[config.paradigm.name](config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
@@ -228,6 +235,7 @@ def execute(
     tracker: Tracker | None = None,
     progress: bool = True,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    answer_cache: bool = True,
 ) -> dict[str, float]:
     """Run one config to the end and return its final evaluation metrics.
 
@@ -236,10 +244,12 @@ def execute(
     batch of each phase (before the stream draws from the next one), logging there the phase the
     consumed batch was drawn in (``eval/stream_phase``): the drift matrix's rows are those
     evaluations, for every paradigm and algorithm whatever its batch size. ``on_eval`` sees every
-    evaluation (a sweep's pruner uses it).
+    evaluation (a sweep's pruner uses it). An evaluation never changes the weights, so its greedy answers
+    come from the session's answer cache where an identical call was answered with the same weights
+    (``answer_cache=False``: always generated; the metrics are the same).
     """
     reset_peak_rss()  # cost/peak_rss_bytes: this run's peak where possible (its peak_rss_scope tag)
-    parts = assemble(config, tracker, progress)
+    parts = assemble(config, tracker, progress, answer_cache)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
@@ -275,7 +285,8 @@ def execute(
 
     def evaluate(events: int) -> None:
         started = time.perf_counter()
-        with isolated_rng():  # the evaluation schedule must not change what training draws
+        # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
+        with isolated_rng(), session.fixed_weights():
             results = evaluator.evaluate(paradigm, state["stream_phase"])
         state["evaluation_seconds"] += time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from datasets import Dataset
 
 from paradigms.agent import Episode, GenerationSettings, rollout
+from paradigms.answer_cache import AnswerCache
 from tasks import rewards
 from tasks.items import Item
 from tasks.protocols import FORMAT_SUBJECT, PROTOCOLS, Protocol, Statement
@@ -110,6 +111,14 @@ class Session:
         self._pinned_phase: int | None = None
         #: Wall seconds spent inside the rollout (generation and tool calls), training and evaluation alike.
         self.generation_seconds = 0.0
+        #: Greedy answers served again inside ``fixed_weights`` blocks (None: every call generates).
+        self.answers: AnswerCache | None = AnswerCache()
+
+    def fixed_weights(self) -> AbstractContextManager:
+        """A block inside which the caller promises the models it answers with keep their weights: greedy
+        ``interact`` calls there are answered from the session's answer cache when an identical call was
+        made before with the same weights (``paradigms.answer_cache``). The runner wraps each evaluation."""
+        return self.answers.fixed_weights() if self.answers is not None else nullcontext()
 
     # -- time -------------------------------------------------------------------------------
     @property
@@ -179,19 +188,40 @@ class Session:
         ``settings`` defaults to the run's sampling settings (the evaluator passes greedy ones);
         ``search=False`` withholds the tool (the general probe); ``decisions[i]`` is a tool
         decision for item i taken outside the model (``paradigms.tool_policy``; None: the model's).
+        Inside :meth:`fixed_weights`, a greedy call identical to an earlier one (same weights, prompts,
+        notes, decisions, tool, settings) gets that call's episodes back without generating.
         """
         repeated = [item for item in items for _ in range(group_size)]
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         repeated_decisions = [d for d in decisions for _ in range(group_size)] if decisions else None
         tool = self.tool() if search else None
+        settings = settings or self.generation
+        queries = [i.query for i in repeated]
+        key = (
+            self.answers.key(
+                model,
+                tokenizer,
+                queries,
+                repeated_contexts,
+                repeated_decisions,
+                tool,
+                settings,
+                self.protocol.name,
+            )
+            if self.answers is not None
+            else None
+        )
+        known = self.answers.get(key) if key is not None else None
+        if known is not None:
+            return self.score(repeated, known)
         started = time.perf_counter()
         try:
             episodes = rollout(
                 model,
                 tokenizer,
-                [i.query for i in repeated],
+                queries,
                 [tool] * len(repeated),
-                settings or self.generation,
+                settings,
                 repeated_contexts,
                 repeated_decisions,
                 self.protocol,
@@ -205,6 +235,8 @@ class Session:
             ) from error
         finally:
             self.generation_seconds += time.perf_counter() - started
+        if key is not None:
+            self.answers.put(key, episodes)
         return self.score(repeated, episodes)
 
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:

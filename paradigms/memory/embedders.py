@@ -30,11 +30,13 @@ class Embedder(Protocol):
 
     ``embed(texts)`` returns an ``(len(texts), dim)`` float32 array with L2-normalized rows;
     ``name`` identifies the vector space (a saved store refuses an embedder of another name);
-    ``flops`` the forward-pass FLOPs of every ``embed`` so far (``paradigms.compute``).
+    ``flops`` the forward-pass FLOPs of every ``embed`` so far (``paradigms.compute``); ``fixed``
+    whether a text's vector never changes during a run (a model nobody trains), so it may be kept.
     """
 
     name: str
     flops: float
+    fixed: bool
 
     @property
     def dim(self) -> int: ...
@@ -73,6 +75,8 @@ class MiniLMEmbedder:
     """
 
     name = "minilm"
+    #: Nothing trains MiniLM: a text's vector is the same all run long.
+    fixed = True
 
     def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
         self.device = device
@@ -116,6 +120,9 @@ class BackboneEmbedder:
     ``torch.no_grad`` and its previous train/eval mode is restored afterwards. A text with no
     tokens embeds to the zero vector.
     """
+
+    #: The backbone may be trained (a hybrid's adapter runs inside it): a vector may change.
+    fixed = False
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from paradigms.compute import forward_flops, parameter_count
 from paradigms.memory import reflection
 from paradigms.memory.embedders import make_embedder
 from paradigms.memory.settings import MemorySettings
-from paradigms.memory.store import MemoryRecord, MemoryStore
+from paradigms.memory.store import MemoryRecord, MemoryStore, as_matrix
 from paradigms.session import Interaction, Session
 from tasks.items import Item
 
@@ -43,19 +43,24 @@ class Memory(Paradigm):
         self.lessons_written = 0
         self.answer_flops, self.learn_flops = 0.0, 0.0
         self.reflection_flops = 0.0  # the part of learn_flops the reflection model's generation took
+        #: The evaluator's questions, embedded once each (a ``fixed`` embedder only; see ``retrieve``).
+        self._question_vectors: dict[str, np.ndarray] = {}
 
     # -- acting --------------------------------------------------------------------------------
     def retrieve(self, items: Sequence[Item], update_counts: bool) -> list[list[str]]:
         """The texts of the top-k memories for each item's question (those at ``min_similarity`` or above).
 
         ``update_counts`` records the retrieval (counts for ``least_retrieved`` eviction, relevance and
-        latency figures); the evaluator's reads leave them untouched.
+        latency figures); the evaluator's reads leave them untouched. The evaluator asks the same
+        questions at every evaluation: with a ``fixed`` embedder their vectors are computed once and
+        kept (the same vectors, so the same hits; evaluation FLOPs are counted nowhere anyway).
         """
         contexts, embedded = [], self.embedder.flops
         for item in items:
             started = time.perf_counter()
             question = self.protocol.question_text(item.query)
-            hits = self.store.search(question, self.settings.top_k, update_counts=update_counts)
+            query = question if update_counts else self._question_vector(question)
+            hits = self.store.search(query, self.settings.top_k, update_counts=update_counts)
             self.latencies_ms.append(1000 * (time.perf_counter() - started))
             kept = [record for record, score in hits if score >= self.settings.min_similarity]
             if update_counts:
@@ -65,6 +70,24 @@ class Memory(Paradigm):
         if update_counts:
             self.answer_flops += self.embedder.flops - embedded
         return contexts
+
+    def _question_vector(self, question: str) -> str | np.ndarray:
+        """An evaluation question's vector, as the store would embed it, kept when the embedder is
+        ``fixed`` (the question itself otherwise, while the store is empty and embeds nothing, or when the
+        session keeps no answers either: ``experiments.run.execute(answer_cache=False)``)."""
+        keeps = self.session is not None and self.session.answers is not None
+        if (
+            not keeps
+            or not getattr(self.embedder, "fixed", False)
+            or self.settings.top_k <= 0
+            or not len(self.store)
+        ):
+            return question
+        vector = self._question_vectors.get(question)
+        if vector is None:
+            vector = as_matrix(self.embedder.embed([question]), self.store.settings.dim)
+            self._question_vectors[question] = vector
+        return vector
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The top-k memories for each question; evaluation leaves retrieval counts untouched."""

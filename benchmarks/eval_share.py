@@ -1,0 +1,273 @@
+"""Where a run's wall time goes: the share spent evaluating, and what an evaluation spends it on.
+
+Each selected run of the experiment file (default: ``experiments/comparison.yaml`` on the builtin base,
+``experiments/comparison_smollm2.yaml`` with ``--backbone smollm2``: the schedule those comparisons run
+at) is executed whole by the runner (``experiments.run.execute``, no MLflow), seed 0, one torch thread,
+with the evaluator's parts timed from outside (its methods wrapped for the length of the run):
+
+- ``wall``: the whole ``execute`` call (loading the backbone, the base's general probe, training,
+  every evaluation);
+- ``measure_base``: the untouched base's general probe (``Evaluator.measure_base``);
+- ``evaluations``: every ``Evaluator.evaluate`` call (at event 0, every ``evaluation.every`` events,
+  the end), split into the personal items, the general probe with the paradigm's notes and without
+  them, the instruction items, the drift phases' and updated items, the KL to the base, and the rest
+  (the paradigm's notes retrieval, its extra metrics, bookkeeping);
+- ``evaluation_share``: (``measure_base`` + ``evaluations``) / ``wall``.
+
+Also counted: the rollout calls each part made and how many of them the session's answer cache
+served (``paradigms.answer_cache``); ``--no-answer-cache`` runs without it (the reference the cache is
+measured against), ``--both`` each arm both ways. Each run starts with an empty answer store (a run on its
+own) unless ``--grid``, where later arms may use what earlier ones stored, as the runs of one
+``harness run`` do. Timings are ratios within one run on a shared machine: the 1-minute load average at
+the start and end of each run is kept in the results.
+
+    python benchmarks/eval_share.py --both --out benchmarks/results/eval_share.json
+    python benchmarks/eval_share.py --grid --out benchmarks/results/eval_share_grid.json
+    python benchmarks/eval_share.py --backbone smollm2 --out benchmarks/results/eval_share_smollm2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+from experiments import evaluation
+from experiments.config import load_experiment
+from experiments.run import execute
+from paradigms import answer_cache as answer_cache_module
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = {
+    "builtin": ROOT / "experiments" / "comparison.yaml",
+    "smollm2": ROOT / "experiments" / "comparison_smollm2.yaml",
+}
+#: paradigm[:algorithm] as the grid names them
+DEFAULT_ARMS = ("frozen", "memory", "full_ft:grpo", "adapter:grpo")
+PARTS = (
+    "personal",
+    "general_probe",
+    "general_probe_without_notes",
+    "instructions",
+    "phases",
+    "updating",
+    "kl_to_base",
+    "other",
+)
+
+
+class Timings:
+    """Seconds and rollout calls per evaluation part, accumulated while installed."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.cached: dict[str, int] = defaultdict(int)
+        self.evaluations: list[float] = []
+        self.measure_base = 0.0
+        self._general_calls = 0
+
+    def label(self, evaluator, items, in_general: bool) -> str:
+        if in_general:
+            self._general_calls += 1
+            return "general_probe" if self._general_calls == 1 else "general_probe_without_notes"
+        if items is evaluator.instructions:
+            return "instructions"
+        if any(items is phase for phase in evaluator.phases):
+            return "phases"
+        if any(items is updated for updated in evaluator.updated):
+            return "updating"
+        return "personal"
+
+    @contextmanager
+    def installed(self):
+        """Wrap the evaluator's parts (class attributes, restored on exit)."""
+        cls = evaluation.Evaluator
+        saved = (
+            cls.measure_base,
+            cls._answer,
+            cls._general_accuracy,
+            cls.evaluate,
+            evaluation.kl_to_reference,
+        )
+        measure_base, answer, general_accuracy, evaluate, kl = saved
+        timings = self
+        state = {"in_general": False}
+
+        def timed_measure_base(self, model, tokenizer):
+            started = time.perf_counter()
+            hits = _hits(self.session)
+            try:
+                return measure_base(self, model, tokenizer)
+            finally:
+                timings.measure_base += time.perf_counter() - started
+                timings.calls["measure_base"] += 1
+                timings.cached["measure_base"] += _hits(self.session) - hits
+
+        def timed_answer(self, paradigm, items, with_tool=True, contexts=None):
+            part = timings.label(self, items, state["in_general"])
+            started = time.perf_counter()
+            hits = _hits(self.session)
+            try:
+                return answer(self, paradigm, items, with_tool, contexts)
+            finally:
+                timings.seconds[part] += time.perf_counter() - started
+                timings.calls[part] += 1
+                timings.cached[part] += _hits(self.session) - hits
+
+        def timed_general(self, paradigm):
+            state["in_general"], timings._general_calls = True, 0
+            try:
+                return general_accuracy(self, paradigm)
+            finally:
+                state["in_general"] = False
+
+        def timed_evaluate(self, paradigm, stream_phase=None):
+            started = time.perf_counter()
+            try:
+                return evaluate(self, paradigm, stream_phase)
+            finally:
+                timings.evaluations.append(time.perf_counter() - started)
+
+        def timed_kl(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return kl(*args, **kwargs)
+            finally:
+                timings.seconds["kl_to_base"] += time.perf_counter() - started
+                timings.calls["kl_to_base"] += 1
+
+        cls.measure_base, cls._answer, cls._general_accuracy, cls.evaluate = (
+            timed_measure_base,
+            timed_answer,
+            timed_general,
+            timed_evaluate,
+        )
+        evaluation.kl_to_reference = timed_kl
+        try:
+            yield self
+        finally:
+            cls.measure_base, cls._answer, cls._general_accuracy, cls.evaluate = saved[:4]
+            evaluation.kl_to_reference = saved[4]
+
+
+def _hits(session) -> int:
+    cache = getattr(session, "answers", None)
+    return cache.hits if cache is not None else 0
+
+
+def arm_name(config) -> str:
+    algorithm = config.algorithm.name
+    return config.paradigm.name + (f":{algorithm}" if config.paradigm.uses_algorithm else "")
+
+
+def select(backbone: str, experiment: Path | None, arms: list[str], extra: list[str]):
+    """The experiment's runs for ``arms`` (first grid point of each), seed 0, on ``backbone``."""
+    path = experiment or EXPERIMENTS.get(backbone.split(":")[0], EXPERIMENTS["builtin"])
+    overrides = [f"backbone={backbone}", "seeds=[0]", "threads=1", *extra]
+    runs = load_experiment(path, overrides).runs()
+    chosen = []
+    for arm in arms:
+        matches = [c for c in runs if arm_name(c) == arm]
+        if not matches:
+            raise SystemExit(
+                f"--arms: {arm} is not in {path.name}'s grid; use one of {sorted(map(arm_name, runs))}"
+            )
+        chosen.append(matches[0])
+    return path, chosen
+
+
+def measure(config, answer_cache: bool, shared: bool = False) -> dict:
+    """One run, timed; ``shared`` keeps the answers earlier runs of the process stored (a grid's runs)."""
+    if not shared:
+        answer_cache_module.SHARED.clear()
+    timings = Timings()
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    with timings.installed():
+        final = execute(config, None, progress=False, answer_cache=answer_cache)
+    wall = time.perf_counter() - started
+    evaluating = sum(timings.evaluations)
+    parts = {part: timings.seconds.get(part, 0.0) for part in PARTS}
+    parts["other"] = evaluating - sum(v for k, v in parts.items() if k != "other")
+    return {
+        "arm": arm_name(config),
+        "answer_cache": answer_cache,
+        "shared_with_earlier_runs": answer_cache and shared,
+        "feedback_events": config.budget.feedback_events,
+        "every": config.evaluation.every,
+        "general_items": config.evaluation.general_items,
+        "wall_seconds": wall,
+        "measure_base_seconds": timings.measure_base,
+        "evaluation_seconds": evaluating,
+        "evaluations": len(timings.evaluations),
+        "seconds_per_evaluation": timings.evaluations,
+        "evaluation_share": (timings.measure_base + evaluating) / wall,
+        "training_share": 1 - (timings.measure_base + evaluating) / wall,
+        "parts_seconds": parts,
+        "parts_share_of_evaluation": {k: v / evaluating for k, v in parts.items()} if evaluating else {},
+        "rollout_calls": dict(timings.calls),
+        "rollout_calls_from_cache": dict(timings.cached),
+        "final_personal_accuracy": final.get("eval/personal_accuracy"),
+        "final_general_accuracy": final.get("eval/general_accuracy"),
+        "load_average_1min": [load, os.getloadavg()[0]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbone", default="builtin", help="builtin (default), builtin:tiny, smollm2, ...")
+    parser.add_argument(
+        "--experiment", type=Path, help="experiment file (default: the backbone's comparison)"
+    )
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help="paradigm[:algorithm] per run")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
+    parser.add_argument(
+        "--no-answer-cache", action="store_true", help="answer every evaluation call (the reference)"
+    )
+    parser.add_argument("--both", action="store_true", help="each arm without, then with, the answer cache")
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="keep what earlier arms stored, as the runs of one harness run do (default: each run alone)",
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path, configs = select(args.backbone, args.experiment, args.arms, args.sets)
+    modes = [False, True] if args.both else [not args.no_answer_cache]
+    rows = []
+    for config in configs:
+        for mode in modes:
+            row = measure(config, mode, args.grid)
+            rows.append(row)
+            parts = " ".join(f"{k}={v:.1f}" for k, v in row["parts_seconds"].items() if v)
+            print(
+                f"{row['arm']:14s} cache={'on ' if mode else 'off'}{' grid' if args.grid else ''} "
+                f"wall {row['wall_seconds']:7.1f}s "
+                f"base {row['measure_base_seconds']:5.1f}s evals {row['evaluation_seconds']:6.1f}s "
+                f"({row['evaluations']}) share {row['evaluation_share']:.2f} | {parts}",
+                flush=True,
+            )
+    result = {
+        "benchmark": "eval_share",
+        "backbone": args.backbone,
+        "experiment": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "overrides": args.sets,
+        "grid": args.grid,
+        "machine": "2-core CPU shared with other jobs; one torch thread per run",
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

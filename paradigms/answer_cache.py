@@ -1,0 +1,184 @@
+"""Greedy answers that cannot have changed, generated once: the session's answer cache.
+
+A greedy rollout (temperature 0) draws no random number: its episodes are a function of the model
+(its code, configuration and weights), the tokenizer, the prompts (queries and the notes placed in
+them), the tool decisions, the search tool's knowledge base, the generation settings and the protocol.
+``AnswerCache`` keeps the episodes of such a call under a key made of exactly these and hands back a
+copy when the identical call comes again, so a run's evaluations stop regenerating what they already
+know: a ``frozen`` run's evaluations after the first, the general probe a ``full_ft`` run's first
+evaluation shares with the untouched base's (``Evaluator.measure_base``), a notes paradigm's general
+probe without notes. The stored calls are shared by every session of the process (a grid's runs): the
+runs of one user (seed) that start from the untouched base without notes (``frozen``, ``memory``,
+``full_ft``) answer their first evaluation once between them, and the base's general probe is answered
+once per backbone, user and probe.
+
+The weights enter the key as a digest of every parameter and buffer's bytes (with names, dtypes, shapes
+and devices), never as a counter an update might forget to bump: a changed weight always misses; the
+tokenizer as a digest of its vocabulary, rules and chat template; the torch thread count and deterministic
+mode too (CPU kernels round differently with another thread count). The digest
+costs one pass over the weights, so it is taken once per :meth:`AnswerCache.fixed_weights` block, inside
+which the caller promises the weights do not change (the runner wraps each evaluation in one); outside a
+block nothing is cached. Sampled calls (temperature above 0) are never cached: serving one would skip its
+random draws and change everything drawn after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from paradigms.agent import Episode, GenerationSettings
+from tasks.items import Query
+from tasks.search import SearchTool
+
+#: Calls kept by the process (least recently used dropped first): a run makes about six per evaluation,
+#: each a few hundred kB at most (72 chat episodes of ~300 prompt tokens: ~0.3 MB).
+MAX_ENTRIES = 128
+
+
+#: Module attributes that change what a module computes without being a tensor: PEFT's adapter
+#: configuration, its per-layer scaling (``lora_alpha / r``), which adapters are active, merged or off.
+MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "disable_adapters")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of what the model computes with: its class, configuration, generation defaults, every
+    module's class and adapter state (:data:`MODULE_STATE`), and the exact bytes of every named parameter
+    and buffer (with its name, dtype, device and shape)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(type(model).__qualname__.encode())
+    for attribute in ("config", "generation_config"):
+        part = getattr(model, attribute, None)
+        if part is not None and hasattr(part, "to_json_string"):
+            digest.update(part.to_json_string().encode())
+    for name, module in model.named_modules(remove_duplicate=False):
+        state = {a: getattr(module, a, None) for a in MODULE_STATE}
+        digest.update(f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode())
+    named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
+    named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
+    for kind, name, tensor in named:
+        data = tensor.detach()
+        digest.update(f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode())
+        digest.update(data.cpu().contiguous().view(-1).view(torch.uint8).numpy())  # (the buffer, not a copy)
+    return digest.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """A digest of how the tokenizer maps text to ids and back: its class, its whole definition (a fast
+    tokenizer's JSON, else its vocabulary), special tokens, padding side and chat template."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(type(tokenizer).__qualname__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    for attribute in ("special_tokens_map", "padding_side", "chat_template", "pad_token_id", "eos_token_id"):
+        digest.update(f"{attribute}={getattr(tokenizer, attribute, None)!r}".encode())
+    return digest.hexdigest()
+
+
+def tool_key(tool: SearchTool | None) -> Hashable:
+    """What the search tool answers from: its knowledge base, result count and protocol (None: no tool)."""
+    if tool is None:
+        return None
+    return (tool.lines, tool.max_results, tool.protocol.name)
+
+
+#: The calls every session of the process shares (``AnswerCache(entries=...)`` for a private store).
+SHARED: OrderedDict[Hashable, list[Episode]] = OrderedDict()
+
+
+class AnswerCache:
+    """Episodes of greedy rollouts, keyed by everything they depend on; ``hits``/``misses`` count this
+    cache's calls. ``entries`` is where calls are stored: the process's :data:`SHARED` by default."""
+
+    def __init__(
+        self, entries: OrderedDict[Hashable, list[Episode]] | None = None, max_entries: int = MAX_ENTRIES
+    ):
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries = SHARED if entries is None else entries
+        self._digests: dict[int, tuple[object, str]] | None = None
+
+    @contextmanager
+    def fixed_weights(self) -> Iterator[None]:
+        """Inside the block, greedy calls are served from and stored in the cache.
+
+        The caller promises that no model used inside changes its weights before the block ends (each
+        model's digest is taken once, at its first call). Blocks do not nest.
+        """
+        if self._digests is not None:
+            raise RuntimeError("AnswerCache.fixed_weights blocks do not nest")
+        self._digests = {}
+        try:
+            yield
+        finally:
+            self._digests = None
+
+    @property
+    def active(self) -> bool:
+        return self._digests is not None
+
+    def _digest(self, part, digest) -> str:
+        """``digest(part)``, taken once per block (the part is kept alive so its id is not reused)."""
+        known = self._digests.get(id(part))
+        if known is None:
+            known = (part, digest(part))
+            self._digests[id(part)] = known
+        return known[1]
+
+    def key(
+        self,
+        model,
+        tokenizer,
+        queries: Sequence[Query],
+        contexts: Sequence[Sequence[str]] | None,
+        decisions: Sequence[str | None] | None,
+        tool: SearchTool | None,
+        settings: GenerationSettings,
+        protocol_name: str,
+    ) -> Hashable | None:
+        """The call's key, or None when it must not be cached (sampled, or outside ``fixed_weights``)."""
+        if not self.active or settings.temperature > 0:
+            return None
+        n = len(queries)
+        return (
+            self._digest(model, weights_digest),
+            self._digest(tokenizer, tokenizer_digest),
+            torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(),
+            protocol_name,
+            settings,
+            tool_key(tool),
+            tuple(queries),
+            tuple(tuple(c) for c in contexts) if contexts else ((),) * n,
+            tuple(decisions) if decisions else (None,) * n,
+        )
+
+    def get(self, key: Hashable | None) -> list[Episode] | None:
+        """A copy of the episodes stored under ``key`` (None: not cached, counted as a miss)."""
+        if key is None:
+            return None
+        episodes = self._entries.get(key)
+        if episodes is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return copy.deepcopy(episodes)
+
+    def put(self, key: Hashable | None, episodes: Sequence[Episode]) -> None:
+        """Store a copy of a call's episodes (nothing when ``key`` is None)."""
+        if key is None:
+            return
+        self._entries[key] = copy.deepcopy(list(episodes))
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

@@ -1,0 +1,241 @@
+"""The session's answer cache: evaluations log exactly the metrics they log without it, and a call whose
+answers could differ (a changed weight, a new note, another tool, sampling) is never served from it."""
+
+import mlflow
+import pytest
+import torch
+
+import paradigms.answer_cache as answer_cache
+import paradigms.session as session_module
+from experiments.config import load_experiment
+from experiments.run import assemble, execute
+from experiments.tracking import Tracker
+from paradigms.agent import GenerationSettings
+from tests.conftest import SMOKE, TINY, metric_histories
+from tests.test_determinism import NOISY_MEMORY
+
+GREEDY = GenerationSettings(max_new_tokens=16, temperature=0.0)
+
+# every kind of evaluation: no notes, a whole profile as notes, retrieved notes, weights that move (all
+# of them or an adapter), both (hybrid), a learned tool policy deciding searches
+PARADIGMS = {
+    "frozen": [],
+    "frozen-tool_policy": ["paradigm.tool_policy=qlearning"],
+    "oracle": ["paradigm.name=oracle"],
+    "memory": ["paradigm.name=memory"],
+    "full_ft-grpo": ["paradigm.name=full_ft", "algorithm.name=grpo", "algorithm.group_size=2"],
+    "adapter-grpo": ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=2"],
+    "hybrid-grpo": ["paradigm.name=hybrid", "algorithm.name=grpo", "algorithm.group_size=2"],
+}
+#: Paradigms where a later call is provably the same as an earlier one (unchanged weights and notes, or the
+#: untouched base's general probe at the first evaluation): the cache must have served some call.
+SHARES = {"frozen", "oracle", "memory", "full_ft-grpo"}
+
+
+@pytest.fixture(autouse=True)
+def empty_store():
+    """Each test starts with nothing stored in the process's shared answers (counts are per test)."""
+    answer_cache.SHARED.clear()
+    yield
+    answer_cache.SHARED.clear()
+
+
+def _run(config, tracker, answer_cache: bool, monkeypatch) -> tuple[str, int]:
+    """A tracked run of ``config``; returns its run id and how many rollouts the session generated."""
+    calls = [0]
+    rollout = session_module.rollout
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return rollout(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "rollout", counted)
+    run = tracker.start_run("answer-cache", f"{config.run_name()}-{answer_cache}")
+    execute(config, run, progress=False, answer_cache=answer_cache)
+    run.finish()
+    monkeypatch.setattr(session_module, "rollout", rollout)
+    return run.run_id, calls[0]
+
+
+@pytest.mark.parametrize("overrides", PARADIGMS.values(), ids=PARADIGMS.keys())
+def test_a_run_logs_the_same_metrics_with_and_without_the_cache(
+    overrides, tracking_uri, tiny_base, monkeypatch
+):
+    config = load_experiment(SMOKE, [TINY, *overrides]).runs()[0]
+    tracker = Tracker(tracking_uri)
+    without, generated_without = _run(config, tracker, False, monkeypatch)
+    cached, generated_with = _run(config, tracker, True, monkeypatch)
+    client = mlflow.MlflowClient(tracking_uri)
+    expected = metric_histories(client, without, NOISY_MEMORY)
+    assert "eval/general_accuracy" in expected and "eval/personal_accuracy" in expected
+    assert metric_histories(client, cached, NOISY_MEMORY) == expected
+    name = next(k for k, v in PARADIGMS.items() if v == overrides)
+    if name in SHARES:
+        assert generated_with < generated_without, (generated_with, generated_without)
+    else:
+        assert generated_with <= generated_without
+
+
+def test_frozen_evaluates_once(tiny_base):
+    """After a frozen run's first evaluation nothing is generated again, nor its first general probe."""
+    config = load_experiment(SMOKE, [TINY]).runs()[0]  # evaluations at 0, 8 and 16 events
+    parts = assemble(config, progress=False)
+    cache = parts.session.answers
+    assert cache.misses == 1 and cache.hits == 0  # measure_base's general probe
+    with parts.session.fixed_weights():
+        parts.evaluator.evaluate(parts.paradigm)
+    first = cache.misses
+    assert cache.hits == 1  # the general probe: the untouched base's, answered by measure_base
+    for _ in range(2):
+        with parts.session.fixed_weights():
+            parts.evaluator.evaluate(parts.paradigm)
+    assert cache.misses == first
+
+
+def _setup():
+    config = load_experiment(SMOKE, [TINY, "task.suite=drift"]).runs()[0]
+    parts = assemble(config, progress=False)
+    session = parts.session
+    items = [session.resolve(row) for row in parts.personal_eval.to_list()[:6]]
+    return parts, session, items
+
+
+def _answers(session, model, tokenizer, items, contexts=None, settings=GREEDY, search=True):
+    interaction = session.interact(model, tokenizer, items, contexts, settings=settings, search=search)
+    return [(e.completion_ids, e.env_mask, e.completion) for e in interaction.episodes]
+
+
+def test_a_changed_weight_misses(tiny_base):
+    parts, session, items = _setup()
+    model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
+    cache = session.answers
+    cache.hits = 0
+    with session.fixed_weights():
+        first = _answers(session, model, tokenizer, items)
+        assert _answers(session, model, tokenizer, items) == first
+    assert cache.hits == 1
+    with torch.no_grad():  # through .data: no autograd version counter sees it, the digest does
+        parameter = next(model.parameters())
+        parameter.data.view(-1)[0] += 1e-3
+    misses = cache.misses
+    with session.fixed_weights():
+        changed = _answers(session, model, tokenizer, items)
+    assert cache.misses == misses + 1 and cache.hits == 1
+    session.answers = None  # the same call without any cache: the same episodes
+    assert _answers(session, model, tokenizer, items) == changed
+
+
+def test_a_new_note_another_tool_or_sampling_misses(tiny_base):
+    parts, session, items = _setup()
+    model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
+    cache = session.answers
+    notes = [[] for _ in items]
+    cache.hits = cache.misses = 0  # (assembling the run answered the base's general probe)
+    with session.fixed_weights():
+        _answers(session, model, tokenizer, items, notes)
+        _answers(session, model, tokenizer, items, [[] for _ in items])  # no notes = no notes: a hit
+        assert (cache.hits, cache.misses) == (1, 1)
+        noted = [list(n) for n in notes]
+        noted[2] = [parts.session.protocol.note(session.user.profile(0).statements()[0])]
+        _answers(session, model, tokenizer, items, noted)
+        assert (cache.hits, cache.misses) == (1, 2)
+        _answers(session, model, tokenizer, items, notes, search=False)  # no tool: another call
+        assert (cache.hits, cache.misses) == (1, 3)
+        now = session.tool().lines
+        with session.as_of(session.suite.n_phases - 1):  # the last phase's knowledge base: another tool
+            assert session.tool().lines != now
+            _answers(session, model, tokenizer, items, notes)
+        assert (cache.hits, cache.misses) == (1, 4)
+        sampled = GenerationSettings(max_new_tokens=16, temperature=1.0)
+        for _ in range(2):
+            _answers(session, model, tokenizer, items, notes, settings=sampled)
+        assert (cache.hits, cache.misses) == (1, 4)  # sampled calls are neither served nor counted
+    _answers(session, model, tokenizer, items, notes)  # outside a block: generated, not counted
+    assert (cache.hits, cache.misses) == (1, 4)
+
+
+def test_blocks_do_not_nest(tiny_base):
+    session = _setup()[1]
+    with session.fixed_weights(), pytest.raises(RuntimeError, match="nest"), session.fixed_weights():
+        pass
+
+
+def test_memory_embeds_an_evaluation_question_once(tiny_base, monkeypatch):
+    """The evaluator's questions are embedded at the first evaluation that retrieves, never again; the
+    notes retrieved are the ones a fresh embedding finds."""
+    config = load_experiment(SMOKE, [TINY, "paradigm.name=memory"]).runs()[0]
+    parts = assemble(config, progress=False)
+    memory, session = parts.paradigm, parts.session
+    memory.train(session)  # fills the store
+    assert len(memory.store) > 0 and memory.embedder.fixed
+    embedded: list[str] = []
+    embed = memory.embedder.embed
+
+    def counted(texts):
+        embedded.extend(texts)
+        return embed(texts)
+
+    monkeypatch.setattr(memory.embedder, "embed", counted)
+    items = parts.evaluator.general
+    first = memory.context_for(items)
+    questions = len({i.query.question for i in items})
+    assert len(embedded) == questions and any(first)
+    assert memory.context_for(items) == first and len(embedded) == questions
+    session.answers = None  # without kept answers, every question is embedded again: the same notes
+    assert memory.context_for(items) == first and len(embedded) == questions + len(items)
+
+
+def test_runs_of_one_user_share_the_untouched_base_s_first_evaluation(tiny_base):
+    """frozen, memory and full_ft start from the same base without notes: after a frozen run of a user, the
+    other two generate nothing before their first update (the base's general probe and evaluation 0)."""
+    frozen = load_experiment(SMOKE, [TINY]).runs()[0]
+    execute(frozen, None, progress=False)
+    for overrides in (["paradigm.name=memory"], PARADIGMS["full_ft-grpo"]):
+        parts = assemble(load_experiment(SMOKE, [TINY, *overrides]).runs()[0], progress=False)
+        with parts.session.fixed_weights():
+            parts.evaluator.evaluate(parts.paradigm)
+        assert parts.session.answers.misses == 0 and parts.session.answers.hits > 0
+    other_user = load_experiment(SMOKE, [TINY, "seeds=[1]"]).runs()[0]
+    parts = assemble(other_user, progress=False)
+    with parts.session.fixed_weights():
+        parts.evaluator.evaluate(parts.paradigm)
+    assert parts.session.answers.misses > 0  # another user: other items and another search tool
+
+
+def test_the_digest_sees_what_computes_without_being_a_weight():
+    """Two LoRA adapters with equal weights but another alpha, or an adapter switched off, compute other
+    answers: their digests differ (the adapter state is part of it); the same model twice digests equal."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    assert answer_cache.weights_digest(base) == answer_cache.weights_digest(base)
+
+    def lora(alpha: int):
+        settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
+        return get_peft_model(copy.deepcopy(base), settings)
+
+    first, second = lora(8), lora(16)
+    second.load_state_dict(first.state_dict())
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    digest = answer_cache.weights_digest(first)
+    assert answer_cache.weights_digest(second) != digest
+    with first.disable_adapter():
+        assert answer_cache.weights_digest(first) != digest
+    assert answer_cache.weights_digest(first) == digest
+    before = answer_cache.weights_digest(base)
+    with torch.no_grad():
+        base.lm_head.weight.data[0, 0] += 1.0  # through .data: no version counter sees it
+    assert answer_cache.weights_digest(base) != before
