@@ -239,14 +239,16 @@ def test_run_names_carry_the_active_mechanisms():
 # -- on the real base (slow) --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_l2sp_keeps_what_plain_full_fine_tuning_forgets(tracking_uri, real_base):
-    """experiments/continual.yaml's headline on seed 0: plain full_ft + GRPO forgets (0.46 measured),
-    L2-SP at strength 1 keeps the general probe (0.06) and still learns the user."""
+    """experiments/continual.yaml's headline on seed 0: plain full_ft + GRPO forgets on both probes
+    (knowledge 0.22, instruction override 0.33 measured; the former single general probe: 0.46), L2-SP
+    at strength 1 keeps both (0.00, 0.00) and still learns the user."""
     experiment_file = SMOKE.parent / "continual.yaml"
     grid = "grid=[{continual.regularizer: none}, {continual.regularizer: l2sp}]"
     results = run_experiment(
         load_experiment(experiment_file, ["seeds=[0]", grid]), Tracker(tracking_uri), progress=False
     )
     plain, l2sp = (r.final for r in results)
-    assert plain[m.FORGETTING] >= 0.25
+    assert plain[m.FORGETTING] >= 0.2 and plain[m.INSTRUCTION_FORGETTING] >= 0.25
     assert l2sp[m.FORGETTING] <= plain[m.FORGETTING] - 0.2
+    assert l2sp[m.INSTRUCTION_FORGETTING] <= plain[m.INSTRUCTION_FORGETTING] - 0.2
     assert l2sp[m.PERSONAL_ACCURACY] >= plain[m.PERSONAL_ACCURACY]
