@@ -62,6 +62,7 @@ from analysis.runs import (
     curves,
     final_values,
     finished,
+    forgetting_label,
     forgetting_values,
     group_label,
     ordered_groups,
@@ -372,9 +373,10 @@ def _learning_curves(
     )
 
 
-#: learning_vs_forgetting's panels: (per-run column, x-axis label, panel title).
+#: learning_vs_forgetting's panels: (per-run column, x-axis label, panel title); ``{forgetting}`` is
+#: :func:`analysis.runs.forgetting_label` (runs from before the knowledge probe measured the general one).
 _FORGETTING_PANELS = (
-    ("forgetting", "knowledge forgetting\n(base minus final, lower is better)", "world knowledge"),
+    ("forgetting", "{forgetting}\n(base minus final, lower is better)", "world knowledge"),
     ("override", "instruction override\n(base minus final, lower is better)", "explicit format requests"),
 )
 
@@ -391,8 +393,11 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
     ]
     if frames[0].empty:
         return _skip(name, f"no finished run logged both `{PERSONAL_ACCURACY}` and `{FORGETTING}`")
+    label = forgetting_label(table)
     panels = [
-        (frame, *spec) for frame, spec in zip(frames, _FORGETTING_PANELS, strict=True) if not frame.empty
+        (frame, column, xlabel.format(forgetting=label), title)
+        for frame, (column, xlabel, title) in zip(frames, _FORGETTING_PANELS, strict=True)
+        if not frame.empty
     ]
     styles = _styles(pd.concat([frame for frame, *_ in panels]))
     with new_figure(1, len(panels), width=MAX_WIDTH, height=3.9, sharey=True) as (figure, axes):
@@ -423,6 +428,14 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
         axes[0, 0].set_ylabel("final personal accuracy")
         _legend_right(axes[0, -1], styles, list(styles))
         paths = save_figure(figure, out_dir, name)
+    left = (
+        "Learning versus forgetting. Left: knowledge forgetting, the untouched base's accuracy "
+        "on world facts no stream asks about (value alone) minus the final one; negative is a gain."
+        if label == "knowledge forgetting"
+        else f"Learning versus forgetting. Left: {label}, the untouched base's accuracy on the probe "
+        "the runs measured minus the final one (runs from before the knowledge probe: the general "
+        "probe, value and format); negative is a gain."
+    )
     override_note = (
         " Right: instruction override, the untouched base's share of the suite's own questions answered "
         "in an explicitly requested format (other than the user's habit) minus the final share."
@@ -432,9 +445,7 @@ def learning_vs_forgetting(table: pd.DataFrame, out_dir: Path, *, seed: int = 0)
     return FigureResult(
         name,
         paths,
-        caption="Learning versus forgetting. Left: knowledge forgetting, the untouched base's accuracy "
-        "on world facts no stream asks about (value alone) minus the final one; negative is a gain."
-        f"{override_note} One small marker per run; large markers are group means with 95% "
+        caption=f"{left}{override_note} One small marker per run; large markers are group means with 95% "
         "stratified-bootstrap CIs.",
     )
 
@@ -632,7 +643,7 @@ def forgetting_vs_kl(table: pd.DataFrame, out_dir: Path, *, seed: int = 0) -> Fi
             )
         ax.set(
             xlabel="final KL to the base model" + (" (symlog)" if scale == "symlog" else ""),
-            ylabel="final knowledge forgetting",
+            ylabel=f"final {forgetting_label(table)}",
         )
         _legend_right(ax, styles, list(styles))
         paths = save_figure(figure, out_dir, name)

@@ -121,6 +121,20 @@ def question_curves(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame.sort_values(["run_id", "step"], kind="mergesort").reset_index(drop=True)
 
 
+def forgetting_label(table: pd.DataFrame) -> str:
+    """What the runs' forgetting was measured on, for axis labels and captions: ``"knowledge
+    forgetting"`` when every run with a forgetting value logged the knowledge probe, ``"forgetting
+    (general probe)"`` when none did (runs from before the knowledge probe), and a label naming both
+    for a table that mixes them."""
+    measured = set(forgetting_values(table).index)
+    on_knowledge = measured & set(final_values(table, GENERAL_KNOWLEDGE).index)
+    if on_knowledge == measured:
+        return "knowledge forgetting"
+    if not on_knowledge:
+        return "forgetting (general probe)"
+    return "forgetting (knowledge or general probe)"
+
+
 def forgetting_values(table: pd.DataFrame) -> pd.Series:
     """Final ``eval/forgetting`` per run (the untouched base's knowledge-probe accuracy minus the final one).
 

@@ -563,3 +563,20 @@ def test_analysis_imports_no_torch_no_task_code_and_no_training_package():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_forgetting_label_names_the_probe_the_runs_measured_it_on():
+    """Runs logged before the knowledge probe measured ``eval/forgetting`` on the general probe: a
+    figure must not call that knowledge forgetting."""
+    from analysis.runs import forgetting_label
+
+    def rows(run_id: str, metrics: dict[str, float]) -> list[dict]:
+        return [{"run_id": run_id, "metric": k, "step": 96, "value": v} for k, v in metrics.items()]
+
+    general_only = rows("old", {"eval/forgetting": 0.4, "eval/general_accuracy": 0.6})
+    with_knowledge = rows("new", {"eval/forgetting": 0.1, "eval/general_knowledge": 0.9})
+    assert forgetting_label(pd.DataFrame(general_only)) == "forgetting (general probe)"
+    assert forgetting_label(pd.DataFrame(with_knowledge)) == "knowledge forgetting"
+    assert forgetting_label(pd.DataFrame(general_only + with_knowledge)) == (
+        "forgetting (knowledge or general probe)"
+    )
