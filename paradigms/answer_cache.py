@@ -46,10 +46,12 @@ MAX_ENTRIES = 128
 MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "disable_adapters")
 
 
-def weights_digest(model: torch.nn.Module) -> str:
+def computation_digest(model: torch.nn.Module) -> str:
     """A digest of what the model computes with: its class, configuration, generation defaults, every
     module's class and adapter state (:data:`MODULE_STATE`), and the exact bytes of every named parameter
-    and buffer (with its name, dtype, device and shape)."""
+    and buffer (with its name, dtype, device and shape). Wider than ``paradigms.backbone.weights_digest``
+    (the weights' bytes alone, for "weights unchanged" checks): two models with equal weights but another
+    LoRA scaling or active adapter answer differently and must not share answers."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(type(model).__qualname__.encode())
     for attribute in ("config", "generation_config"):
@@ -150,7 +152,7 @@ class AnswerCache:
             return None
         n = len(queries)
         return (
-            self._digest(model, weights_digest),
+            self._digest(model, computation_digest),
             self._digest(tokenizer, tokenizer_digest),
             torch.get_num_threads(),
             torch.are_deterministic_algorithms_enabled(),

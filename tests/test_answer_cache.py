@@ -221,7 +221,7 @@ def test_the_digest_sees_what_computes_without_being_a_weight():
     )
     torch.manual_seed(0)
     base = LlamaForCausalLM(config)
-    assert answer_cache.weights_digest(base) == answer_cache.weights_digest(base)
+    assert answer_cache.computation_digest(base) == answer_cache.computation_digest(base)
 
     def lora(alpha: int):
         settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
@@ -231,12 +231,12 @@ def test_the_digest_sees_what_computes_without_being_a_weight():
     second.load_state_dict(first.state_dict())
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
-    digest = answer_cache.weights_digest(first)
-    assert answer_cache.weights_digest(second) != digest
+    digest = answer_cache.computation_digest(first)
+    assert answer_cache.computation_digest(second) != digest
     with first.disable_adapter():
-        assert answer_cache.weights_digest(first) != digest
-    assert answer_cache.weights_digest(first) == digest
-    before = answer_cache.weights_digest(base)
+        assert answer_cache.computation_digest(first) != digest
+    assert answer_cache.computation_digest(first) == digest
+    before = answer_cache.computation_digest(base)
     with torch.no_grad():
         base.lm_head.weight.data[0, 0] += 1.0  # through .data: no version counter sees it
-    assert answer_cache.weights_digest(base) != before
+    assert answer_cache.computation_digest(base) != before
