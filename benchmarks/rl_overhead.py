@@ -23,6 +23,8 @@ repeat kept in the results file.
 
     python benchmarks/rl_overhead.py --paradigm adapter --steps 12 --repeats 3 \
         --out benchmarks/results/rl_overhead.json
+    python benchmarks/rl_overhead.py --backbone smollm2 --threads 1 --steps 3 --repeats 3 \
+        --out benchmarks/results/rl_overhead_smollm2.json
 """
 
 from __future__ import annotations
@@ -44,14 +46,30 @@ from paradigms.session import FeedbackReport
 SMOKE = Path(__file__).resolve().parent.parent / "experiments" / "smoke.yaml"
 
 
-def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int):
-    """Seconds for ``steps`` harness steps, of which in the rollout, and the interactions produced."""
+def _stopwatch(owner, method: str) -> list[float]:
+    """Replace ``owner.method`` with a timed copy; the returned one-item list accumulates its seconds."""
+    inner, total = getattr(owner, method), [0.0]
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - started
+
+    setattr(owner, method, timed)
+    return total
+
+
+def harness_time(base: list[str], algorithm: str, steps: int, batch: int, group: int):
+    """Seconds for ``steps`` harness steps, of which in the rollout, and the interactions produced.
+
+    ``base``: the overrides naming backbone, threads and paradigm (``KEY=VALUE``)."""
     events = steps * batch * group
     config = load_experiment(
         SMOKE,
         [
-            "backbone=builtin",
-            f"paradigm.name={paradigm_name}",
+            *base,
             f"algorithm.name={algorithm}",
             f"algorithm.group_size={group}",
             f"task.batch_size={batch}",
@@ -66,28 +84,8 @@ def harness_time(paradigm_name: str, algorithm: str, steps: int, batch: int, gro
         interactions.append(report.interaction)
 
     parts.session.on_feedback = keep
-    interact = parts.session.interact
-    in_rollout = [0.0]
-
-    def timed_interact(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return interact(*args, **kwargs)
-        finally:
-            in_rollout[0] += time.perf_counter() - started
-
-    parts.session.interact = timed_interact
-    score = parts.session.score
-    in_scoring = [0.0]
-
-    def timed_score(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return score(*args, **kwargs)
-        finally:
-            in_scoring[0] += time.perf_counter() - started
-
-    parts.session.score = timed_score
+    in_rollout = _stopwatch(parts.session, "interact")
+    in_scoring = _stopwatch(parts.session, "score")
     started = time.perf_counter()
     parts.paradigm.train(parts.session)
     return time.perf_counter() - started, in_rollout[0], in_scoring[0], interactions, parts.paradigm
@@ -134,11 +132,9 @@ def raw_time(paradigm, interactions) -> tuple[float, float, float]:
     return generating, generating_total, updating
 
 
-def measure(paradigm_name: str, algorithm: str, steps: int, batch: int, group: int) -> dict:
+def measure(base: list[str], algorithm: str, steps: int, batch: int, group: int) -> dict:
     """One repeat: the harness's steps, then the raw equivalent on the same model and batches."""
-    harness, rollout, scoring, interactions, paradigm = harness_time(
-        paradigm_name, algorithm, steps, batch, group
-    )
+    harness, rollout, scoring, interactions, paradigm = harness_time(base, algorithm, steps, batch, group)
     generate, generate_total, forward_backward = raw_time(paradigm, interactions)
     raw = generate + forward_backward
     tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
@@ -163,7 +159,9 @@ def measure(paradigm_name: str, algorithm: str, steps: int, batch: int, group: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="builtin", help="builtin, smollm2, or any backbone spec")
     parser.add_argument("--paradigm", default="adapter", choices=["adapter", "full_ft"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the runs (0: torch's own)")
     parser.add_argument("--algorithms", nargs="+", default=["grpo", "reinforce", "ppo", "sft"])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=4, help="queries per step")
@@ -171,19 +169,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measurements per algorithm (median kept)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl_overhead.json"))
     args = parser.parse_args()
+    base = [f"backbone={args.backbone}", f"threads={args.threads}", f"paradigm.name={args.paradigm}"]
     rows = []
     for algorithm in args.algorithms:
         group = 1 if algorithm == "sft" else args.group
-        harness_time(args.paradigm, algorithm, 1, args.batch, group)  # warm-up: first-call costs of torch/HF
-        repeats = [
-            measure(args.paradigm, algorithm, args.steps, args.batch, group) for _ in range(args.repeats)
-        ]
+        # warm-up: first-call costs of torch/HF
+        harness_time(base, algorithm, 1, args.batch, group)
+        repeats = [measure(base, algorithm, args.steps, args.batch, group) for _ in range(args.repeats)]
         median = {
             key: statistics.median(r[key] for r in repeats)
             for key in repeats[0]
             if key.endswith(("_ratio", "_second", "_seconds"))
         }
-        rows.append({"algorithm": algorithm, "paradigm": args.paradigm, "median": median, "repeats": repeats})
+        rows.append(
+            {
+                "algorithm": algorithm,
+                "backbone": args.backbone,
+                "paradigm": args.paradigm,
+                "median": median,
+                "repeats": repeats,
+            }
+        )
         print(
             f"{algorithm}: harness {median['harness_seconds']:.1f} s, raw {median['raw_seconds']:.1f} s, "
             f"ratio {median['overhead_ratio']:.2f} (rollout {median['rollout_ratio']:.2f}, "
