@@ -18,6 +18,7 @@ from analysis.aggregate import group_summaries
 from analysis.names import (
     FORMAT_COMPLIANCE,
     HIGHER,
+    INSTRUCTION_FORGETTING,
     LOWER,
     PARAM_PREFIX,
     PERSONAL_ACCURACY,
@@ -60,6 +61,9 @@ MAIN_COLUMNS = (
     Column("wall_seconds", "Wall s", LOWER, ".1f"),
     Column("storage_bytes", "Storage B/user", LOWER, ".3g"),
 )
+#: Beside forgetting, for runs that logged the instruction probe (runs before it did not): the drop in
+#: obeying an explicit format request on the stream's own kinds of question, from the untouched base.
+INSTRUCTION_COLUMN = Column("instruction_forgetting", "Instr. override", LOWER, ".3f")
 #: In ``table.csv`` after the displayed columns (the report's table shows the total, which includes it).
 TRAIN_FLOPS_COLUMN = Column("train_flops", "Train FLOPs", LOWER, ".3g")
 #: Groups whose runs place notes in the prompt (memory, hybrid, oracle): forgetting, and the
@@ -115,19 +119,35 @@ def small_group_note(summary: pd.DataFrame) -> str:
     )
 
 
+def main_columns(summary: pd.DataFrame) -> tuple[Column, ...]:
+    """The displayed columns of a :func:`comparison_table` summary: :data:`MAIN_COLUMNS`, with
+    :data:`INSTRUCTION_COLUMN` after forgetting where the summary has it."""
+    return _main_columns(f"{INSTRUCTION_COLUMN.key}.iqm" in summary.columns)
+
+
+def _main_columns(with_instruction: bool) -> tuple[Column, ...]:
+    if not with_instruction:
+        return MAIN_COLUMNS
+    at = [column.key for column in MAIN_COLUMNS].index("forgetting") + 1
+    return (*MAIN_COLUMNS[:at], INSTRUCTION_COLUMN, *MAIN_COLUMNS[at:])
+
+
 def comparison_table(
     table: pd.DataFrame, runs: pd.DataFrame, *, seed: int, reps: int = DEFAULT_BOOTSTRAP_REPS
 ) -> pd.DataFrame:
     """The main table: final value of each :data:`MAIN_COLUMNS` quantity per group of ``runs``.
 
     "Final" is the value at a run's last logged step; forgetting is ``eval/forgetting`` (the untouched
-    base's knowledge-probe accuracy minus the final one). After ``runs`` come the group's
+    base's knowledge-probe accuracy minus the final one) and, where any run logged it, instruction
+    override (``eval/instruction_forgetting``; :func:`main_columns`). After ``runs`` come the group's
     :data:`SETTING_PARAMS` (its learning rate, and where it was tuned: ``""`` when none);
     :data:`TRAIN_FLOPS_COLUMN` comes last (in ``table.csv``, not in the displayed table).
     """
     values = {key: final_values(table, metric) for key, metric in _MAIN_METRICS.items()}
     values["forgetting"] = forgetting_values(table)
-    ordered = {column.key: values[column.key] for column in (*MAIN_COLUMNS, TRAIN_FLOPS_COLUMN)}
+    values[INSTRUCTION_COLUMN.key] = final_values(table, INSTRUCTION_FORGETTING)
+    shown = _main_columns(with_instruction=not values[INSTRUCTION_COLUMN.key].empty)
+    ordered = {column.key: values[column.key] for column in (*shown, TRAIN_FLOPS_COLUMN)}
     summary = group_summaries(runs, ordered, seed, reps)
     for offset, (name, param) in enumerate(SETTING_PARAMS.items()):
         summary.insert(

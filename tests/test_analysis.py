@@ -441,6 +441,10 @@ def test_report_writes_every_file_and_lists_the_failed_run(report, table):
     assert notes["paradigm"].tolist() == ["memory"]  # the only runs that logged the probe without notes
     assert math.isclose(notes["notes_forgetting.iqm"].iloc[0], 0.05, rel_tol=1e-6)
     assert "From notes" in markdown
+    # instruction override beside it: memory's retrieved habits override 0.2 of explicit requests at 400
+    assert math.isclose(memory["instruction_forgetting.iqm"], 0.2, rel_tol=1e-6)
+    assert main.loc[main["paradigm"] == "frozen", "instruction_forgetting.iqm"].item() == 0
+    assert "Instr. override" in markdown
     tex = report.table_tex.read_text(encoding="utf-8")
     assert all(rule in tex for rule in ("\\toprule", "\\midrule", "\\bottomrule")) and "full\\_ft" not in tex
     continual = pd.read_csv(report.continual_csv, keep_default_na=False)
@@ -563,6 +567,15 @@ def test_analysis_imports_no_torch_no_task_code_and_no_training_package():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_runs_without_the_instruction_probe_get_no_instruction_column():
+    """Runs logged before the instruction probe keep the table they had (no empty column)."""
+    table = synthetic_table()
+    table = table[table["metric"] != "eval/instruction_forgetting"]
+    main = tables.comparison_table(table, finished(run_table(table)), seed=0)
+    assert not any(c.startswith("instruction_forgetting") for c in main.columns)
+    assert tables.main_columns(main) == tables.MAIN_COLUMNS
 
 
 def test_the_forgetting_label_names_the_probe_the_runs_measured_it_on():
