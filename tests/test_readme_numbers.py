@@ -57,13 +57,14 @@ def builtin():
 
 def test_the_builtin_comparison_table_is_the_committed_table(builtin):
     table, _ = builtin
-    quoted = readme_table("| group | personal accuracy | forgetting | total FLOPs |")
+    quoted = readme_table("| group | personal accuracy | forgetting | instruction override | total FLOPs |")
     assert sorted(quoted.index) == sorted(table.index)  # every group, each once
     for group, row in quoted.iterrows():
         assert row["personal accuracy"] == interval(table, group, "personal_accuracy"), group
-        assert row["forgetting"].replace("-0.00", "0.00") == interval(table, group, "forgetting").replace(
-            "-0.00", "0.00"
-        ), group
+        for column, key in (("forgetting", "forgetting"), ("instruction override", "instruction_forgetting")):
+            assert row[column].replace("-0.00", "0.00") == interval(table, group, key).replace(
+                "-0.00", "0.00"
+            ), (group, column)
         assert float(row["total FLOPs"]) == float(f"{table.loc[group, 'total_flops.iqm']:.1e}"), group
 
 
@@ -81,6 +82,33 @@ def test_the_builtin_paragraph_quotes_the_committed_tables(builtin):
     assert same_decimals(low, rl.min()) and same_decimals(high, rl.max())
     frozen = re.search(r"of changed facts, frozen (\S+) \(it", README).group(1)
     assert same_decimals(frozen, continual.loc["frozen", "updating_accuracy.iqm"])
+
+
+def test_the_probes_paragraph_quotes_the_committed_runs():
+    """The general-probe drops the paragraph sets beside the two probes are the same runs'
+    ``eval/base_general_accuracy - eval/general_accuracy``, summarized as the table is."""
+    from analysis.aggregate import group_summaries
+    from analysis.runs import final_values, finished, run_table
+
+    runs = pd.read_parquet(RESULTS / "comparison" / "runs.parquet")
+    drop = final_values(runs, "eval/base_general_accuracy") - final_values(runs, "eval/general_accuracy")
+    general = group_summaries(finished(run_table(runs)), {"drop": drop}, seed=0).set_index("group")
+    paragraph = " ".join(README[README.index("What the two probes changed.") :].split("\n\n")[0].split())
+    sft = re.search(r"full fine-tuning with SFT (\S+ \[\S+ \S+\]) on the general probe", paragraph).group(1)
+    assert sft == interval(general, "full_ft/sft", "drop")
+    for label, group in (("the adapter with SFT", "adapter/sft"), ("the hybrid", "hybrid/grpo")):
+        quoted = re.search(rf"{label} (\S+) on the general probe", paragraph).group(1)
+        assert same_decimals(quoted, general.loc[group, "drop.iqm"]), group
+    both = re.search(r"memory and the oracle (\S+) on the general probe", paragraph).group(1)
+    assert same_decimals(both, general.loc["memory", "drop.iqm"])
+    assert same_decimals(both, general.loc["oracle", "drop.iqm"])
+    table = pd.read_csv(RESULTS / "comparison" / "table.csv", keep_default_na=False).set_index("group")
+    knowledge, instruction = re.search(
+        r"now (\S+ \[\S+ \S+\]) knowledge forgetting and (\S+ \[\S+ \S+\]) instruction override", paragraph
+    ).groups()
+    assert knowledge == interval(table, "full_ft/sft", "forgetting")
+    assert instruction == interval(table, "full_ft/sft", "instruction_forgetting")
+    assert (table["forgetting.ci_low"].round(2) <= 0).all()  # "every interval reaches 0"
 
 
 # --------------------------------------------------------------------------- SmolLM2
