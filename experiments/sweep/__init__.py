@@ -51,7 +51,7 @@ Modules, one job each: ``space`` (a search space as Optuna distributions, shared
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
 from experiments.sweep.objective import SweepFailed, TrialRunner, is_surplus, trial_run_name
 from experiments.sweep.plan import JOURNAL_DIR, SweepPlan, is_rdb_url, load_sweep, parse_sweep
-from experiments.sweep.processes import watch_workers, worker_environment
+from experiments.sweep.processes import work_alongside, worker_environment
 from experiments.sweep.recovery import (
     UNCLAIMED_GRACE_SECONDS,
     WorkerLock,
@@ -124,7 +124,7 @@ __all__ = [
     "study_counts",
     "summarize",
     "trial_run_name",
-    "watch_workers",
+    "work_alongside",
     "worker_command",
     "worker_environment",
     "worker_is_dead",

@@ -38,7 +38,7 @@ from experiments.sweep.grid import (
     pop_queued,
     run_index,
 )
-from experiments.sweep.processes import watch_workers
+from experiments.sweep.processes import work_alongside
 from experiments.sweep.recovery import (
     WorkerLock,
     claim,
@@ -268,26 +268,13 @@ def run_grid(plan: GridPlan, tracker: Tracker, workers: int = 1, progress: bool 
     if grid_counts(coordinator.study, plan.n_runs).done:  # resumed after the end: nothing to start
         return coordinator.result()
 
-    def finished() -> tuple[int, dict[str, int]]:
-        counts = grid_counts(coordinator.study, plan.n_runs)
-        return counts.finished, {"running": counts.running, "failed": counts.failed}
-
     def interrupted() -> None:
         if grid_counts(coordinator.study, plan.n_runs).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
 
-    watch_workers(
-        worker_command(plan, tracker),
-        workers,
-        finished,
-        interrupted,
-        total=plan.n_runs,
-        desc=plan.study_name,
-        unit="run",
-        poll_seconds=coordinator.poll_seconds,
-        show=progress,
-    )
-    coordinator.run()  # a worker that died left its run RUNNING: retry it here
+    # the coordinator is one of the workers, and like each of them runs until no run is queued or
+    # running (so it retries the run of a worker that dies); the others are child processes
+    work_alongside(worker_command(plan, tracker), workers, coordinator.run, interrupted)
     return coordinator.result()
 
 

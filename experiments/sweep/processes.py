@@ -1,17 +1,21 @@
-"""Local worker processes, for sweeps and grids alike: their environment, and :func:`watch_workers`,
-which starts them, shows the study's progress until they exit, and stops them on Ctrl-C or SIGTERM."""
+"""Local worker processes, for sweeps and grids alike: their environment, and :func:`work_alongside`,
+which runs one worker in the calling process beside the others as child processes, and stops the
+children on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-
-from tqdm.auto import tqdm
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from experiments.signals import sigterm_as_interrupt
+
+T = TypeVar("T")
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -30,48 +34,58 @@ def worker_environment(workers: int) -> dict[str, str]:
     return env
 
 
-def watch_workers(
-    command: Sequence[str],
-    workers: int,
-    progress: Callable[[], tuple[int, Mapping[str, int]]],
-    on_interrupt: Callable[[], None],
-    *,
-    total: int,
-    desc: str,
-    unit: str,
-    poll_seconds: float = 2.0,
-    show: bool = True,
-) -> list[int]:
-    """Run ``workers`` copies of ``command`` and return their exit statuses once all have exited.
+@contextlib.contextmanager
+def cores_shared_here(workers: int) -> Iterator[None]:
+    """While inside, this process has the thread share :func:`worker_environment` gives each child.
 
-    Meanwhile a progress bar of ``total`` ``unit``s shows ``progress()``: (how many are finished,
-    the counts shown beside the bar), polled every ``poll_seconds``. Ctrl-C or SIGTERM: the
-    workers get a few seconds to finish their own interrupt handling (:func:`stop_processes`),
-    then ``on_interrupt()`` runs and KeyboardInterrupt propagates.
+    The variables are read when torch starts its thread pool; where torch is already loaded its
+    thread count is set too. A thread count the user exported is kept; everything is restored after.
+    """
+    saved = {variable: os.environ.get(variable) for variable in _THREAD_VARIABLES}
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    share = worker_environment(workers)
+    for variable in _THREAD_VARIABLES:
+        os.environ[variable] = share[variable]
+    if torch is not None and saved["OMP_NUM_THREADS"] is None:
+        torch.set_num_threads(int(share["OMP_NUM_THREADS"]))
+    try:
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+        if torch is not None:
+            torch.set_num_threads(threads)
+
+
+def work_alongside(
+    command: Sequence[str], workers: int, local: Callable[[], T], on_interrupt: Callable[[], None]
+) -> tuple[T, list[int]]:
+    """Run ``local()`` (one worker, in this process) beside ``workers - 1`` copies of ``command``.
+
+    The coordinating process works instead of only watching: ``workers`` processes share the cores
+    (:func:`worker_environment`, :func:`cores_shared_here`), and one fewer process pays for starting
+    the ML stack. Returns what ``local()`` returned and, once they have exited, the children's exit
+    statuses. Ctrl-C or SIGTERM: ``local()`` does its own interrupt bookkeeping, the children get a few
+    seconds to do theirs (:func:`stop_processes`), then ``on_interrupt()`` runs and KeyboardInterrupt
+    propagates. Any other error of ``local()`` stops the children the same way and propagates.
     """
     env = worker_environment(workers)
-    processes = [subprocess.Popen(list(command), env=env) for _ in range(workers)]
-    bar = tqdm(total=total, desc=f"{desc} ({workers} workers)", unit=unit, disable=not show)
-
-    def refresh() -> None:
-        finished, counts = progress()
-        bar.n = min(finished, bar.total)
-        bar.set_postfix(counts, refresh=False)
-        bar.refresh()
-
+    processes = [subprocess.Popen(list(command), env=env) for _ in range(workers - 1)]
     try:
-        with sigterm_as_interrupt():
-            while any(p.poll() is None for p in processes):
-                refresh()
-                time.sleep(poll_seconds)
-            refresh()
-            return [p.returncode for p in processes]
+        with sigterm_as_interrupt(), cores_shared_here(workers):
+            result = local()
+            return result, [process.wait() for process in processes]
     except KeyboardInterrupt:
         stop_processes(processes)
         on_interrupt()
         raise
-    finally:
-        bar.close()
+    except BaseException:
+        stop_processes(processes)
+        raise
 
 
 def stop_processes(processes: list[subprocess.Popen], patience: float = 5.0) -> None:

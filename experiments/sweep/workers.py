@@ -19,7 +19,7 @@ from experiments.signals import sigterm_as_interrupt
 from experiments.sweep.bookkeeping import ensure_parent, mark_trial_runs
 from experiments.sweep.objective import SweepFailed, TrialRunner
 from experiments.sweep.plan import SweepPlan
-from experiments.sweep.processes import watch_workers
+from experiments.sweep.processes import work_alongside
 from experiments.sweep.recovery import WorkerLock, fail_dead_trials, lock_dir, on_stale, requeue
 from experiments.sweep.results import SweepResult, summarize
 from experiments.sweep.study import Counts, heartbeat, open_storage, open_study, study_counts
@@ -155,25 +155,12 @@ def run_sweep(plan: SweepPlan, tracker: Tracker, workers: int = 1, progress: boo
     coordinator = Worker(plan, tracker, progress)  # creates the study and the parent before anyone races
     coordinator.recover()
 
-    def finished() -> tuple[int, dict[str, int]]:
-        counts = study_counts(coordinator.study)
-        return counts.finished, {"running": counts.running}
-
     def interrupted() -> None:
         if study_counts(coordinator.study).running == 0:
             coordinator.parent.finish("KILLED", error="interrupted")
 
-    statuses = watch_workers(
-        worker_command(plan, tracker),
-        workers,
-        finished,
-        interrupted,
-        total=plan.n_trials,
-        desc=plan.study_name,
-        unit="trial",
-        poll_seconds=coordinator.poll_seconds,
-        show=progress,
-    )
+    # the coordinator is one of the workers; the others are child processes
+    _, statuses = work_alongside(worker_command(plan, tracker), workers, coordinator.run, interrupted)
     result = summarize(plan, coordinator.study, coordinator.parent)
     if any(status != 0 for status in statuses) and not result.finished:
         raise SweepFailed(f"worker exit statuses {statuses}; see their output above")
