@@ -57,6 +57,7 @@ class ReportResult:
     table_tex: Path
     learning_csv: Path
     continual_csv: Path | None
+    compute_csv: Path | None
     parquet: Path
     figures: tuple[FigureResult, ...]
     finished_runs: int
@@ -66,7 +67,8 @@ class ReportResult:
     def tables(self) -> tuple[Path, ...]:
         """The files that must be byte-identical when the report is rebuilt from the same runs."""
         files = [self.table_csv, self.table_tex, self.learning_csv, self.markdown]
-        return tuple(files + ([self.continual_csv] if self.continual_csv else []))
+        optional = [path for path in (self.continual_csv, self.compute_csv) if path is not None]
+        return tuple(files + optional)
 
 
 def build_report(
@@ -113,12 +115,16 @@ def build_report(
     continual, continual_notes = tables.continual_table(table, done, seed=seed, drift=drift)
     main_display = display_table(main, tables.main_columns(main))
     notes = tables.notes_table(table, done, seed=seed)
+    compute = tables.compute_table(table, done)
     table_csv = write_csv(main, out_dir / "table.csv")
     table_tex = out_dir / "table.tex"
     small_groups = tables.small_group_note(main)
     caption = f"IQM [95% stratified-bootstrap CI] over finished runs; n = runs per group. {small_groups}"
     table_tex.write_text(latex_table(main_display, caption.strip()), encoding="utf-8")
     learning_csv = write_csv(learning, out_dir / "learning.csv")
+    compute_csv = write_csv(compute, out_dir / "compute.csv") if len(compute) else None
+    if compute_csv is None and (out_dir / "compute.csv").exists():
+        (out_dir / "compute.csv").unlink()
     continual_csv = write_csv(continual, out_dir / "continual.csv") if continual is not None else None
     if continual is None and (out_dir / "continual.csv").exists():
         (out_dir / "continual.csv").unlink()
@@ -139,6 +145,7 @@ def build_report(
         ),
         _table_or_note(main_display),
         *_notes_blocks(notes),
+        *_compute_blocks(compute),
         *_learning_blocks(learning),
         *_continual_blocks(continual, continual_notes),
         Heading(2, "Figures"),
@@ -160,6 +167,7 @@ def build_report(
         table_tex=table_tex,
         learning_csv=learning_csv,
         continual_csv=continual_csv,
+        compute_csv=compute_csv,
         parquet=parquet_out,
         figures=figures,
         finished_runs=len(done),
@@ -259,6 +267,35 @@ def _notes_blocks(notes: pd.DataFrame | None) -> list[Block]:
             "knowledge-probe accuracy without its notes minus with them (the rest is what its weights lost)."
         ),
         Table(display_table(notes, tables.NOTES_COLUMNS)),
+    ]
+
+
+def _compute_blocks(compute: pd.DataFrame) -> list[Block]:
+    """Where each group's total FLOPs go (memory's reflection and embeddings beside the updates)."""
+    if compute.empty:
+        return []
+    display = pd.DataFrame(
+        {
+            "Paradigm": compute["paradigm"],
+            "Algorithm": compute["algorithm"],
+            **({"Variant": compute["variant"]} if (compute["variant"] != "").any() else {}),
+            "n": [str(int(n)) for n in compute["runs"]],
+            "Total FLOPs": [f"{v:.2e}" for v in compute["total_flops"]],
+            **{
+                label: [f"{100 * v:.1f}%" if v == v else "n/a" for v in compute[f"{part}_share"]]
+                for part, label in tables.COMPUTE_PARTS.items()
+            },
+        },
+        dtype="str",
+    )
+    return [
+        Paragraph(
+            "Where the compute goes: each group's mean total FLOPs (every forward pass to answer the stream, "
+            "to learn and to maintain state; evaluation excluded) and each part's share of it. Answering and "
+            "query embeddings (memory's retrieval) are inference; updates, reflection (the model writing "
+            "memory's lessons) and note embeddings are learning. Also in `compute.csv`."
+        ),
+        Table(display),
     ]
 
 

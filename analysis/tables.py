@@ -18,10 +18,14 @@ from analysis.aggregate import group_summaries
 from analysis.names import (
     FORMAT_COMPLIANCE,
     HIGHER,
+    INFERENCE_FLOPS,
     INSTRUCTION_FORGETTING,
     LOWER,
+    NOTE_EMBEDDING_FLOPS,
     PARAM_PREFIX,
     PERSONAL_ACCURACY,
+    REFLECTION_FLOPS,
+    RETRIEVAL_EMBEDDING_FLOPS,
     SEARCH_CALLS_PER_QUERY,
     STORAGE_BYTES,
     TOTAL_FLOPS,
@@ -35,6 +39,7 @@ from analysis.runs import (
     final_values,
     forgetting_values,
     notes_forgetting_values,
+    ordered_groups,
     question_curves,
 )
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, area_under_curve, feedback_events_to_reach
@@ -92,6 +97,18 @@ CONTINUAL_COLUMNS = (
     Column("fwt", "FWT", HIGHER, ".3f"),
     Column("updating_accuracy", "Updating acc.", HIGHER, ".3f"),
 )
+
+
+#: Where a group's total FLOPs go (``compute.csv``): each part's share of the mean total, and the label
+#: the report shows. Answering and query embeddings make up ``cost/inference_flops``; updates,
+#: reflection and note embeddings ``cost/train_flops`` (a memory's parts are its ``memory/*_flops``).
+COMPUTE_PARTS = {
+    "answering": "Answering",
+    "query_embeddings": "Query embeddings",
+    "updates": "Updates",
+    "reflection": "Reflection",
+    "note_embeddings": "Note embeddings",
+}
 
 
 #: Settings printed beside each row of the main table: summary column -> the param it shows.
@@ -154,6 +171,52 @@ def comparison_table(
             summary.columns.get_loc("runs") + 1 + offset, name, _group_setting(runs, summary, param)
         )
     return summary
+
+
+def compute_table(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Where each group's compute goes: its mean final ``cost/total_flops`` over ``runs`` and each of
+    :data:`COMPUTE_PARTS` as a share of it (means over the runs, so the shares add up to 1).
+
+    A run without a memory logs no ``memory/*_flops``: its reflection and embeddings are 0, its
+    updates all of ``cost/train_flops``, its answering all of ``cost/inference_flops``.
+    Columns: ``paradigm, algorithm, variant, group, runs, total_flops`` then ``<part>_share`` per part.
+    """
+    finals = {
+        name: final_values(table, metric)
+        for name, metric in (
+            ("total", TOTAL_FLOPS),
+            ("train", TRAIN_FLOPS),
+            ("inference", INFERENCE_FLOPS),
+            ("reflection", REFLECTION_FLOPS),
+            ("note_embeddings", NOTE_EMBEDDING_FLOPS),
+            ("query_embeddings", RETRIEVAL_EMBEDDING_FLOPS),
+        )
+    }
+    logged = runs[runs["run_id"].isin(finals["total"].index)]
+    rows = []
+    for key in ordered_groups(logged):
+        members = logged[(logged[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        ids = members["run_id"]
+
+        def mean(name: str, ids: pd.Series = ids) -> float:
+            return float(finals[name].reindex(ids).fillna(0.0).mean())
+
+        parts = {
+            "query_embeddings": mean("query_embeddings"),
+            "reflection": mean("reflection"),
+            "note_embeddings": mean("note_embeddings"),
+        }
+        parts["answering"] = mean("inference") - parts["query_embeddings"]
+        parts["updates"] = mean("train") - parts["reflection"] - parts["note_embeddings"]
+        total = mean("total")
+        row: dict[str, object] = dict(zip(GROUP_COLUMNS, key, strict=True))
+        row.update(group=members["group"].iloc[0], runs=len(members), total_flops=total)
+        row.update(
+            {f"{part}_share": parts[part] / total if total else float("nan") for part in COMPUTE_PARTS}
+        )
+        rows.append(row)
+    columns = [*GROUP_COLUMNS, "group", "runs", "total_flops", *(f"{p}_share" for p in COMPUTE_PARTS)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def notes_table(

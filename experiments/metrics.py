@@ -62,6 +62,12 @@ WALL_SECONDS = "cost/wall_seconds"
 TRAIN_FLOPS = "cost/train_flops"
 INFERENCE_FLOPS = "cost/inference_flops"
 TOTAL_FLOPS = "cost/total_flops"
+#: A memory's parts of the ledger: the reflection model's generation and the notes' embeddings (both in
+#: ``train_flops``), and the questions' embeddings for retrieval (in ``inference_flops``); logged by
+#: ``paradigms/memory/paradigm.py`` (which imports nothing from ``experiments``; tests check the names).
+REFLECTION_FLOPS = "memory/reflection_flops"
+NOTE_EMBEDDING_FLOPS = "memory/note_embedding_flops"
+RETRIEVAL_EMBEDDING_FLOPS = "memory/retrieval_embedding_flops"
 TRAINABLE_PARAMS = "cost/trainable_params"
 CONTEXT_TOKENS_PER_QUERY = "cost/context_tokens_per_query"
 STORAGE_BYTES = "cost/storage_bytes"
@@ -120,6 +126,9 @@ DIRECTIONS: dict[str, str] = {
     TRAIN_FLOPS: LOWER,
     INFERENCE_FLOPS: LOWER,
     TOTAL_FLOPS: LOWER,
+    REFLECTION_FLOPS: LOWER,
+    NOTE_EMBEDDING_FLOPS: LOWER,
+    RETRIEVAL_EMBEDDING_FLOPS: LOWER,
     TRAINABLE_PARAMS: LOWER,
     CONTEXT_TOKENS_PER_QUERY: LOWER,
     STORAGE_BYTES: LOWER,

@@ -75,6 +75,11 @@ def _eval_metrics(paradigm: str, seed: int, step: int) -> dict[str, float]:
         # memory answers each question twice here (a group of 2): half the questions at equal events
         "cost/user_questions": step / 2 if paradigm == "memory" else float(step),
     }
+    if paradigm == "memory":  # its learning is a fifth reflection, the rest note embeddings; a quarter
+        # of its inference embeds the questions for retrieval
+        metrics["memory/reflection_flops"] = 0.2e9 * step
+        metrics["memory/note_embedding_flops"] = 0.8e9 * step
+        metrics["memory/retrieval_embedding_flops"] = 0.5e8 * step
     if paradigm == "memory":  # its notes cost it all of its drop on both probes
         metrics["eval/general_accuracy_without_notes"] = 0.9 - 0.01 * seed
         metrics["eval/general_knowledge_without_notes"] = 0.95 - 0.01 * seed
@@ -567,6 +572,20 @@ def test_analysis_imports_no_torch_no_task_code_and_no_training_package():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_the_compute_table_splits_each_groups_flops_into_shares_that_add_up(report, table):
+    compute = pd.read_csv(report.compute_csv, keep_default_na=False).set_index("group")
+    shares = [f"{part}_share" for part in tables.COMPUTE_PARTS]
+    assert np.allclose(compute[shares].sum(axis=1), 1.0)
+    memory = compute.loc["memory"]  # per event at 400: inference 0.2e9 (0.05e9 of it queries), learning 1e9
+    assert math.isclose(memory["total_flops"], 1.2e9 * 400)
+    per_event = {"answering": 0.15e9, "query_embeddings": 0.05e9, "updates": 0.0, "reflection": 0.2e9}
+    per_event["note_embeddings"] = 0.8e9
+    for part, flops in per_event.items():
+        assert math.isclose(memory[f"{part}_share"], flops / 1.2e9, abs_tol=1e-6), part  # CSV: 6 digits
+    assert compute.loc["frozen", "answering_share"] == 1.0  # no memory metrics: all inference is answering
+    assert "Where the compute goes" in report.markdown.read_text(encoding="utf-8")
 
 
 def test_runs_without_the_instruction_probe_get_no_instruction_column():
