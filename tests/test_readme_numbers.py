@@ -1,6 +1,6 @@
 """Every number the README quotes from a results table is the committed table's value, as rounded there.
 
-Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
+Covered (and docs/continual.md's table against ``results/continual/table.csv``): the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
 paragraph quotes from ``continual.csv``, the SmolLM2 table (first and last evaluation of each run
 in ``results/comparison-smollm2/runs.parquet``) and the hybrid sentence (``results/hybrid/table.csv``).
 Reading the committed files only: no run, no store.
@@ -163,3 +163,50 @@ def test_the_hybrid_sentence_quotes_the_committed_hybrid_table():
     accuracy = table["personal_accuracy.iqm"]
     assert accuracy.idxmin() == "hybrid/grpo (paradigm.route=kind)"  # facts to memory, habits to the adapter
     assert same_decimals(worst, accuracy.min()) and same_decimals(memory, accuracy["memory"])
+
+
+# --------------------------------------------------------------------------- docs/continual.md
+
+CONTINUAL_DOC = (ROOT / "docs" / "continual.md").read_text(encoding="utf-8")
+
+
+def continual_config(row: pd.Series) -> str:
+    """The docs table's name of a results/continual group (its paradigm and non-default mechanism)."""
+    if row["paradigm"] == "adapter":
+        return "adapter"
+    settings = dict(pair.split("=") for pair in row["variant"].split(", "))
+    regularizer = settings["continual.regularizer"]
+    if regularizer != "none":
+        return f"full_ft + {dict(l2sp='L2-SP', ewc='EWC', kl='KL')[regularizer]} (strength 1)"
+    if float(settings["continual.replay"]) > 0:
+        return f"full_ft + replay 0.25 ({settings['continual.replay_source']})"
+    if float(settings["continual.distill"]) > 0:
+        return "full_ft + distill 1"
+    return "full_ft"
+
+
+def test_the_continual_doc_table_is_the_committed_table():
+    table = pd.read_csv(RESULTS / "continual" / "table.csv", keep_default_na=False)
+    table = table.assign(config=table.apply(continual_config, axis=1)).set_index("config")
+    lines = CONTINUAL_DOC.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| config | knowledge forgetting"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    quoted = pd.DataFrame(rows[2:], columns=rows[0]).set_index("config")
+    assert sorted(quoted.index) == sorted(table.index)
+    plain = table.loc["full_ft", "total_flops.iqm"]
+    for config, row in quoted.iterrows():
+        for column, key in (
+            ("knowledge forgetting", "forgetting"),
+            ("instruction override", "instruction_forgetting"),
+            ("personal accuracy", "personal_accuracy"),
+        ):
+            assert row[column].replace("-0.00", "0.00") == interval(table, config, key).replace(
+                "-0.00", "0.00"
+            ), (config, column)
+        flops, ratio = row["total FLOPs (x full_ft)"].split(" ")
+        assert float(flops) == float(f"{table.loc[config, 'total_flops.iqm']:.2e}"), config
+        assert ratio == f"({table.loc[config, 'total_flops.iqm'] / plain:.2f})", config
