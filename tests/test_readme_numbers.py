@@ -1,8 +1,9 @@
 """Every number the README quotes from a results table is the committed table's value, as rounded there.
 
-Covered (and docs/continual.md's table against ``results/continual/table.csv``): the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
-paragraph quotes from ``continual.csv``, the SmolLM2 table (first and last evaluation of each run
-in ``results/comparison-smollm2/runs.parquet``) and the hybrid sentence (``results/hybrid/table.csv``).
+Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
+paragraphs quote from ``continual.csv`` and ``runs.parquet``, the SmolLM2 table (first and last
+evaluation of each run in ``results/comparison-smollm2/runs.parquet``), the hybrid sentence
+(``results/hybrid/table.csv``), and docs/continual.md's table (``results/continual/table.csv``).
 Reading the committed files only: no run, no store.
 """
 
