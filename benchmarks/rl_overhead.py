@@ -9,14 +9,19 @@ For each algorithm, one process measures both, on the same model and the same ba
   as the longest completion the harness produced in that step, plus one forward and backward
   pass over the harness's own sequences.
 
-The ratio harness / raw is the overhead (1.0 = none). It is split in two: the rollout (the
-session's ``interact``: search-tool loop and scoring) against raw ``generate``, and the rest of
-the step (the update, and for GRPO everything TRL's trainer does around it) against raw
-forward+backward. The rollout's ratio compares the whole ``interact`` (generation, tool calls and
-scoring) with a generate as long as the longest *agent* token count; ``rollout_generation_ratio_total_length``
-takes scoring out (``harness_scoring_seconds``) and compares with a raw generate as long as the longest
-whole completion (tool tokens included, ``raw_generate_total_length_seconds``), which is what the rollout
-produces. Also reported: completion tokens (the agent's own) per second of harness time.
+The ratio harness / raw is the overhead (1.0 = none). It is split in two: the rollout (the session's
+``interact``: search-tool loop and scoring) against raw ``generate``, and the rest of the step (the
+update, and for GRPO everything TRL's trainer does around it) against raw forward+backward. The
+rollout's ratio compares the whole ``interact`` (generation, tool calls and scoring) with a generate
+as long as the longest *agent* token count; ``rollout_generation_total_length_ratio`` takes scoring
+out (``harness_scoring_seconds``) and compares with a raw generate as long as the longest whole
+completion (tool tokens included, ``raw_generate_total_length_seconds``), which is what the rollout
+produces. ``full_length_ratio`` is the step against that generate plus one forward+backward;
+``algorithm_ratio`` for ``ppo`` against its own passes (a no-grad forward for old log-probabilities
+and values, then ``epochs`` forward+backward). ``steady_full_length_ratio`` leaves out what a run
+pays once (building the trainer, TRL's ``free_memory`` garbage collection, the first step's
+warm-up): the harness's time from the first step's feedback to the last step's against the raw work
+in between. Also reported: completion tokens (the agent's own) per second of harness time.
 Timings are noisy on a shared machine: each algorithm is measured ``--repeats`` times (a fresh
 model each time, after one untimed warm-up run) and the median ratio is reported, with every
 repeat kept in the results file.
@@ -62,9 +67,12 @@ def _stopwatch(owner, method: str) -> list[float]:
 
 
 def harness_time(base: list[str], algorithm: str, steps: int, batch: int, group: int):
-    """Seconds for ``steps`` harness steps, of which in the rollout, and the interactions produced.
+    """Seconds for ``steps`` harness steps (all, and from the first step's feedback to the last's), of
+    which in the rollout and in scoring, the interactions produced and the paradigm.
 
-    ``base``: the overrides naming backbone, threads and paradigm (``KEY=VALUE``)."""
+    ``base``: the overrides naming backbone, threads and paradigm (``KEY=VALUE``). The steady part
+    leaves out what a run pays once (building the trainer, the first step's warm-up): between the
+    first and the last feedback lie the updates of steps 1..N-1 and the rollouts of steps 2..N."""
     events = steps * batch * group
     config = load_experiment(
         SMOKE,
@@ -78,17 +86,20 @@ def harness_time(base: list[str], algorithm: str, steps: int, batch: int, group:
         ],
     ).runs()[0]
     parts = assemble(config, progress=False)
-    interactions = []
+    interactions, stamps = [], []
 
     def keep(report: FeedbackReport) -> None:
         interactions.append(report.interaction)
+        stamps.append(time.perf_counter())
 
     parts.session.on_feedback = keep
     in_rollout = _stopwatch(parts.session, "interact")
     in_scoring = _stopwatch(parts.session, "score")
     started = time.perf_counter()
     parts.paradigm.train(parts.session)
-    return time.perf_counter() - started, in_rollout[0], in_scoring[0], interactions, parts.paradigm
+    total = time.perf_counter() - started
+    steady = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
+    return total, steady, in_rollout[0], in_scoring[0], interactions, parts.paradigm
 
 
 def raw_generate(model, ids, attention, pad, new_tokens: int) -> float:
@@ -107,12 +118,13 @@ def raw_generate(model, ids, attention, pad, new_tokens: int) -> float:
     return time.perf_counter() - started
 
 
-def raw_time(paradigm, interactions) -> tuple[float, float, float]:
-    """Seconds of plain generate (to the longest agent token count, and to the longest whole completion,
-    tool tokens included), and of forward/backward, over the same batches."""
+def raw_time(paradigm, interactions) -> list[tuple[float, float, float, float]]:
+    """Per step: seconds of plain generate (to the longest agent token count, and to the longest whole
+    completion, tool tokens included), of forward/backward, and of a no-grad forward, over the same
+    batches."""
     model, tokenizer = paradigm.model, paradigm.tokenizer
     pad = tokenizer.pad_token_id
-    generating = generating_total = updating = 0.0
+    steps = []
     for interaction in interactions:
         episodes = interaction.episodes
         width = max(len(e.prompt_ids) for e in episodes)
@@ -120,23 +132,39 @@ def raw_time(paradigm, interactions) -> tuple[float, float, float]:
         attention = (ids != pad).long()
         new_tokens = max(e.agent_tokens for e in episodes)
         batch = batching.collate(episodes, pad, paradigm.device)
-        generating += raw_generate(model, ids, attention, pad, new_tokens)
-        generating_total += raw_generate(
+        generating = raw_generate(model, ids, attention, pad, new_tokens)
+        generating_total = raw_generate(
             model, ids, attention, pad, max(len(e.completion_ids) for e in episodes)
         )
         started = time.perf_counter()
         logits = batching.forward(model, batch).logits
         batching.token_logprobs(logits, batch).sum().backward()
         model.zero_grad(set_to_none=True)
-        updating += time.perf_counter() - started
-    return generating, generating_total, updating
+        updating = time.perf_counter() - started
+        started = time.perf_counter()
+        with torch.no_grad():
+            batching.token_logprobs(batching.forward(model, batch).logits, batch)
+        steps.append((generating, generating_total, updating, time.perf_counter() - started))
+    return steps
 
 
 def measure(base: list[str], algorithm: str, steps: int, batch: int, group: int) -> dict:
     """One repeat: the harness's steps, then the raw equivalent on the same model and batches."""
-    harness, rollout, scoring, interactions, paradigm = harness_time(base, algorithm, steps, batch, group)
-    generate, generate_total, forward_backward = raw_time(paradigm, interactions)
+    harness, steady, rollout, scoring, interactions, paradigm = harness_time(
+        base, algorithm, steps, batch, group
+    )
+    per_step = raw_time(paradigm, interactions)
+    generate, generate_total, forward_backward, forward = (
+        sum(step[i] for step in per_step) for i in range(4)
+    )
     raw = generate + forward_backward
+    # the same batch generated to its whole length (a searching episode's tool reply included)
+    raw_full = generate_total + forward_backward
+    # the raw work between the first and the last feedback: the rollouts of steps 2..N, the updates of 1..N-1
+    raw_steady = sum(step[1] for step in per_step[1:]) + sum(step[2] for step in per_step[:-1])
+    # PPO's own passes: old log-probabilities and values (one no-grad forward) and `epochs` forward+backward
+    epochs = getattr(paradigm.learner.settings, "epochs", 1) if algorithm == "ppo" else 1
+    raw_algorithm = generate_total + (forward if algorithm == "ppo" else 0.0) + epochs * forward_backward
     tokens = sum(e.agent_tokens for i in interactions for e in i.episodes)
     return {
         "steps": len(interactions),
@@ -148,10 +176,20 @@ def measure(base: list[str], algorithm: str, steps: int, batch: int, group: int)
         "raw_generate_seconds": generate,
         "raw_generate_total_length_seconds": generate_total,
         "raw_forward_backward_seconds": forward_backward,
+        "raw_forward_seconds": forward,
         "overhead_ratio": harness / raw,
+        # against the same batch generated to its whole length: the issue's "raw generate + one
+        # forward+backward of the same batch"
+        "full_length_ratio": harness / raw_full,
+        "harness_steady_seconds": steady,
+        "raw_steady_seconds": raw_steady,
+        # the same, without what a run pays once (the trainer's construction, first-step warm-up)
+        "steady_full_length_ratio": steady / raw_steady if raw_steady else float("nan"),
+        # PPO: against its own algorithmic passes (= full_length_ratio for the other algorithms)
+        "algorithm_ratio": harness / raw_algorithm,
         "rollout_ratio": rollout / generate,
         # the rollout without scoring, against a raw generate as long as the whole completion
-        "rollout_generation_ratio_total_length": (rollout - scoring) / generate_total,
+        "rollout_generation_total_length_ratio": (rollout - scoring) / generate_total,
         "update_ratio": (harness - rollout) / forward_backward,
         "completion_tokens_per_second": tokens / harness,
     }
@@ -192,7 +230,9 @@ def main() -> None:
         )
         print(
             f"{algorithm}: harness {median['harness_seconds']:.1f} s, raw {median['raw_seconds']:.1f} s, "
-            f"ratio {median['overhead_ratio']:.2f} (rollout {median['rollout_ratio']:.2f}, "
+            f"ratio {median['overhead_ratio']:.2f}, full length {median['full_length_ratio']:.2f}, "
+            f"steady {median['steady_full_length_ratio']:.2f}, own passes {median['algorithm_ratio']:.2f} "
+            f"(rollout {median['rollout_ratio']:.2f}, "
             f"update {median['update_ratio']:.2f}), "
             f"{median['completion_tokens_per_second']:.0f} completion tokens/s",
             flush=True,
