@@ -63,11 +63,15 @@ Block = Heading | Paragraph | Bullets | Table | Image | Code
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
 div.table { overflow-x: auto; margin: 1rem 0; }
-table { border-collapse: collapse; font-size: 0.85rem; }
-th, td { border-top: 1px solid #bbb; border-bottom: 1px solid #bbb; padding: 0.25rem 0.5rem; }
+@media (min-width: 74rem) {  /* wide tables use the window's width, not only the text's column */
+  div.table { width: calc(100vw - 2rem); margin-left: calc(50% - 50vw + 1rem); }
+}
+table { border-collapse: collapse; font-size: 0.8rem; }
+th, td { border-top: 1px solid #bbb; border-bottom: 1px solid #bbb; padding: 0.25rem 0.4rem; }
 td, th { text-align: right; white-space: nowrap; vertical-align: top; }
 th { background: #f3f3f3; white-space: normal; }
-.ci { font-size: 0.75rem; color: #555; }
+td.prose { white-space: normal; min-width: 7em; }
+.ci { font-size: 0.7rem; color: #555; }
 td:nth-child(-n+2), th:nth-child(-n+2) { text-align: left; }
 figure { margin: 1.5rem 0; }
 img { max-width: 100%; height: auto; }
@@ -114,11 +118,21 @@ def _html_cell(value: object) -> str:
     return f'{html.escape(match.group(1))}<br><span class="ci">{html.escape(match.group(2))}</span>'
 
 
+#: Words, not a number or an interval: such a cell may wrap ("7 trials x 2 users x 600 events").
+_PROSE = re.compile(r"^(?=.*[A-Za-z]{3})(?!\S+ \[).+ .+$")
+
+
+def _html_td(value: object) -> str:
+    """A table cell; prose wraps (class ``prose``), numbers and intervals keep to one line each."""
+    text = str(value)
+    opening = '<td class="prose">' if _PROSE.match(text) else "<td>"
+    return f"{opening}{_html_cell(text)}</td>"
+
+
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_html_cell(v)}</td>" for v in row) + "</tr>\n"
-        for row in frame.itertuples(index=False)
+        "<tr>" + "".join(_html_td(v) for v in row) + "</tr>\n" for row in frame.itertuples(index=False)
     )
     table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
     return f'<div class="table">{table}</div>'

@@ -60,7 +60,7 @@ class Column:
 MAIN_COLUMNS = (
     Column("personal_accuracy", "Personal acc.", HIGHER, ".3f"),
     Column("forgetting", "Forgetting", LOWER, ".3f"),
-    Column("search_calls_per_query", "Searches/query", LOWER, ".2f"),
+    Column("search_calls_per_query", "Searches / query", LOWER, ".2f"),
     Column("format_compliance", "Format", HIGHER, ".3f"),
     Column("total_flops", "Total FLOPs", LOWER, ".3g"),
     Column("wall_seconds", "Wall s", LOWER, ".1f"),
