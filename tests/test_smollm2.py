@@ -75,9 +75,10 @@ def test_memory_learns_the_users_facts_to_0_8_with_its_weights_untouched():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="measured: GRPO never meets a habit SmolLM2 does not sample (0 of 96 answers at T=1 were JSON, "
-    "a list or a bare value), so the format term is constant within every group and gets no gradient; "
-    "format compliance stays 0.33 over 256 events (docs/real-model.md). Strict: a fix makes this fail.",
+    reason="measured: GRPO never meets a habit SmolLM2 does not sample (0 of 128 answers at T=1 were JSON, "
+    "even with the formats named and shown in the system message: benchmarks/format_sampling.py), so the "
+    "format term is constant within almost every group and gets no gradient; format compliance stays 0.33 "
+    "over 256 events (docs/real-model.md). Strict: a fix makes this fail.",
 )
 def test_adapter_grpo_learns_the_users_format_habits(tracking_uri):
     experiment = load_experiment(
