@@ -190,8 +190,11 @@ def test_a_worker_killed_mid_grid_then_the_command_rerun_finishes_each_run_once(
     children = assert_each_run_finished_once(tracking_uri)
     killed = [c for c in children if c.info.run_id == victim.user_attrs["mlflow_run_id"]]
     assert killed[0].info.status == "FAILED" and killed[0].data.tags["error"] == "worker died"
+    # its run retried: finished once; a retry that was running when the whole command died is the
+    # other kind of casualty (failed, "worker died") and was retried again by the rerun
     retried = [c for c in children if c.data.tags.get("retry_of") == str(victim.number)]
-    assert [c.info.status for c in retried] == ["FINISHED"]
+    assert [c.info.status for c in retried].count("FINISHED") == 1
+    assert all(c.data.tags["error"] == "worker died" for c in retried if c.info.status != "FINISHED")
     assert all(c.info.status in ("FINISHED", "FAILED") for c in children)  # nothing left RUNNING
 
     third = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
