@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.runs import GROUP_COLUMNS, ordered_groups, sort_runs
+from analysis.runs import GROUP_COLUMNS, group_members, ordered_groups, sort_runs
 from analysis.stats import DEFAULT_BOOTSTRAP_REPS, interquartile_mean, stratified_bootstrap_ci
 
 SUMMARY_FIELDS = ("iqm", "ci_low", "ci_high", "n")
@@ -56,7 +56,7 @@ def group_summaries(
     """
     rows = []
     for key in ordered_groups(runs):
-        members = runs[(runs[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        members = group_members(runs, key)
         row: dict[str, object] = dict(zip(GROUP_COLUMNS, key, strict=True))
         row["group"] = members["group"].iloc[0]
         row["runs"] = len(members)

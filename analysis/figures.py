@@ -65,6 +65,7 @@ from analysis.runs import (
     forgetting_label,
     forgetting_values,
     group_label,
+    group_members,
     ordered_groups,
     question_curves,
     run_table,
@@ -673,7 +674,7 @@ def phase_heatmap(
         return _skip(name, "no finished run has a drift matrix (see the continual-learning notes)")
     panels = []
     for key in ordered_groups(with_matrix):
-        members = with_matrix[(with_matrix[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        members = group_members(with_matrix, key)
         by_size: dict[int, list] = {}
         for run_id in members["run_id"]:
             by_size.setdefault(matrices[run_id].accuracy.shape[0], []).append(matrices[run_id])

@@ -9,6 +9,8 @@ task suites are the strata of the bootstrap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -81,6 +83,11 @@ def ordered_groups(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
         (tuple(row) for row in keys.itertuples(index=False)),
         key=lambda key: (paradigm_rank(key[0]), key[1], key[2]),
     )
+
+
+def group_members(runs: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``runs`` in group ``key``: its paradigm, algorithm and variant (:data:`GROUP_COLUMNS`)."""
+    return runs[(runs[GROUP_COLUMNS] == pd.Series(list(key), index=GROUP_COLUMNS)).all(axis=1)]
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.names import GENERATED_TOKENS, PROMPT_TOKENS, STORAGE_BYTES, TRAIN_FLOPS, TRAINABLE_PARAMS
-from analysis.runs import GROUP_COLUMNS, final_values, ordered_groups
+from analysis.runs import GROUP_COLUMNS, final_values, group_members, ordered_groups
 
 USER_COUNTS = (1_000, 10_000, 100_000, 1_000_000)
 FULL_MODEL_PARADIGM = "full_ft"
@@ -73,7 +73,7 @@ def per_user_costs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     events = table.dropna(subset=["step"]).groupby("run_id")["step"].max().astype("float64")
     rows = []
     for key in ordered_groups(runs):
-        members = runs[(runs[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        members = group_members(runs, key)
         ids = [
             i
             for i in members["run_id"]

@@ -38,6 +38,7 @@ from analysis.runs import (
     curves,
     final_values,
     forgetting_values,
+    group_members,
     notes_forgetting_values,
     ordered_groups,
     question_curves,
@@ -195,7 +196,7 @@ def compute_table(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     logged = runs[runs["run_id"].isin(finals["total"].index)]
     rows = []
     for key in ordered_groups(logged):
-        members = logged[(logged[GROUP_COLUMNS] == pd.Series(key, index=GROUP_COLUMNS)).all(axis=1)]
+        members = group_members(logged, key)
         ids = members["run_id"]
 
         def mean(name: str, ids: pd.Series = ids) -> float:
@@ -239,7 +240,7 @@ def _group_setting(runs: pd.DataFrame, summary: pd.DataFrame, param: str) -> lis
         return [""] * len(summary)
     shown = []
     for _, row in summary.iterrows():
-        members = runs[(runs[GROUP_COLUMNS] == row[GROUP_COLUMNS]).all(axis=1)]
+        members = group_members(runs, row[GROUP_COLUMNS])
         seen = sorted({str(v) for v in members[param] if pd.notna(v) and str(v) not in ("", "nan", "None")})
         shown.append(seen[0] if len(seen) == 1 else ("mixed" if seen else ""))
     return shown
