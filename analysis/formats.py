@@ -41,16 +41,21 @@ def interval_cell(iqm: float, low: float, high: float, n: int, fmt: str, runs: i
     return text if n == runs else f"{text} (n={n})"
 
 
-def display_table(summary: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
-    """Strings for Markdown, HTML and LaTeX: Paradigm, Algorithm, Variant (if any), n, one cell per column."""
-    show_variant = bool((summary["variant"] != "").any()) if len(summary) else False
+def group_cells(summary: pd.DataFrame) -> dict[str, list[str]]:
+    """The cells that name each row of a per-group table: Paradigm, Algorithm, Variant (if any), n."""
     data: dict[str, list[str]] = {
         "Paradigm": summary["paradigm"].tolist(),
         "Algorithm": summary["algorithm"].tolist(),
     }
-    if show_variant:
+    if len(summary) and (summary["variant"] != "").any():
         data["Variant"] = summary["variant"].tolist()
     data["n"] = [str(int(n)) for n in summary["runs"]]
+    return data
+
+
+def display_table(summary: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
+    """Strings for Markdown, HTML and LaTeX: :func:`group_cells`, then one cell per column."""
+    data = group_cells(summary)
     if "learning_rate" in summary.columns:  # the main table: each arm's step size and its tuning
         data["LR"] = [_learning_rate(v) for v in summary["learning_rate"]]
         data["Tuned on"] = [

@@ -35,7 +35,7 @@ from analysis import tables
 from analysis.continual import DriftSchedule
 from analysis.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from analysis.figures import FigureResult, make_figures
-from analysis.formats import display_table, latex_table, write_csv
+from analysis.formats import NOT_AVAILABLE, display_table, group_cells, latex_table, write_csv
 from analysis.load import CONFIGS_ATTR, load_table, save_parquet
 from analysis.names import KIND_TAG, PARAM_PREFIX
 from analysis.runs import finished, run_table, unfinished
@@ -122,12 +122,8 @@ def build_report(
     caption = f"IQM [95% stratified-bootstrap CI] over finished runs; n = runs per group. {small_groups}"
     table_tex.write_text(latex_table(main_display, caption.strip()), encoding="utf-8")
     learning_csv = write_csv(learning, out_dir / "learning.csv")
-    compute_csv = write_csv(compute, out_dir / "compute.csv") if len(compute) else None
-    if compute_csv is None and (out_dir / "compute.csv").exists():
-        (out_dir / "compute.csv").unlink()
-    continual_csv = write_csv(continual, out_dir / "continual.csv") if continual is not None else None
-    if continual is None and (out_dir / "continual.csv").exists():
-        (out_dir / "continual.csv").unlink()
+    compute_csv = _optional_csv(compute if len(compute) else None, out_dir / "compute.csv")
+    continual_csv = _optional_csv(continual, out_dir / "continual.csv")
 
     for stale in sorted((out_dir / FIGURES_DIR).glob("*.p[dn][fg]")):  # figures of an earlier build
         stale.unlink()
@@ -270,19 +266,24 @@ def _notes_blocks(notes: pd.DataFrame | None) -> list[Block]:
     ]
 
 
+def _optional_csv(frame: pd.DataFrame | None, path: Path) -> Path | None:
+    """Write ``frame`` to ``path``; with no frame, remove an earlier build's file there (None)."""
+    if frame is not None:
+        return write_csv(frame, path)
+    path.unlink(missing_ok=True)
+    return None
+
+
 def _compute_blocks(compute: pd.DataFrame) -> list[Block]:
     """Where each group's total FLOPs go (memory's reflection and embeddings beside the updates)."""
     if compute.empty:
         return []
     display = pd.DataFrame(
         {
-            "Paradigm": compute["paradigm"],
-            "Algorithm": compute["algorithm"],
-            **({"Variant": compute["variant"]} if (compute["variant"] != "").any() else {}),
-            "n": [str(int(n)) for n in compute["runs"]],
+            **group_cells(compute),
             "Total FLOPs": [f"{v:.2e}" for v in compute["total_flops"]],
             **{
-                label: [f"{100 * v:.1f}%" if v == v else "n/a" for v in compute[f"{part}_share"]]
+                label: [NOT_AVAILABLE if pd.isna(v) else f"{100 * v:.1f}%" for v in compute[f"{part}_share"]]
                 for part, label in tables.COMPUTE_PARTS.items()
             },
         },
