@@ -40,6 +40,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -118,10 +119,17 @@ def raw_generate(model, ids, attention, pad, new_tokens: int) -> float:
     return time.perf_counter() - started
 
 
-def raw_time(paradigm, interactions) -> list[tuple[float, float, float, float]]:
-    """Per step: seconds of plain generate (to the longest agent token count, and to the longest whole
-    completion, tool tokens included), of forward/backward, and of a no-grad forward, over the same
-    batches."""
+class RawStep(NamedTuple):
+    """Seconds of one step's raw work on the harness's own batch."""
+
+    generate: float  # plain generate to the longest agent token count
+    generate_total: float  # ... to the longest whole completion, tool tokens included
+    forward_backward: float
+    forward: float  # no grad
+
+
+def raw_time(paradigm, interactions) -> list[RawStep]:
+    """Per step, the raw work (:class:`RawStep`) over the same batches."""
     model, tokenizer = paradigm.model, paradigm.tokenizer
     pad = tokenizer.pad_token_id
     steps = []
@@ -144,7 +152,7 @@ def raw_time(paradigm, interactions) -> list[tuple[float, float, float, float]]:
         started = time.perf_counter()
         with torch.no_grad():
             batching.token_logprobs(batching.forward(model, batch).logits, batch)
-        steps.append((generating, generating_total, updating, time.perf_counter() - started))
+        steps.append(RawStep(generating, generating_total, updating, time.perf_counter() - started))
     return steps
 
 
@@ -155,13 +163,13 @@ def measure(base: list[str], algorithm: str, steps: int, batch: int, group: int)
     )
     per_step = raw_time(paradigm, interactions)
     generate, generate_total, forward_backward, forward = (
-        sum(step[i] for step in per_step) for i in range(4)
+        sum(column) for column in zip(*per_step, strict=True)
     )
     raw = generate + forward_backward
     # the same batch generated to its whole length (a searching episode's tool reply included)
     raw_full = generate_total + forward_backward
     # the raw work between the first and the last feedback: the rollouts of steps 2..N, the updates of 1..N-1
-    raw_steady = sum(step[1] for step in per_step[1:]) + sum(step[2] for step in per_step[:-1])
+    raw_steady = sum(s.generate_total for s in per_step[1:]) + sum(s.forward_backward for s in per_step[:-1])
     # PPO's own passes: old log-probabilities and values (one no-grad forward) and `epochs` forward+backward
     epochs = getattr(paradigm.learner.settings, "epochs", 1) if algorithm == "ppo" else 1
     raw_algorithm = generate_total + (forward if algorithm == "ppo" else 0.0) + epochs * forward_backward

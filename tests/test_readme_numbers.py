@@ -21,9 +21,10 @@ RESULTS = ROOT / "results"
 INTERVAL = re.compile(r"^(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]$")
 
 
-def readme_table(header: str) -> pd.DataFrame:
-    """The README's Markdown table whose header row starts with ``header``, as strings, by first column."""
-    lines = README.splitlines()
+def readme_table(header: str, text: str = README) -> pd.DataFrame:
+    """The Markdown table of ``text`` (the README) whose header row starts with ``header``, as strings,
+    by first column."""
+    lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = []
     for line in lines[start:]:
@@ -189,14 +190,7 @@ def continual_config(row: pd.Series) -> str:
 def test_the_continual_doc_table_is_the_committed_table():
     table = pd.read_csv(RESULTS / "continual" / "table.csv", keep_default_na=False)
     table = table.assign(config=table.apply(continual_config, axis=1)).set_index("config")
-    lines = CONTINUAL_DOC.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| config | knowledge forgetting"))
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    quoted = pd.DataFrame(rows[2:], columns=rows[0]).set_index("config")
+    quoted = readme_table("| config | knowledge forgetting", CONTINUAL_DOC)
     assert sorted(quoted.index) == sorted(table.index)
     plain = table.loc["full_ft", "total_flops.iqm"]
     for config, row in quoted.iterrows():
