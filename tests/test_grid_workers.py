@@ -17,15 +17,13 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.sweep.grid import enqueue_missing, load_grid, open_grid_study, owner, pop_queued, run_index
 from experiments.sweep.recovery import claim, worker_is_dead
-from experiments.sweep.study import storage_at
+from experiments.sweep.study import journal_storage, storage_at
 from tests.test_sweep import SMALL, harness, subprocess_env, wait_for
 
 runner = CliRunner()
@@ -51,7 +49,7 @@ def grid_study(tmp_path: Path, name: str = "tgrid") -> optuna.Study | None:
     journal = tmp_path / "optuna-journal" / f"{name}-grid.log"
     if not journal.exists():
         return None
-    storage = JournalStorage(JournalFileBackend(str(journal)))
+    storage = journal_storage(journal)
     names = optuna.get_all_study_names(storage)
     return optuna.load_study(study_name=names[0], storage=storage) if names else None
 

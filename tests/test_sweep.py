@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,13 +20,13 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.config import EXPERIMENT_KEYS, SEED_KEYS
+from experiments.sweep import study as sweep_study
+from experiments.sweep.study import journal_storage, storage_at
 from tests.conftest import ROOT, TINY
 
 runner = CliRunner()
@@ -80,7 +81,7 @@ def subprocess_env(tracking_uri: str) -> dict[str, str]:
 
 
 def journal_study(path: Path, name: str = "tsweep") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+    return optuna.load_study(study_name=name, storage=journal_storage(path))
 
 
 def sweep_runs(tracking_uri: str, experiment: str = "tsweep") -> tuple[list, list]:
@@ -211,6 +212,30 @@ def test_sqlite_storage_is_refused_for_parallel_workers(tmp_path):
     assert len(lines) == 1
     assert "SQLite locks" in lines[0] and "journal" in lines[0] and "PostgreSQL" in lines[0]
     assert not (tmp_path / "o.db").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_journal_lock_left_by_a_killed_process_is_removed_after_its_grace(tmp_path, monkeypatch):
+    """A process SIGKILLed while writing the journal leaves Optuna's lock behind; the next process
+    removes it after the grace period, also for the relative journal path a grid uses (the lock
+    is a symlink to the journal: relative, it dangled, and the rerun waited forever)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep_study, "JOURNAL_LOCK_GRACE_SECONDS", 3)
+    url = "optuna-journal/t.log"
+    killed = storage_at(url, heartbeat_interval=60, grace_period=180, on_stale=lambda *_: None)
+    optuna.create_study(storage=killed, study_name="t")
+    assert killed._backend._lock.acquire()  # held, never released: its process died
+    assert os.path.islink(tmp_path / "optuna-journal" / "t.log.lock")
+
+    written: list[int] = []
+    rerun = storage_at(url, heartbeat_interval=60, grace_period=180, on_stale=lambda *_: None)
+    writer = threading.Thread(
+        target=lambda: written.append(optuna.load_study(study_name="t", storage=rerun).ask().number),
+        daemon=True,
+    )
+    writer.start()
+    writer.join(30)
+    assert written == [0], "the rerun is still waiting for the dead process's journal lock"
 
 
 @pytest.mark.timeout(240)

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import ConfigError
 from experiments.sweep.plan import JOURNAL_DIR, SweepPlan, is_rdb_url
 from experiments.sweep.space import grid_values
+
+#: Seconds an unchanged journal lock may stand before a waiting process removes it (the lock of a
+#: process killed while writing the journal; a write holds it for milliseconds).
+JOURNAL_LOCK_GRACE_SECONDS = 30
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -76,9 +80,8 @@ def storage_at(
     Raises ConfigError (one line, password hidden) when the storage cannot be opened.
     """
     if not is_rdb_url(url):
-        path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return journal_storage(url)
     for attempt in range(3):
         try:
             return RDBStorage(
@@ -98,6 +101,20 @@ def storage_at(
                 first += "; install the database driver, e.g. pip install psycopg2-binary"
             raise ConfigError(f"--storage {redact(url)}: cannot open the storage ({first})") from None
     raise AssertionError("unreachable")
+
+
+def journal_storage(path: str | Path) -> JournalStorage:
+    """Optuna storage on the journal file ``path``, locked by its absolute path.
+
+    Optuna's lock is a symlink to the journal file, and a waiting process judges a lock stale by
+    the mtime it reads through that link. Given a relative path, the link dangles (it resolves
+    beside itself), the mtime cannot be read, and the lock of a process killed mid-write was
+    waited for forever (a grid rerun after ``kill -9`` hung); an absolute path keeps the link
+    readable, so such a lock is removed after ``JOURNAL_LOCK_GRACE_SECONDS``.
+    """
+    absolute = str(Path(path).resolve())
+    lock = JournalFileSymlinkLock(absolute, grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+    return JournalStorage(JournalFileBackend(absolute, lock_obj=lock))
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -210,7 +227,7 @@ def load_study_if_any(experiment: str, journal_dir: str | Path = JOURNAL_DIR) ->
     path = Path(journal_dir) / f"{experiment}.log"
     if not path.is_file():
         return None
-    storage = JournalStorage(JournalFileBackend(str(path)))
+    storage = journal_storage(path)
     try:
         return optuna.load_study(study_name=experiment, storage=storage)
     except KeyError:  # the journal holds studies under other names only
