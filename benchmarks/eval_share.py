@@ -90,7 +90,7 @@ class Timings:
         saved = (
             cls.measure_base,
             cls._answer,
-            cls._general_accuracy,
+            cls._general_probes,
             cls.evaluate,
             evaluation.kl_to_reference,
         )
@@ -141,7 +141,7 @@ class Timings:
                 timings.seconds["kl_to_base"] += time.perf_counter() - started
                 timings.calls["kl_to_base"] += 1
 
-        cls.measure_base, cls._answer, cls._general_accuracy, cls.evaluate = (
+        cls.measure_base, cls._answer, cls._general_probes, cls.evaluate = (
             timed_measure_base,
             timed_answer,
             timed_general,
@@ -151,7 +151,7 @@ class Timings:
         try:
             yield self
         finally:
-            cls.measure_base, cls._answer, cls._general_accuracy, cls.evaluate = saved[:4]
+            cls.measure_base, cls._answer, cls._general_probes, cls.evaluate = saved[:4]
             evaluation.kl_to_reference = saved[4]
 
 
