@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.sweep.grid import enqueue_missing, load_grid, open_grid_study, owner, pop_queued, run_index
-from experiments.sweep.recovery import claim, worker_is_dead
+from experiments.sweep.recovery import claim, retried_from, worker_is_dead
 from experiments.sweep.study import journal_storage, storage_at
 from tests.test_sweep import SMALL, harness, subprocess_env, wait_for
 
@@ -216,6 +216,27 @@ def test_the_queue_runs_each_run_once_when_two_workers_queued_it(tmp_path, monke
     study.tell(0, 0.5)
     assert owner(study, 0, 6) == 0  # and once it is complete
     assert enqueue_missing(study, plan) == []
+
+
+def test_a_run_queued_again_after_a_failed_attempt_is_its_retry(tmp_path, monkeypatch):
+    """The worker that fails a dead worker's trial may die before queueing the retry (the whole
+    command killed): the rerun queues the run again as that attempt's retry, lineage kept."""
+    monkeypatch.chdir(tmp_path)
+    plan = load_grid(grid_file(tmp_path), ["backbone=builtin:tiny"], workers=2)
+    storage = storage_at(plan.storage_url, heartbeat_interval=60, grace_period=180, on_stale=lambda *_: None)
+    study = open_grid_study(plan, storage)
+    enqueue_missing(study, plan)
+    first = pop_queued(study, storage)
+    optuna.Trial(study, first).suggest_int("run", 0, plan.n_runs - 1)
+    storage.set_trial_state_values(first, TrialState.FAIL)  # failed as a dead worker's; no retry queued
+    assert enqueue_missing(study, plan) == [0]
+    retry = study.get_trials(states=(TrialState.WAITING,))[-1]
+    assert run_index(retry) == 0 and retry.user_attrs["retry_of"] == 0
+    assert retried_from(retry) == 0  # what the worker tags the retry's MLflow run with
+    assert retried_from(study.get_trials(states=(TrialState.WAITING,))[0]) is None  # a first attempt
+    popped = [pop_queued(study, storage) for _ in range(plan.n_runs)]
+    optuna.Trial(study, popped[-1]).suggest_int("run", 0, plan.n_runs - 1)  # the retry, queued last
+    assert storage.get_trial(popped[-1]).params == {"run": 0}
 
 
 @pytest.mark.parametrize(

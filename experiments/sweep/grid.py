@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments import metrics as m
 from experiments.config import ConfigError, Experiment, RunConfig, load_experiment
 from experiments.sweep.plan import JOURNAL_DIR, check_parallel_storage, is_rdb_url
+from experiments.sweep.recovery import retry_attrs
 from experiments.sweep.study import LIVE_STATES
 
 #: The trial parameter naming a run: its index in ``Experiment.runs()``.
@@ -132,11 +133,28 @@ def enqueue_missing(study: optuna.Study, plan: GridPlan) -> list[int]:
     """Queue every run without a trial that is finished, running or queued; returns their indices.
 
     A resumed study gets its failed and never-started runs back; one that is complete gets nothing.
+    A run queued again after a failed attempt is that attempt's retry (``retry_of``, as
+    ``recovery.retry_trial`` writes it): also when the worker that failed a dead worker's trial died
+    itself before queueing the retry, so a rerun keeps the lineage.
     """
-    live = {run_index(t) for t in study.get_trials(deepcopy=False, states=LIVE_STATES)}
+    trials = study.get_trials(deepcopy=False)
+    live = {run_index(t) for t in trials if t.state in LIVE_STATES}
+    failed = {run_index(t): t for t in trials if t.state == TrialState.FAIL}  # the latest attempt wins
     missing = [index for index in range(plan.n_runs) if index not in live]
     for index in missing:
-        study.enqueue_trial({RUN_PARAM: index}, user_attrs={"run_name": plan.configs[index].run_name()})
+        if index not in failed:
+            study.enqueue_trial({RUN_PARAM: index}, user_attrs={"run_name": plan.configs[index].run_name()})
+            continue
+        user_attrs, system_attrs = retry_attrs(failed[index])
+        study.add_trial(
+            optuna.create_trial(
+                state=TrialState.WAITING,
+                params={RUN_PARAM: index},
+                distributions={RUN_PARAM: plan.distribution()},
+                user_attrs={**user_attrs, "run_name": plan.configs[index].run_name()},
+                system_attrs=system_attrs,
+            )
+        )
     return missing
 
 

@@ -132,6 +132,17 @@ def retried_from(trial: FrozenTrial) -> int | None:
     return trial.system_attrs.get("failed_trial")
 
 
+def retry_attrs(trial: FrozenTrial) -> tuple[dict, dict]:
+    """(user attrs, system attrs) of a trial that repeats the failed ``trial``: its user attrs but
+    the worker's, with ``retry_of``; the system attrs ``failed_trial`` (the first attempt) and
+    ``retry_history`` (every attempt so far), as Optuna's retry callback writes them."""
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    system_attrs = {**trial.system_attrs, "failed_trial": history[0], "retry_history": history}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if not k.startswith("worker_")}
+    user_attrs["retry_of"] = history[0]
+    return user_attrs, system_attrs
+
+
 def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool:
     """Journal storage: enqueue a WAITING copy of a dead worker's trial (same params, worker attrs
     dropped); False past ``max_retry``.
@@ -141,12 +152,9 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> bool
     detection reads that identity (:func:`worker_is_dead`), and a retry carrying it would look
     stale the moment it is popped. RDB storage uses Optuna's callback itself (:func:`on_stale`).
     """
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
-    if len(history) > max_retry:
+    user_attrs, system_attrs = retry_attrs(trial)
+    if len(system_attrs["retry_history"]) > max_retry:
         return False
-    system_attrs = {**trial.system_attrs, "failed_trial": history[0], "retry_history": history}
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if not k.startswith("worker_")}
-    user_attrs["retry_of"] = history[0]
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
