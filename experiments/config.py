@@ -184,11 +184,13 @@ class RunConfig(_Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_name(self) -> str:
-        """``adapter-grpo-preferences-s0``; no algorithm when there is none; continual mechanisms after it
-        (``full_ft-grpo-replay0.25+ewc-preferences-s0``)."""
+        """``adapter-grpo-preferences-s0``; no algorithm when there is none; a warm start and continual
+        mechanisms after it (``full_ft-grpo-warm32-replay0.25+ewc-preferences-s0``)."""
         parts = [self.paradigm.name]
         if self.algorithm.name != "none":
             parts.append(self.algorithm.name)
+        if getattr(self.algorithm, "warm_start_events", 0):
+            parts.append(f"warm{self.algorithm.warm_start_events}")  # adapter-grpo-warm32-...: sft first
         if self.continual.active:
             parts.append(self.continual.label)
         tool_policy = getattr(self.paradigm, "tool_policy", None)
@@ -571,6 +573,13 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         except ValidationError as error:
             raise ConfigError(_describe(error, RunConfig)) from None
         _check_population(config)
+        warm = getattr(config.algorithm, "warm_start_events", 0)
+        if warm >= config.budget.feedback_events:
+            raise ConfigError(
+                f"algorithm.warm_start_events: {warm} is the whole budget (budget.feedback_events="
+                f"{config.budget.feedback_events}), so {config.algorithm.name} would never run; lower it, "
+                f"or use algorithm.name=sft"
+            )
         check_no_bools_as_numbers(tree, config)
         sequences = config.task.batch_size * getattr(config.algorithm, "group_size", 1)
         if sequences > MAX_SEQUENCES_PER_STEP:

@@ -31,6 +31,20 @@ class WeightLearning(Paradigm):
         self.policy = self.make_policy(backbone.model)
         self.policy.train()
         self.learner = ALGORITHMS[algorithm.name](algorithm, self)
+        #: The sft learner of ``algorithm.warm_start_events`` (None without a warm start).
+        self.warm_start = self._warm_start_learner(algorithm)
+
+    def _warm_start_learner(self, algorithm):
+        events = getattr(algorithm, "warm_start_events", 0)
+        if not events:
+            return None
+        settings = ALGORITHMS.settings("sft")(
+            learning_rate=algorithm.learning_rate,
+            max_grad_norm=algorithm.max_grad_norm,
+            weight_decay=algorithm.weight_decay,
+            gradient_checkpointing=algorithm.gradient_checkpointing,
+        )
+        return ALGORITHMS["sft"](settings, self)
 
     @abstractmethod
     def make_policy(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -75,9 +89,13 @@ class WeightLearning(Paradigm):
         return 4.0 * self.base_parameters + 2.0 * self.trainable_parameters()
 
     def train_flops(self) -> float:
-        return self.learner.update_flops + self.learner.continual.flops
+        warm = self.warm_start.update_flops if self.warm_start is not None else 0.0
+        return warm + self.learner.update_flops + self.learner.continual.flops
 
     def train(self, session: Session) -> None:
+        """The warm start's imitation first (``algorithm.warm_start_events``), then the algorithm."""
+        if self.warm_start is not None:
+            self.warm_start.run(session, until=self.algorithm.warm_start_events)
         self.learner.run(session)
 
     # -- what the learner's loop asks its host (a hybrid paradigm answers differently) ------------

@@ -20,7 +20,7 @@ def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str
     return {name for name, tensor in module.state_dict().items() if not torch.equal(before[name], tensor)}
 
 
-def smoke_parts(paradigm: str, algorithm: str):
+def smoke_parts(paradigm: str, algorithm: str, *extra: str):
     # a rich format reward keeps rewards varied even on the tiny, barely trained base
     config = load_experiment(
         SMOKE,
@@ -30,6 +30,7 @@ def smoke_parts(paradigm: str, algorithm: str):
             f"algorithm.name={algorithm}",
             "algorithm.learning_rate=0.01",
             "task.suite=preferences",
+            *extra,
         ],
     ).runs()[0]
     return assemble(config, progress=False)
@@ -83,3 +84,32 @@ def test_a_diverging_run_stops_with_a_clear_reason(tiny_base):
         parameter.data.fill_(math.nan)
     with pytest.raises(RuntimeError, match="feedback events"):
         parts.paradigm.train(parts.session)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce"])
+def test_a_warm_start_imitates_the_corrections_then_the_algorithm_takes_over(algorithm, tiny_base):
+    parts = smoke_parts("adapter", algorithm, "algorithm.warm_start_events=8")
+    reports = []
+    parts.session.on_feedback = reports.append
+    parts.paradigm.train(parts.session)
+    warm = [r for r in reports if r.events <= 8]
+    assert [r.events for r in warm][-1] == 8  # the warm start stops at its share, not past it
+    assert all("train/sft_targets" in r.train_metrics for r in warm)  # sft's update, every batch
+    assert all(r.interaction.feedback_events == len(r.interaction.items) for r in warm)  # one answer each
+    after = [r for r in reports if r.events > 8]
+    assert after and not any("train/sft_targets" in r.train_metrics for r in after)
+    assert reports[-1].events == parts.session.budget
+    learner, warm_start = parts.paradigm.learner.update_flops, parts.paradigm.warm_start.update_flops
+    assert learner > 0 and warm_start > 0
+    assert parts.paradigm.train_flops() == pytest.approx(learner + warm_start)
+
+
+def test_a_warm_start_must_leave_the_algorithm_events_and_sft_has_none():
+    with pytest.raises(ConfigError, match=r"algorithm\.warm_start_events: 16 is the whole budget"):
+        load_experiment(SMOKE, ["paradigm.name=adapter", "algorithm.warm_start_events=16"])
+    with pytest.raises(ConfigError, match=r"algorithm\.warm_start_events"):
+        load_experiment(
+            SMOKE, ["paradigm.name=adapter", "algorithm.name=sft", "algorithm.warm_start_events=4"]
+        )
+    config = load_experiment(SMOKE, ["paradigm.name=adapter", "algorithm.warm_start_events=4"]).runs()[0]
+    assert "-grpo-warm4-" in config.run_name()

@@ -100,8 +100,9 @@ class Learner(ABC):
         return batching.collate(interaction.episodes, self.host.tokenizer.pad_token_id, self.host.device)
 
     # -- the loop ---------------------------------------------------------------------------------
-    def run(self, session: Session) -> None:
-        """Consume the session: answer, score, update, report, until the budget is spent.
+    def run(self, session: Session, until: int | None = None) -> None:
+        """Consume the session: answer, score, update, report, until the budget is spent (or, given
+        ``until``, until that many feedback events are consumed: a warm start's share).
 
         The host decides the notes in the prompts (``training_contexts``), which responses and which
         feedback the update sees (``trains_on``, ``weight_feedback``; whole groups) and what else it
@@ -109,8 +110,9 @@ class Learner(ABC):
         """
         group = self.settings.group_size
         self.continual.start(session.user.seed)
-        while not session.done:
-            queries = max(1, min(session.batch_size, session.remaining // group))
+        while not session.done and (until is None or session.events < until):
+            left = session.remaining if until is None else min(session.remaining, until - session.events)
+            queries = max(1, min(session.batch_size, left // group))
             items = session.next_items(queries)
             contexts = self.host.training_contexts(items)
             interaction = session.interact(

@@ -38,7 +38,19 @@ class RLSettings(AlgorithmSettings):
     )
 
 
-class GRPOSettings(RLSettings):
+class ExploringSettings(RLSettings):
+    """An RL algorithm's knobs: it learns from rewards on what it samples, so it may need a warm start."""
+
+    warm_start_events: int = Field(
+        0,
+        ge=0,
+        description="Feedback events learned first by imitating the user's corrections (the sft update, "
+        "same learning rate) before this algorithm takes over: RL only reinforces what the model "
+        "samples, so a habit it never writes needs showing first (docs/real-model.md). 0 = none.",
+    )
+
+
+class GRPOSettings(ExploringSettings):
     name: Literal["grpo"] = "grpo"
     group_size: int = Field(
         8, ge=2, le=MAX_GROUP_SIZE, description="Completions per query; advantages are relative to the group."
@@ -51,7 +63,7 @@ class GRPOSettings(RLSettings):
     num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
 
 
-class PPOSettings(RLSettings):
+class PPOSettings(ExploringSettings):
     name: Literal["ppo"] = "ppo"
     clip_range: float = Field(0.2, gt=0, description="PPO ratio clip epsilon.")
     value_clip_range: float = Field(0.2, gt=0, description="Clip of the value update around the old value.")
@@ -68,7 +80,7 @@ class PPOSettings(RLSettings):
     )
 
 
-class ReinforceSettings(RLSettings):
+class ReinforceSettings(ExploringSettings):
     name: Literal["reinforce"] = "reinforce"
     group_size: int = Field(
         4, ge=2, le=MAX_GROUP_SIZE, description="Responses per query; the baseline is the other G-1."
