@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +29,11 @@ RECIPES: dict[str, BaseRecipe] = {
     "builtin:oversearch": OVERSEARCH_RECIPE,
 }
 COMPETENCE_FILE = "competence.json"
+#: Torch threads a base is built with, whatever the machine or the run that asks for it: the thread
+#: count changes floating-point sums (builtin:tiny's weights came out 4e-6 apart with 1 and with 2
+#: threads), so a base is a function of its recipe only with the count fixed. 2: the builds this
+#: project's results, calibrations and CI were made with (torch's default on 2 cores).
+BUILD_THREADS = 2
 #: What each builtin base is, and how long its one-time build takes (2 CPU cores: README, BASE-NOTES).
 ABOUT: dict[str, str] = {
     "builtin": "the harness's own base: a 2-layer Llama trained on the general world "
@@ -56,7 +63,8 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
     """The directory of the built base for ``spec``, building (and logging) it first if needed.
 
     A built base is a Hugging Face model directory plus ``competence.json`` (its skill figures
-    and build time) and ``recipe.json``.
+    and build time) and ``recipe.json``; it is built with ``BUILD_THREADS`` torch threads whatever
+    the caller's count (restored after), so the same recipe gives the same weights.
     """
     recipe = RECIPES[spec]
     directory = base_dir(recipe)
@@ -71,9 +79,10 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         if progress:
             print(f"building {spec}: {ABOUT[spec]}; cached in {directory}", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        model, tokenizer = train_base(recipe, directory, progress=progress)
-        build_seconds = time.perf_counter() - started
-        figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
+        with torch_threads(BUILD_THREADS):
+            model, tokenizer = train_base(recipe, directory, progress=progress)
+            build_seconds = time.perf_counter() - started
+            figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
         (directory / BUILTIN_MARKER).write_text(
             json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
         )
@@ -85,6 +94,19 @@ def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, forc
         if progress:
             print(f"built {spec} in {build_seconds:.0f} s", file=sys.stderr, flush=True)
     return directory
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the caller's count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _log_build(tracker, spec: str, recipe: BaseRecipe, directory: Path, figures: dict) -> None:
