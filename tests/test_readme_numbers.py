@@ -3,7 +3,8 @@
 Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
 paragraphs quote from ``continual.csv`` and ``runs.parquet``, the SmolLM2 table (first and last
 evaluation of each run in ``results/comparison-smollm2/runs.parquet``), the hybrid sentence
-(``results/hybrid/table.csv``), and docs/continual.md's table (``results/continual/table.csv``).
+(``results/hybrid/table.csv``), docs/continual.md's table (``results/continual/table.csv``) and
+docs/real-model.md's warm-start curve (``results/warm-start-smollm2/runs.parquet``).
 Reading the committed files only: no run, no store.
 """
 
@@ -205,3 +206,18 @@ def test_the_continual_doc_table_is_the_committed_table():
         flops, ratio = row["total FLOPs (x full_ft)"].split(" ")
         assert float(flops) == float(f"{table.loc[config, 'total_flops.iqm']:.2e}"), config
         assert ratio == f"({table.loc[config, 'total_flops.iqm'] / plain:.2f})", config
+
+
+def test_the_warm_start_curve_in_the_real_model_doc_is_the_committed_run():
+    """docs/real-model.md's table (indented in a list item): each cell is the run's value at that step."""
+    doc = (ROOT / "docs" / "real-model.md").read_text(encoding="utf-8")
+    quoted = readme_table("| metric | 0 |", "\n".join(line.strip() for line in doc.splitlines()))
+    runs = pd.read_parquet(RESULTS / "warm-start-smollm2" / "runs.parquet")
+    assert runs["run_id"].nunique() == 1 and (runs["param.algorithm.warm_start_events"] == "64").all()
+    steps = [int(column.split()[0]) for column in quoted.columns]
+    for name, row in quoted.iterrows():
+        metric = "eval/" + name.replace(" ", "_")
+        curve = runs[runs["metric"] == metric].set_index("step")["value"]
+        assert sorted(curve.index) == steps, metric
+        for column, step in zip(quoted.columns, steps, strict=True):
+            assert same_decimals(row[column], curve[step]), (metric, step)
