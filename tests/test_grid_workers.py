@@ -227,11 +227,14 @@ def test_a_run_queued_again_after_a_failed_attempt_is_its_retry(tmp_path, monkey
     study = open_grid_study(plan, storage)
     enqueue_missing(study, plan)
     first = pop_queued(study, storage)
-    optuna.Trial(study, first).suggest_int("run", 0, plan.n_runs - 1)
+    attempt = optuna.Trial(study, first)
+    attempt.suggest_int("run", 0, plan.n_runs - 1)
+    attempt.set_user_attr("mlflow_run_id", "0123abcd")
     storage.set_trial_state_values(first, TrialState.FAIL)  # failed as a dead worker's; no retry queued
     assert enqueue_missing(study, plan) == [0]
     retry = study.get_trials(states=(TrialState.WAITING,))[-1]
     assert run_index(retry) == 0 and retry.user_attrs["retry_of"] == 0
+    assert "mlflow_run_id" not in retry.user_attrs  # the attempt's run is not the retry's
     assert retried_from(retry) == 0  # what the worker tags the retry's MLflow run with
     assert retried_from(study.get_trials(states=(TrialState.WAITING,))[0]) is None  # a first attempt
     popped = [pop_queued(study, storage) for _ in range(plan.n_runs)]

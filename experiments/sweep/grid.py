@@ -133,25 +133,29 @@ def enqueue_missing(study: optuna.Study, plan: GridPlan) -> list[int]:
     """Queue every run without a trial that is finished, running or queued; returns their indices.
 
     A resumed study gets its failed and never-started runs back; one that is complete gets nothing.
-    A run queued again after a failed attempt is that attempt's retry (``retry_of``, as
-    ``recovery.retry_trial`` writes it): also when the worker that failed a dead worker's trial died
-    itself before queueing the retry, so a rerun keeps the lineage.
+    A run queued again after a failed attempt is that attempt's retry (``retry_of`` and the system
+    attrs ``recovery.retry_trial`` writes): also when the worker that failed a dead worker's trial
+    died itself before queueing the retry, so a rerun keeps the lineage. The retry carries nothing
+    else of the attempt (not its error, nor its MLflow run).
     """
     trials = study.get_trials(deepcopy=False)
     live = {run_index(t) for t in trials if t.state in LIVE_STATES}
-    failed = {run_index(t): t for t in trials if t.state == TrialState.FAIL}  # the latest attempt wins
+    attempts = {  # the latest failed attempt of each run; a duplicate stepped aside and is none
+        run_index(t): t for t in trials if t.state == TrialState.FAIL and "duplicate_of" not in t.user_attrs
+    }
     missing = [index for index in range(plan.n_runs) if index not in live]
     for index in missing:
-        if index not in failed:
-            study.enqueue_trial({RUN_PARAM: index}, user_attrs={"run_name": plan.configs[index].run_name()})
+        user_attrs = {"run_name": plan.configs[index].run_name()}
+        if index not in attempts:
+            study.enqueue_trial({RUN_PARAM: index}, user_attrs=user_attrs)
             continue
-        user_attrs, system_attrs = retry_attrs(failed[index])
+        lineage, system_attrs = retry_attrs(attempts[index])
         study.add_trial(
             optuna.create_trial(
                 state=TrialState.WAITING,
                 params={RUN_PARAM: index},
                 distributions={RUN_PARAM: plan.distribution()},
-                user_attrs={**user_attrs, "run_name": plan.configs[index].run_name()},
+                user_attrs={**user_attrs, "retry_of": lineage["retry_of"]},
                 system_attrs=system_attrs,
             )
         )
