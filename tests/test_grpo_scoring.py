@@ -47,3 +47,39 @@ def test_each_grpo_response_is_scored_once(overrides, tiny_base, monkeypatch):
     assert events == 24 and len(steps) == 3  # 3 optimizer steps of 4 queries x 2 responses
     assert scored == steps  # one scorer call per step, over exactly that step's responses
     assert components == dict.fromkeys(rewards.REWARD_COMPONENTS.names(), events)
+
+
+def test_grpo_update_projects_only_the_completion_positions(tiny_base, monkeypatch):
+    """TRL's fused LM head gets the completions' own positions only (not prompt or padding) on CPU, and
+    TRL's switch is back as it was after training (``paradigms.rl.grpo.completion_positions_only``)."""
+    import trl.trainer.utils as trl_utils
+
+    config = load_experiment(
+        SMOKE,
+        [
+            TINY,
+            "paradigm.name=adapter",
+            "algorithm.name=grpo",
+            "algorithm.group_size=2",
+            "budget.feedback_events=16",
+        ],
+    ).runs()[0]
+    parts = assemble(config, progress=False)
+    reports: list[FeedbackReport] = []
+    parts.session.on_feedback = reports.append
+    projected: list[int] = []  # rows each call of the fused head projected
+    head = trl_utils._ChunkedLogProbFunction
+
+    class Counted:
+        @staticmethod
+        def apply(hidden, *args):
+            projected.append(hidden.shape[0])
+            return head.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counted)
+    decide = trl_utils._use_triton
+    parts.paradigm.train(parts.session)
+    completion_tokens = [sum(len(e.completion_ids) for e in r.interaction.episodes) for r in reports]
+    assert len(reports) == 2 and projected  # 2 steps of 4 queries x 2 responses
+    assert set(projected) <= set(completion_tokens), (projected, completion_tokens)
+    assert trl_utils._use_triton is decide

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from datasets import Dataset
@@ -175,9 +177,42 @@ class GRPO(Learner):
                 callbacks=[_ReportSteps(self)],
             )
             trainer.remove_callback(PrinterCallback)  # the runner reports; no dicts on stdout
-            trainer.train()
+            with completion_positions_only():
+                trainer.train()
         if self.pending:
             self.flush({})
+
+
+#: TRL's module whose fused LM head decides, per call, whether to score only the labelled positions.
+_TRL_FUSED_HEAD_MODULE = "trl.trainer.utils"
+
+
+@contextmanager
+def completion_positions_only() -> Iterator[bool]:
+    """Within the block, TRL's fused LM head projects only the completion positions, on every device.
+
+    ``GRPOTrainer`` always patches the policy with a fused LM head (``trl.trainer.utils.add_fused_lm_head``)
+    that computes the completions' log-probabilities and entropies in vocabulary tiles. Where Triton runs
+    (CUDA, XPU) it projects only the positions that have a label (the completion's tokens); elsewhere it
+    projects *every* position, prompt and padding included, and zeroes the unlabelled ones afterwards, so
+    that tile shapes stay fixed for compiling backends. Eager CPU compiles nothing, and on SmolLM2's
+    49k-token vocabulary the prompt positions made the update 1.7x one raw forward+backward
+    (``benchmarks/rl_overhead.py``). The math per position is TRL's own either way: the same tile
+    function, fed only the rows it keeps. Yields whether the switch was found (a TRL without it: the
+    block changes nothing).
+    """
+    import importlib
+
+    module = importlib.import_module(_TRL_FUSED_HEAD_MODULE)
+    decide = getattr(module, "_use_triton", None)
+    if decide is None:
+        yield False
+        return
+    module._use_triton = lambda device: True  # only the compaction reads this name in that module
+    try:
+        yield True
+    finally:
+        module._use_triton = decide
 
 
 def _stream_key(position: int, question: str) -> str:
