@@ -51,7 +51,10 @@ def test_each_grpo_response_is_scored_once(overrides, tiny_base, monkeypatch):
 
 def test_grpo_update_projects_only_the_completion_positions(tiny_base, monkeypatch):
     """TRL's fused LM head gets the completions' own positions only (not prompt or padding) on CPU, and
-    TRL's switch is back as it was after training (``paradigms.rl.grpo.completion_positions_only``)."""
+    TRL's switch is back as it was after training (``paradigms.rl.grpo.completion_positions_only``);
+    the objects made before training are out of the collector's way meanwhile, and back after."""
+    import gc
+
     import trl.trainer.utils as trl_utils
 
     config = load_experiment(
@@ -68,12 +71,15 @@ def test_grpo_update_projects_only_the_completion_positions(tiny_base, monkeypat
     reports: list[FeedbackReport] = []
     parts.session.on_feedback = reports.append
     projected: list[int] = []  # rows each call of the fused head projected
+    frozen: list[int] = []  # objects the collector skipped meanwhile
+    before = gc.get_freeze_count()
     head = trl_utils._ChunkedLogProbFunction
 
     class Counted:
         @staticmethod
         def apply(hidden, *args):
             projected.append(hidden.shape[0])
+            frozen.append(gc.get_freeze_count())
             return head.apply(hidden, *args)
 
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counted)
@@ -83,3 +89,4 @@ def test_grpo_update_projects_only_the_completion_positions(tiny_base, monkeypat
     assert len(reports) == 2 and projected  # 2 steps of 4 queries x 2 responses
     assert set(projected) <= set(completion_tokens), (projected, completion_tokens)
     assert trl_utils._use_triton is decide
+    assert min(frozen) > before and gc.get_freeze_count() == before

@@ -19,6 +19,7 @@ The trainer owns the optimization loop; the harness supplies:
 
 from __future__ import annotations
 
+import gc
 import math
 import tempfile
 from collections.abc import Iterator
@@ -177,7 +178,7 @@ class GRPO(Learner):
                 callbacks=[_ReportSteps(self)],
             )
             trainer.remove_callback(PrinterCallback)  # the runner reports; no dicts on stdout
-            with completion_positions_only():
+            with completion_positions_only(), _older_objects_frozen():
                 trainer.train()
         if self.pending:
             self.flush({})
@@ -213,6 +214,22 @@ def completion_positions_only() -> Iterator[bool]:
         yield True
     finally:
         module._use_triton = decide
+
+
+@contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """Within the block, the garbage collector skips every object that existed before it (``gc.freeze``).
+
+    ``Trainer.train`` starts with accelerate's ``free_memory``, a full ``gc.collect()``: in a process that
+    has imported the ML stack and MLflow it walks every object there is, ~0.3 s, more than a whole GRPO
+    step on the builtin base (``benchmarks/rl_overhead.py``). What it could free was made during
+    training; what came before is looked at again after the block.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _stream_key(position: int, question: str) -> str:
