@@ -55,8 +55,9 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
 
     Both models read the same prompt and completion; tool tokens (env mask 0) are left out.
     Exactly 0 when the two models have equal weights. At most ``batch_size`` sequences, and at most
-    :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the softmax is taken only at the agent's
-    positions.
+    :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the LM head projects only the positions from
+    the first agent token of the pass on (``logits_to_keep``), the softmax only the agent's positions.
+    The model must take ``logits_to_keep`` (every Hugging Face causal LM that generates does).
     """
     total, count = 0.0, 0
     device = next(model.parameters()).device
@@ -80,10 +81,13 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
             agent[b, start_t : start_t + len(episode.env_mask)] = mask
         if not agent.any():
             continue
-        policy_logits = model(input_ids=ids, attention_mask=attention).logits[agent]  # (N, V)
-        logp = torch.log_softmax(policy_logits.float(), -1)
-        reference_logits = reference(input_ids=ids, attention_mask=attention).logits[agent]
-        logq = torch.log_softmax(reference_logits.float(), -1)
+        # the LM head only from the first position any row needs (the prompts': most of the width)
+        keep = width - int(agent.any(0).nonzero()[0])
+        kept = agent[:, width - keep :]  # (B, keep)
+        policy_logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits[kept]
+        logp = torch.log_softmax(policy_logits.float(), -1)  # (N, V)
+        reference_logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+        logq = torch.log_softmax(reference_logits[kept].float(), -1)
         total += float((logp.exp() * (logp - logq)).sum())
         count += int(agent.sum())
     return total / max(count, 1)
