@@ -20,6 +20,7 @@ The trainer owns the optimization loop; the harness supplies:
 from __future__ import annotations
 
 import gc
+import importlib
 import math
 import tempfile
 from collections.abc import Iterator
@@ -202,8 +203,6 @@ def completion_positions_only() -> Iterator[bool]:
     function, fed only the rows it keeps. Yields whether the switch was found (a TRL without it: the
     block changes nothing).
     """
-    import importlib
-
     module = importlib.import_module(_TRL_FUSED_HEAD_MODULE)
     decide = getattr(module, "_use_triton", None)
     if decide is None:
