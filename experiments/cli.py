@@ -794,7 +794,20 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted before anything was written", err=True)
         status = 130
+    _forget_caught_interrupts()
     sys.exit(status or 0)
+
+
+def _forget_caught_interrupts() -> None:
+    """Make the exit status the one asked for, even after a caught Ctrl-C or SIGTERM.
+
+    CPython remembers a ``KeyboardInterrupt`` that passed out of code run by ``exec`` of a string
+    (libraries build functions and classes that way, at import time too) even when a handler caught it
+    later, and a process started as ``python -m experiments.cli`` then ends killed by SIGINT instead of
+    exiting 130 (seen on a loaded machine: SIGTERM arriving during such code). Evaluating a string
+    resets what it remembers.
+    """
+    exec("None")  # a constant string: only the interpreter's flag is touched
 
 
 if __name__ == "__main__":
