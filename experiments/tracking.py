@@ -289,9 +289,16 @@ def provenance_tags() -> dict[str, str]:
 
 
 def _schema_revision(path: Path) -> str | None:
-    """The SQLite store's MLflow schema revision, read without writing (None: none recorded)."""
+    """The SQLite store's MLflow schema revision (None: none recorded), read by a query that changes nothing.
+
+    The connection may write (``mode=rw``, which never creates the file): a process killed in the
+    middle of a write leaves a hot journal, which SQLite rolls back when the next connection that can
+    write opens the file, as MLflow's own would. A read-only connection cannot, and failed ("attempt to
+    write a readonly database") as if the store were not set up, refusing a complete store after a
+    crash.
+    """
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)) as db:
             row = db.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.Error:
         return None

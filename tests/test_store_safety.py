@@ -4,6 +4,7 @@ the kernel, stores side by side, and stores that are not there. Real processes, 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +208,43 @@ def test_names_of_unsafe_experiments_never_become_paths(tmp_path):
     )
     assert report.returncode == 2 and "not a safe folder name" in report.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b"]
+
+
+def test_a_complete_store_left_with_a_hot_journal_by_a_killed_writer_is_used(tmp_path):
+    """SIGKILL in the middle of a write leaves a rollback journal; the next command rolls it back and
+    uses the store (the schema check read it read-only and refused it as half set up)."""
+    import sqlite3
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from experiments.tracking import wait_for_sqlite_store
+
+    store = tmp_path / "mlflow.db"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        db.execute("INSERT INTO alembic_version VALUES (?)", (_get_latest_schema_revision(),))
+        db.execute("CREATE TABLE filler (x BLOB)")
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, time\n"
+            f"db = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
+            "db.execute('PRAGMA cache_size=1')\n"  # spill to the file: the journal holds the old pages
+            "db.execute('BEGIN')\n"
+            "for _ in range(500): db.execute('INSERT INTO filler VALUES (randomblob(4000))')\n"
+            "db.execute('UPDATE alembic_version SET version_num = version_num')\n"
+            "print('writing', flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "writing"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert (tmp_path / "mlflow.db-journal").exists()  # the hot journal of the killed transaction
+    os.utime(store, (time.time() - 3600, time.time() - 3600))  # not a store being set up right now
+    wait_for_sqlite_store(f"sqlite:///{store}", "HARNESS_TRACKING_URI")  # raised ConfigError before
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM filler").fetchone() == (0,)  # rolled back
