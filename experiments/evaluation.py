@@ -82,8 +82,9 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
         if not agent.any():
             continue
         # the LM head only from the first position any row needs (the prompts': most of the width)
-        keep = width - int(agent.any(0).nonzero()[0])
-        kept = agent[:, width - keep :]  # (B, keep)
+        first = int(agent.any(0).nonzero()[0])
+        keep = width - first
+        kept = agent[:, first:]  # (B, keep)
         policy_logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits[kept]
         logp = torch.log_softmax(policy_logits.float(), -1)  # (N, V)
         reference_logits = reference(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits

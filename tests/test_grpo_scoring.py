@@ -15,12 +15,15 @@ GRPO = {
 }
 
 
+def grpo_config(overrides: list[str], events: int):
+    """The smoke config on the tiny base with GRPO in groups of 2, for ``events`` feedback events."""
+    settings = ["algorithm.name=grpo", "algorithm.group_size=2", f"budget.feedback_events={events}"]
+    return load_experiment(SMOKE, [TINY, *overrides, *settings]).runs()[0]
+
+
 @pytest.mark.parametrize("overrides", GRPO.values(), ids=GRPO.keys())
 def test_each_grpo_response_is_scored_once(overrides, tiny_base, monkeypatch):
-    config = load_experiment(
-        SMOKE,
-        [TINY, *overrides, "algorithm.name=grpo", "algorithm.group_size=2", "budget.feedback_events=24"],
-    ).runs()[0]
+    config = grpo_config(overrides, events=24)
     parts = assemble(config, progress=False)  # (the base's general probe is scored here, before counting)
     reports: list[FeedbackReport] = []
     parts.session.on_feedback = reports.append  # no evaluations: only training scores
@@ -57,17 +60,7 @@ def test_grpo_update_projects_only_the_completion_positions(tiny_base, monkeypat
 
     import trl.trainer.utils as trl_utils
 
-    config = load_experiment(
-        SMOKE,
-        [
-            TINY,
-            "paradigm.name=adapter",
-            "algorithm.name=grpo",
-            "algorithm.group_size=2",
-            "budget.feedback_events=16",
-        ],
-    ).runs()[0]
-    parts = assemble(config, progress=False)
+    parts = assemble(grpo_config(GRPO["adapter"], events=16), progress=False)
     reports: list[FeedbackReport] = []
     parts.session.on_feedback = reports.append
     projected: list[int] = []  # rows each call of the fused head projected

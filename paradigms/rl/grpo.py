@@ -20,7 +20,6 @@ The trainer owns the optimization loop; the harness supplies:
 from __future__ import annotations
 
 import gc
-import importlib
 import math
 import tempfile
 from collections.abc import Iterator
@@ -185,12 +184,8 @@ class GRPO(Learner):
             self.flush({})
 
 
-#: TRL's module whose fused LM head decides, per call, whether to score only the labelled positions.
-_TRL_FUSED_HEAD_MODULE = "trl.trainer.utils"
-
-
 @contextmanager
-def completion_positions_only() -> Iterator[bool]:
+def completion_positions_only() -> Iterator[None]:
     """Within the block, TRL's fused LM head projects only the completion positions, on every device.
 
     ``GRPOTrainer`` always patches the policy with a fused LM head (``trl.trainer.utils.add_fused_lm_head``)
@@ -200,19 +195,20 @@ def completion_positions_only() -> Iterator[bool]:
     that tile shapes stay fixed for compiling backends. Eager CPU compiles nothing, and on SmolLM2's
     49k-token vocabulary the prompt positions made the update 1.7x one raw forward+backward
     (``benchmarks/rl_overhead.py``). The math per position is TRL's own either way: the same tile
-    function, fed only the rows it keeps. Yields whether the switch was found (a TRL without it: the
-    block changes nothing).
+    function, fed only the rows it keeps. A TRL without the switch is left as it is
+    (``tests/test_grpo_scoring.py`` fails then).
     """
-    module = importlib.import_module(_TRL_FUSED_HEAD_MODULE)
-    decide = getattr(module, "_use_triton", None)
+    import trl.trainer.utils as fused_head  # heavy import, only when GRPO runs
+
+    decide = getattr(fused_head, "_use_triton", None)
     if decide is None:
-        yield False
+        yield
         return
-    module._use_triton = lambda device: True  # only the compaction reads this name in that module
+    fused_head._use_triton = lambda device: True  # only the compaction reads this name in that module
     try:
-        yield True
+        yield
     finally:
-        module._use_triton = decide
+        fused_head._use_triton = decide
 
 
 @contextmanager
