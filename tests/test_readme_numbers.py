@@ -2,7 +2,7 @@
 
 Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
 paragraphs quote from ``continual.csv`` and ``runs.parquet``, the SmolLM2 table (first and last
-evaluation of each run in ``results/comparison-smollm2/runs.parquet``), the hybrid sentence
+evaluation of each run in ``results/comparison-smollm2/runs.parquet``, also in docs/real-model.md), the hybrid sentence
 (``results/hybrid/table.csv``), docs/continual.md's table (``results/continual/table.csv``) and
 docs/real-model.md's warm-start curve (``results/warm-start-smollm2/runs.parquet``).
 Reading the committed files only: no run, no store.
@@ -117,10 +117,12 @@ def test_the_probes_paragraph_quotes_the_committed_runs():
 # --------------------------------------------------------------------------- SmolLM2
 
 
-def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation():
+@pytest.mark.parametrize("document", ["README.md", "docs/real-model.md"])
+def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation(document: str):
     """Each cell is the mean over the group's users (runs) of a metric's first or last evaluation."""
     runs = pd.read_parquet(RESULTS / "comparison-smollm2" / "runs.parquet")
-    quoted = readme_table("| group | learning rate | personal accuracy | general accuracy |")
+    text = (ROOT / document).read_text(encoding="utf-8")
+    quoted = readme_table("| group | learning rate | personal accuracy | general accuracy |", text)
     names = runs.drop_duplicates("run_id")
     names = names.assign(
         group=[
@@ -150,6 +152,7 @@ def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation():
         ):
             start, end = row[column].split(" → ")
             assert same_decimals(start, first(metric)) and same_decimals(end, last(metric)), (group, column)
+        assert same_decimals(row["knowledge forgetting"], last("eval/forgetting")), group
         assert same_decimals(row["format compliance"], last("eval/format_compliance")), group
         assert same_decimals(row["instruction following"], last("eval/instruction_following")), group
         assert same_decimals(row["minutes"], last("cost/wall_seconds") / 60), group
