@@ -2,9 +2,10 @@
 
 Covered: the builtin-base comparison table (``results/comparison/table.csv``) with the figures its
 paragraphs quote from ``continual.csv`` and ``runs.parquet``, the SmolLM2 table (first and last
-evaluation of each run in ``results/comparison-smollm2/runs.parquet``, also in docs/real-model.md), the hybrid sentence
-(``results/hybrid/table.csv``), docs/continual.md's table (``results/continual/table.csv``) and
-docs/real-model.md's warm-start curve (``results/warm-start-smollm2/runs.parquet``).
+evaluation of each run in ``results/comparison-smollm2/runs.parquet``; the README's and
+docs/real-model.md's), the hybrid sentence (``results/hybrid/table.csv``), docs/continual.md's
+table (``results/continual/table.csv``) and docs/real-model.md's warm-start curve
+(``results/warm-start-smollm2/runs.parquet``).
 Reading the committed files only: no run, no store.
 """
 
