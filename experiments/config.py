@@ -53,6 +53,7 @@ from paradigms.generation import GenerationConfig
 from paradigms.rl.settings import ContinualSettings
 from paradigms.sections import SECTION, AlgorithmSettings, ParadigmSettings
 from paradigms.settings import MetaSettings
+from paradigms.vllm_sampler import vllm_problem
 from tasks.registry import UnknownName
 from tasks.rewards import REWARD_WEIGHTS
 from tasks.settings import TaskSettings
@@ -591,6 +592,9 @@ def build_run_config(raw: Mapping[str, Any], where: str = "") -> RunConfig:
         problem = backbone_problem(config.backbone)
         if problem is not None:
             raise ConfigError(f"backbone: {problem}")
+        problem = vllm_problem(getattr(config.algorithm, "vllm", "off"))
+        if problem is not None:
+            raise ConfigError(f"algorithm.vllm: {problem}")
         _check_user_log(config)
         return config
     except ConfigError as error:

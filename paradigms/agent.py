@@ -13,12 +13,18 @@ A round that resumes after a tool reply does not recompute the prefix: it contin
 and values the previous round computed (``paradigms.tool_cache``), with the same inputs, positions
 and masks as a recomputing round, for any Hugging Face causal LM whose cache is a plain full-attention
 ``DynamicCache`` (others recompute, as ``reuse_cache=False`` always does).
+
+A ``sampler`` (:class:`Sampler`, e.g. ``paradigms.vllm_sampler.VLLMSampler``) can draw each round's
+tokens instead of ``model.generate``: the rounds, the tool loop, the masks and the transcript stay this
+module's, and each agent token keeps the log-probability the sampler gave it (``Episode.sampling_logprobs``,
+0.0 at tool tokens), which an off-policy correction needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol as Interface
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -54,6 +60,7 @@ class Episode:
     context_tokens: int = 0
     finished: bool = False
     decision: str | None = None
+    sampling_logprobs: list[float] | None = None
 
     @property
     def search_calls(self) -> int:
@@ -66,6 +73,21 @@ class Episode:
     @property
     def tool_tokens(self) -> int:
         return len(self.env_mask) - sum(self.env_mask)
+
+
+class Sampler(Interface):
+    """Draws a round's tokens outside the policy's ``generate`` (an inference engine kept in sync with it)."""
+
+    def sample(
+        self,
+        sequences: list[list[int]],
+        max_tokens: int,
+        settings: GenerationSettings,
+        stops: tuple[str, ...],
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Per sequence, the new tokens (at most ``max_tokens``, ending at the first stop string, end of
+        sequence or the budget) and each new token's log-probability under the sampling distribution."""
+        ...
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -155,6 +177,7 @@ def rollout(
     decisions: Sequence[str | None] | None = None,
     protocol: Protocol | None = None,
     reuse_cache: bool = True,
+    sampler: Sampler | None = None,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
@@ -165,7 +188,9 @@ def rollout(
     the prompts and reads the tool calls. Sampling uses torch's global RNG, so a seeded run is
     reproducible. ``reuse_cache=False`` recomputes the whole prefix in every round after a tool
     reply (the former path, kept as the reference the cached one is tested and measured against);
-    both draw the same random numbers in the same order.
+    both draw the same random numbers in the same order. ``sampler`` draws the tokens instead of
+    ``model.generate`` (then ``model`` only places the tensors; tool decisions are the model's own, so
+    ``decisions`` must be None).
     """
     protocol = protocol or PROTOCOLS["grammar"]
     contexts = contexts or [()] * len(queries)
@@ -173,6 +198,8 @@ def rollout(
         d if q.search_enabled else None
         for q, d in zip(queries, decisions or [None] * len(queries), strict=True)
     ]
+    if sampler is not None and any(decisions):
+        raise ValueError("rollout: a sampler cannot enforce tool decisions; pass decisions=None with it")
     episodes: list[Episode] = []
     for query, notes, decision in zip(queries, contexts, decisions, strict=True):
         prompt = protocol.render_prompt(query, list(notes), tokenizer)
@@ -207,6 +234,7 @@ def rollout(
                 protocol,
                 keys=active,
                 carried=carried if reuse_cache else None,
+                sampler=sampler,
             )
     finally:
         model.train(was_training)
@@ -225,18 +253,74 @@ def _generate_round(
     protocol: Protocol,
     keys: list[int],
     carried: tool_cache.CarriedCache | None,
+    sampler: Sampler | None = None,
 ) -> tool_cache.CarriedCache | None:
-    """One ``generate`` call for every unfinished episode; handles a search call at its end.
+    """One ``generate`` call (or one ``sampler`` call) for every unfinished episode; handles a search call
+    at its end.
 
     ``keys[i]`` identifies ``active[i]`` across rounds; ``carried`` is the previous round's cache (None:
-    compute every token). Returns this round's cache for the next round.
+    compute every token). Returns this round's cache for the next round (None with a sampler).
     """
     sequences = [e.prompt_ids + e.completion_ids for e in active]
+    width = max(len(s) for s in sequences)
+    budget = settings.max_new_tokens - min(len(e.env_mask) for e in active)
+    output, logprobs = None, None
+    if sampler is None:
+        output = _generate(
+            model, tokenizer, active, sequences, budget, settings, device, protocol, keys, carried
+        )
+        rows = output.sequences[:, width:].tolist()
+    else:
+        rows, logprobs = sampler.sample(sequences, budget, settings, protocol.stops)
+    kept = []
+    for index, (row, episode, tool) in enumerate(zip(rows, active, tools, strict=True)):
+        room = settings.max_new_tokens - len(episode.env_mask)
+        new_ids = _strip_padding(tokenizer, row[:room])
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        stop = _stop_reached(text, protocol.stops)
+        kept.append(len(new_ids))
+        episode.completion_ids += new_ids
+        episode.env_mask += [1] * len(new_ids)
+        if logprobs is not None:
+            episode.sampling_logprobs = (episode.sampling_logprobs or []) + logprobs[index][: len(new_ids)]
+        if stop == protocol.tool_close:
+            episode.search_queries.append(protocol.parse_tool_call(text))
+            allowed = tool is not None and episode.search_calls <= settings.max_searches
+            results = tool(episode.search_queries[-1]) if allowed else []
+            episode.tool_results.append(results)
+            reply_ids = tokenizer(protocol.tool_reply(results, tokenizer), add_special_tokens=False)[
+                "input_ids"
+            ]
+            episode.completion_ids += reply_ids
+            episode.env_mask += [0] * len(reply_ids)
+            if logprobs is not None:
+                episode.sampling_logprobs += [0.0] * len(reply_ids)
+            episode.finished = len(episode.env_mask) >= settings.max_new_tokens
+        else:
+            episode.finished = True
+    if output is None or all(e.finished for e in active):
+        return None
+    return tool_cache.carry(tool_cache.output_cache(output), keys, width, [len(s) for s in sequences], kept)
+
+
+def _generate(
+    model,
+    tokenizer,
+    active: list[Episode],
+    sequences: list[list[int]],
+    budget: int,
+    settings: GenerationSettings,
+    device,
+    protocol: Protocol,
+    keys: list[int],
+    carried: tool_cache.CarriedCache | None,
+):
+    """``model.generate`` (``return_dict_in_generate``) of at most ``budget`` tokens after the left-padded
+    ``sequences`` of ``active``, resuming from ``carried`` when given."""
     width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
     attention = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-    budget = settings.max_new_tokens - min(len(e.env_mask) for e in active)
     sampling = settings.temperature > 0
     eos = tokenizer.eos_token_id
     # padding is not something an agent can say: a sampled pad would end the row unseen (an empty
@@ -259,28 +343,4 @@ def _generate_round(
         return_dict_in_generate=True,
         **({tool_cache.CACHE_FIELD: cache} if cache is not None else {}),
     )
-    kept = []
-    for row, episode, tool in zip(output.sequences[:, width:].tolist(), active, tools, strict=True):
-        room = settings.max_new_tokens - len(episode.env_mask)
-        new_ids = _strip_padding(tokenizer, row[:room])
-        text = tokenizer.decode(new_ids, skip_special_tokens=True)
-        stop = _stop_reached(text, protocol.stops)
-        kept.append(len(new_ids))
-        episode.completion_ids += new_ids
-        episode.env_mask += [1] * len(new_ids)
-        if stop == protocol.tool_close:
-            episode.search_queries.append(protocol.parse_tool_call(text))
-            allowed = tool is not None and episode.search_calls <= settings.max_searches
-            results = tool(episode.search_queries[-1]) if allowed else []
-            episode.tool_results.append(results)
-            reply_ids = tokenizer(protocol.tool_reply(results, tokenizer), add_special_tokens=False)[
-                "input_ids"
-            ]
-            episode.completion_ids += reply_ids
-            episode.env_mask += [0] * len(reply_ids)
-            episode.finished = len(episode.env_mask) >= settings.max_new_tokens
-        else:
-            episode.finished = True
-    if all(e.finished for e in active):
-        return None
-    return tool_cache.carry(tool_cache.output_cache(output), keys, width, [len(s) for s in sequences], kept)
+    return output

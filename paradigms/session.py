@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from paradigms.agent import Episode, GenerationSettings, rollout
+from paradigms.agent import Episode, GenerationSettings, Sampler, rollout
 from paradigms.answer_cache import AnswerCache
 from tasks import rewards
 from tasks.items import Item
@@ -182,6 +182,7 @@ class Session:
         settings: GenerationSettings | None = None,
         search: bool = True,
         decisions: Sequence[str | None] | None = None,
+        sampler: Sampler | None = None,
     ) -> Interaction:
         """Answer ``items`` (each ``group_size`` times) through the one rollout and score them.
 
@@ -189,7 +190,8 @@ class Session:
         ``search=False`` withholds the tool (the general probe); ``decisions[i]`` is a tool
         decision for item i taken outside the model (``paradigms.tool_policy``; None: the model's).
         Inside :meth:`fixed_weights`, a greedy call identical to an earlier one (same weights, prompts,
-        notes, decisions, tool, settings) gets that call's episodes back without generating.
+        notes, decisions, tool, settings) gets that call's episodes back without generating. ``sampler``
+        draws the tokens instead of the model's ``generate`` (``paradigms.agent.rollout``; never cached).
         """
         repeated = [item for item in items for _ in range(group_size)]
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
@@ -208,7 +210,7 @@ class Session:
                 settings,
                 self.protocol.name,
             )
-            if self.answers is not None
+            if self.answers is not None and sampler is None
             else None
         )
         known = self.answers.get(key) if key is not None else None
@@ -225,6 +227,7 @@ class Session:
                 repeated_contexts,
                 repeated_decisions,
                 self.protocol,
+                sampler=sampler,
             )
         except RuntimeError as error:
             if "inf" not in str(error) and "nan" not in str(error):

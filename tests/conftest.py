@@ -96,6 +96,31 @@ def oversearch_base() -> Path:
     return ensure_base("builtin:oversearch", progress=False)
 
 
+@pytest.fixture(scope="session")
+def twice():
+    """A tiny Llama of the builtin recipe overfit to search twice before answering (seconds to build)."""
+    import torch
+
+    from paradigms.builtin.build import new_model
+    from paradigms.builtin.recipe import TINY_RECIPE
+    from paradigms.builtin.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    model = new_model(TINY_RECIPE, tokenizer)
+    target = (
+        "<search> my dog </search> <result> my dog rex . </result> "
+        "<search> my city </search> <result> my city oslo . </result> <answer> { answer : rex } </answer>"
+    )
+    ids = tokenizer(f"tools search ask my dog ? {target}", return_tensors="pt")["input_ids"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval(), tokenizer
+
+
 def metric_histories(client, run_id: str, ignore: set[str]) -> dict[str, list[tuple[int, float]]]:
     """Every metric of run ``run_id`` but those in ``ignore``, as its (step, value) history."""
     run = client.get_run(run_id)

@@ -20,9 +20,6 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
 
 from paradigms.agent import SEARCH, GenerationSettings, rollout
-from paradigms.builtin.build import new_model
-from paradigms.builtin.recipe import TINY_RECIPE
-from paradigms.builtin.tokenizer import build_tokenizer
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Statement
 from tasks.search import SearchTool
@@ -113,25 +110,6 @@ def test_a_lora_adapter_resumes_from_the_cache_too(tiny_base):
     )
     assert_same(recomputed, cached)
     assert positions[True] < positions[False]
-
-
-@pytest.fixture(scope="module")
-def twice():
-    """A tiny Llama of the builtin recipe overfit to search twice before answering."""
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer()
-    model = new_model(TINY_RECIPE, tokenizer)
-    target = (
-        "<search> my dog </search> <result> my dog rex . </result> "
-        "<search> my city </search> <result> my city oslo . </result> <answer> { answer : rex } </answer>"
-    )
-    ids = tokenizer(f"tools search ask my dog ? {target}", return_tensors="pt")["input_ids"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval(), tokenizer
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 2.0])

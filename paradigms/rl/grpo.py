@@ -7,7 +7,8 @@ The trainer owns the optimization loop; the harness supplies:
 - a ``rollout_func`` that takes the next items from the session (resolved for the drift phase
   then in force), answers each ``group_size`` times through the shared rollout (search tool
   included) and returns the env mask, so tool output is kept out of the loss, plus the answer
-  key columns the reward functions read;
+  key columns the reward functions read; with ``algorithm.vllm`` the rollout's tokens are drawn by
+  TRL's vLLM engine (``paradigms.vllm_sampler``) and their log-probabilities returned too;
 - the rewards: every response is scored once, by the session's scorer (``tasks.rewards`` through
   ``Session.score``, the same code every paradigm is scored by); TRL's reward functions read those
   component values back from the rollout's columns, weighted by the config's weights;
@@ -33,6 +34,7 @@ from paradigms.rl import batching
 from paradigms.rl.learner import Learner
 from paradigms.rl.settings import GRPOSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
+from paradigms.vllm_sampler import VLLMSampler
 from tasks.rewards import REWARD_COMPONENTS, check_weights
 
 _TRL_METRICS = {
@@ -98,8 +100,9 @@ class GRPO(Learner):
             if prompts[index * group] != _stream_key(start + index, item.query.question):
                 raise RuntimeError(f"GRPO prompt order diverged from the stream at {item.query.question!r}")
         contexts = self.host.training_contexts(items)
+        sampler = VLLMSampler(trainer.vllm_generation) if trainer.use_vllm else None
         interaction = self.session.interact(
-            self.host.policy, self.host.tokenizer, items, contexts, group_size=group
+            self.host.policy, self.host.tokenizer, items, contexts, group_size=group, sampler=sampler
         )
         self.pending.append(interaction)
         episodes = interaction.episodes
@@ -111,7 +114,8 @@ class GRPO(Learner):
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
-            "logprobs": None,
+            # the sampling engine's log-probabilities, for TRL's importance-sampling correction (vLLM only)
+            "logprobs": [e.sampling_logprobs for e in episodes] if sampler is not None else None,
             "env_mask": [
                 e.env_mask if keep else [0] * len(e.env_mask)
                 for e, keep in zip(episodes, trained, strict=True)
@@ -166,6 +170,10 @@ class GRPO(Learner):
                 seed=session.user.seed,
                 dataloader_num_workers=0,
                 gradient_checkpointing=s.gradient_checkpointing,  # TRL's default is on
+                use_vllm=s.vllm != "off",
+                vllm_mode=s.vllm if s.vllm != "off" else "colocate",
+                vllm_server_base_url=s.vllm_server_url,
+                vllm_gpu_memory_utilization=s.vllm_gpu_memory_utilization,
             )
             trainer = _with_continual(GRPOTrainer)(
                 learner=self,

@@ -61,6 +61,18 @@ class GRPOSettings(ExploringSettings):
     )
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Advantage scaling by std.")
     num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
+    vllm: Literal["off", "colocate", "server"] = Field(
+        "off",
+        description="Sample the training rollouts with vLLM through TRL (a CUDA GPU and `pip install vllm`): "
+        "colocate runs the engine in this process, server uses a `trl vllm-serve` at vllm_server_url. "
+        "Evaluations generate with the policy either way (paradigms/vllm_sampler.py).",
+    )
+    vllm_server_url: str | None = Field(
+        None, description="Base URL of the `trl vllm-serve` server (vllm: server); None: TRL's default."
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of the GPU's memory the colocated engine takes (vllm: colocate)."
+    )
 
 
 class PPOSettings(ExploringSettings):
