@@ -249,3 +249,38 @@ def test_peak_memory_is_the_peak_of_each_run_not_of_the_process(tracking_uri, ti
     assert child.data.tags["peak_rss_scope"] == "run"
     peak = max(m.value for m in client.get_metric_history(child.info.run_id, "cost/peak_rss_bytes"))
     assert peak < before - 700 * 2**20  # the run did not inherit the ballast's peak
+
+
+_RETAINED_PROBE = _PEAK_PROBE.replace(
+    """ballast = bytearray(2**30)  # 1 GiB touched now, freed before the run
+ballast[::4096] = b"x" * len(ballast[::4096])
+before = peak_rss_bytes()
+del ballast
+""",
+    """ballast = [bytearray(1000) for _ in range(2**20)]  # ~1 GiB in small blocks, from malloc's heap
+kept = ballast[::64]  # a few stay alive, so the heap cannot shrink from its top when the rest is freed
+del ballast
+before = peak_rss_bytes()
+""",
+)
+
+
+def test_memory_an_earlier_run_freed_is_not_in_the_next_runs_peak(tracking_uri, tiny_base):
+    """What the process freed but the C library kept (a run's tensors and Python objects, freed in small
+    blocks amid live ones) is handed back before a run's peak starts (``release_freed_memory``): without
+    it, each SmolLM2 run of a grid logged the GBs of the runs before it."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _RETAINED_PROBE, tracking_uri],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    last = probe.stdout.strip().splitlines()[-1]
+    if last == "unsupported":
+        pytest.skip("this platform cannot reset the peak resident size (/proc/self/clear_refs)")
+    client = mlflow.MlflowClient(tracking_uri)
+    _, (child,) = children_of(client, "smoke")
+    peak = max(m.value for m in client.get_metric_history(child.info.run_id, "cost/peak_rss_bytes"))
+    assert peak < float(last) - 700 * 2**20
