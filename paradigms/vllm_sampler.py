@@ -39,8 +39,9 @@ def vllm_problem(mode: str) -> str | None:
     if mode == "off" or importlib.util.find_spec("vllm") is not None:
         return None
     return (
-        f"{mode} needs the vllm package, which is not installed: `pip install vllm` on a machine with a "
-        f"CUDA GPU (docs/real-model.md, Running on a GPU), or set algorithm.vllm=off"
+        f"{mode} needs the vllm package, which is not installed: `pip install 'trl[vllm]'` (the vLLM "
+        f"versions TRL supports) on a machine with a CUDA GPU (docs/real-model.md, Running on a GPU), or "
+        f"set algorithm.vllm=off"
     )
 
 
@@ -48,12 +49,17 @@ class VLLMSampler:
     """A rollout :class:`paradigms.agent.Sampler` over TRL's ``VLLMGeneration`` (``trainer.vllm_generation``).
 
     Each :meth:`sample` call sets the engine's per-call fields (token budget, temperature, top-k, stop
-    strings) and generates one completion per sequence; TRL keeps the engine's weights in sync with the
+    strings, and every token of ``vocab_size`` but the tokenizer's pad where the pad is not its end of
+    sequence) and generates one completion per sequence; TRL keeps the engine's weights in sync with the
     policy before each rollout.
     """
 
-    def __init__(self, generation):
+    def __init__(self, generation, tokenizer, vocab_size: int):
         self.generation = generation
+        # as in the policy's own rollout, padding is never sampled unless it doubles as end of sequence
+        pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+        banned = pad if pad is not None and pad != eos else None
+        self.allowed = None if banned is None else [t for t in range(vocab_size) if t != banned]
 
     def sample(self, sequences, max_tokens, settings, stops):
         """Per sequence: the new token ids (ending with the stop string's tokens, the end-of-sequence token
@@ -63,8 +69,33 @@ class VLLMSampler:
         engine.temperature = settings.temperature  # 0: greedy, as in the harness's own rollout
         engine.top_k = settings.top_k  # 0: off, in vLLM as in the harness
         engine.generation_kwargs = {"stop": list(stops), "include_stop_str_in_output": True}
+        if self.allowed is not None:
+            engine.generation_kwargs["allowed_token_ids"] = self.allowed
         _, completions, logprobs, _ = engine.generate(prompts=sequences, images=None, num_generations=1)
         rows = [list(ids) for ids in completions]
         if logprobs is None:  # an engine asked for no log-probabilities
             return rows, [[math.nan] * len(ids) for ids in rows]
         return rows, [[math.nan if top[0] is None else float(top[0]) for top in row] for row in logprobs]
+
+
+def release_engine(generation) -> None:
+    """Let go of the engine TRL built for a run (``trainer.vllm_generation``; None: nothing to do).
+
+    A grid runs its GRPO runs one after another in one process and TRL builds an engine for each: a
+    colocated engine would keep its share of the GPU until collected, and a server client its weight-update
+    group (TRL closes it only at exit). Untested on a real vLLM (none runs where this was written).
+    """
+    if generation is None:
+        return
+    client = getattr(generation, "vllm_client", None)
+    if client is not None:
+        client.close_communicator()
+    if getattr(generation, "llm", None) is not None:
+        generation.llm = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -8,18 +8,21 @@ Everything else is real: the harness's rollout and tool loop, TRL's trainer with
 weight syncing, its importance-sampling correction fed the sampler's log-probabilities), the run.
 """
 
+import types
+
 import pytest
 import torch
+import yaml
 
 from experiments.config import ConfigError, load_experiment
 from experiments.run import assemble
 from paradigms import agent
 from paradigms.agent import GenerationSettings, rollout
 from paradigms.rl import grpo
-from paradigms.vllm_sampler import VLLMSampler, vllm_problem
+from paradigms.vllm_sampler import VLLMSampler, release_engine, vllm_problem
 from tasks.items import Query
 from tasks.search import SearchTool
-from tests.conftest import SMOKE, TINY
+from tests.conftest import ROOT, SMOKE, TINY
 
 NO_VLLM = pytest.mark.skipif(vllm_problem("colocate") is None, reason="vllm is installed here")
 
@@ -29,6 +32,7 @@ class PolicyEngine:
 
     def __init__(self, model, processing_class, **_):
         self.model, self.tokenizer = model, processing_class
+        self.llm = model  # what a colocated engine holds (release_engine lets go of it)
         self.max_completion_length, self.temperature, self.top_k = 16, 1.0, 0
         self.generation_kwargs: dict = {}
         self.requests: list[list[int]] = []
@@ -42,6 +46,9 @@ class PolicyEngine:
         assert images is None and num_generations == 1
         stops = tuple(self.generation_kwargs["stop"])
         assert self.generation_kwargs["include_stop_str_in_output"]
+        allowed = self.generation_kwargs.get("allowed_token_ids")
+        vocabulary = self.model.config.vocab_size
+        never = None if allowed is None else sorted(set(range(vocabulary)) - set(allowed))
         completions, logprobs = [], []
         for ids in prompts:
             self.requests.append(list(ids))
@@ -54,6 +61,7 @@ class PolicyEngine:
                 temperature=self.temperature if sampling else None,
                 top_k=self.top_k or None,
                 top_p=None,
+                suppress_tokens=never,
                 stopping_criteria=[agent._StopOnStrings(self.tokenizer, len(ids), stops)],
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
@@ -78,7 +86,8 @@ def test_rounds_through_a_sampler_equal_the_generate_rounds(twice):
     tools = [tool, tool, tool, None]
     plain = rollout(model, tokenizer, queries, tools, settings, notes)
     engine = PolicyEngine(model, tokenizer)
-    sampled = rollout(model, tokenizer, queries, tools, settings, notes, sampler=VLLMSampler(engine))
+    sampler = VLLMSampler(engine, tokenizer, model.config.vocab_size)
+    sampled = rollout(model, tokenizer, queries, tools, settings, notes, sampler=sampler)
     assert max(e.search_calls for e in sampled) == 2  # three rounds ran
     for before, after in zip(plain, sampled, strict=True):
         assert after.completion_ids == before.completion_ids
@@ -109,7 +118,7 @@ def test_a_sampler_cannot_take_tool_decisions(twice):
             [None],
             GenerationSettings(),
             decisions=[agent.SEARCH],
-            sampler=VLLMSampler(PolicyEngine(model, tokenizer)),
+            sampler=VLLMSampler(PolicyEngine(model, tokenizer), tokenizer, model.config.vocab_size),
         )
 
 
@@ -121,8 +130,69 @@ def grpo_vllm(mode: str, events: int = 16):
 @NO_VLLM
 @pytest.mark.parametrize("mode", ["colocate", "server"])
 def test_without_vllm_the_config_names_the_field_and_the_install(mode):
-    with pytest.raises(ConfigError, match=r"^algorithm\.vllm: .*pip install vllm.*algorithm\.vllm=off"):
+    with pytest.raises(
+        ConfigError, match=r"^algorithm\.vllm: .*pip install 'trl\[vllm\]'.*algorithm\.vllm=off"
+    ):
         grpo_vllm(mode)
+
+
+def with_vllm_on_grpo_points(path, mode: str, tmp_path):
+    """``path``'s experiment with ``algorithm.vllm: mode`` added to its GRPO grid points, as
+    docs/real-model.md (Running on a GPU) tells a researcher to do."""
+    raw = yaml.safe_load(path.read_text())
+    for point in raw["grid"]:
+        if point.get("algorithm.name") == "grpo":
+            point["algorithm.vllm"] = mode
+    edited = tmp_path / path.name
+    edited.write_text(yaml.safe_dump(raw))
+    return edited
+
+
+def test_the_documented_way_to_turn_vllm_on_for_a_comparison(tmp_path, monkeypatch):
+    """``--set algorithm.vllm=...`` reaches every run, and the runs without GRPO have no such key; the
+    docs' route, the key on the GRPO grid points, runs the rest of the grid as it was."""
+    path = ROOT / "experiments" / "comparison_smollm2.yaml"
+    edited = with_vllm_on_grpo_points(path, "colocate", tmp_path)
+    if vllm_problem("colocate") is not None:
+        with pytest.raises(ConfigError, match=r"^algorithm\.vllm: colocate needs the vllm package"):
+            load_experiment(edited)
+    monkeypatch.setattr("experiments.config.vllm_problem", lambda mode: None)
+    runs = load_experiment(edited, ["seeds=[0]"]).runs()
+    before = load_experiment(path, ["seeds=[0]"]).runs()
+    assert len(runs) == len(before)
+    grpo_runs = [c for c in runs if c.algorithm.name == "grpo"]
+    assert len(grpo_runs) >= 2 and all(c.algorithm.vllm == "colocate" for c in grpo_runs)
+    others = [(a, b) for a, b in zip(runs, before, strict=True) if a.algorithm.name != "grpo"]
+    assert others and all(a == b for a, b in others)
+
+
+def test_the_sampler_bans_padding_as_the_policys_rollout_does(twice):
+    """Where the pad is not the end of sequence (the builtin tokenizers), the engine is told every token
+    but the pad; where it is (SmolLM2's), it is told nothing."""
+    model, tokenizer = twice
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    engine = PolicyEngine(model, tokenizer)
+    settings = GenerationSettings(max_new_tokens=8, temperature=1.0, top_k=0)
+    VLLMSampler(engine, tokenizer, 10).sample([[1, 5, 6]], 4, settings, ("?",))
+    assert engine.generation_kwargs["allowed_token_ids"] == [
+        t for t in range(10) if t != tokenizer.pad_token_id
+    ]
+    same = types.SimpleNamespace(pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    assert VLLMSampler(engine, same, 10).allowed is None
+
+
+def test_release_engine_lets_go_of_a_colocated_engine_and_closes_a_server_client():
+    class Client:
+        closed = 0
+
+        def close_communicator(self):
+            self.closed += 1
+
+    colocated, served = types.SimpleNamespace(llm=object()), types.SimpleNamespace(vllm_client=Client())
+    release_engine(colocated)
+    release_engine(served)
+    release_engine(None)
+    assert colocated.llm is None and served.vllm_client.closed == 1
 
 
 def test_grpo_trains_on_the_engines_samples(tiny_base, monkeypatch):
@@ -138,6 +208,11 @@ def test_grpo_trains_on_the_engines_samples(tiny_base, monkeypatch):
         return engines[-1]
 
     monkeypatch.setattr(trl_grpo, "VLLMGeneration", engine)
+    flushed: list[dict] = []
+    flush = grpo.GRPO.flush
+    monkeypatch.setattr(
+        grpo.GRPO, "flush", lambda self, metrics: (flushed.append(metrics), flush(self, metrics))[1]
+    )
     monkeypatch.setattr("experiments.config.vllm_problem", lambda mode: None)
     logged: list[dict] = []
     report = grpo._ReportSteps.on_log
@@ -157,6 +232,14 @@ def test_grpo_trains_on_the_engines_samples(tiny_base, monkeypatch):
     assert only.syncs == 2 and len(only.requests) >= 16  # 2 steps of 4 queries x 2 responses
     steps = [logs for logs in logged if "loss" in logs]  # (the last log is the training summary)
     assert len(steps) == 2
-    for logs in steps:  # log-probabilities aligned with their tokens, tool tokens left out
-        assert logs["sampling/sampling_logp_difference/max"] < 1e-4
-        assert abs(logs["sampling/importance_sampling_ratio/mean"] - 1) < 1e-4
+    # log-probabilities aligned with their tokens, tool tokens left out: a token off would differ by
+    # whole nats; what is left is the pad's probability (~1e-4), which the engine, never sampling the
+    # pad, renormalizes away and the policy's log-probabilities keep
+    for logs in steps:
+        assert logs["sampling/sampling_logp_difference/max"] < 1e-2
+        assert abs(logs["sampling/importance_sampling_ratio/mean"] - 1) < 1e-2
+    reported = [m for m in flushed if "train/policy_loss" in m]  # what the run logs to MLflow
+    assert len(reported) == 2 and all(
+        abs(m["train/sampling/importance_sampling_ratio/mean"] - 1) < 1e-2 for m in reported
+    )
+    assert only.llm is None  # let go of once the run's training ended

@@ -34,7 +34,7 @@ from paradigms.rl import batching
 from paradigms.rl.learner import Learner
 from paradigms.rl.settings import GRPOSettings
 from paradigms.session import Diverged, Interaction, Session, item_columns
-from paradigms.vllm_sampler import VLLMSampler
+from paradigms.vllm_sampler import VLLMSampler, release_engine
 from tasks.rewards import REWARD_COMPONENTS, check_weights
 
 _TRL_METRICS = {
@@ -56,6 +56,9 @@ class _ReportSteps(TrainerCallback):
         logs = logs or {}
         metrics = {name: float(logs[key]) for key, name in _TRL_METRICS.items() if key in logs}
         metrics.update({key: float(v) for key, v in logs.items() if key.startswith("train/loss/")})
+        # with algorithm.vllm: how far the engine's log-probabilities are from the policy's, and TRL's
+        # correction for it
+        metrics.update({f"train/{key}": float(v) for key, v in logs.items() if key.startswith("sampling/")})
         loss = metrics.get("train/policy_loss", 0.0)
         if not math.isfinite(loss):
             raise Diverged(
@@ -100,7 +103,10 @@ class GRPO(Learner):
             if prompts[index * group] != _stream_key(start + index, item.query.question):
                 raise RuntimeError(f"GRPO prompt order diverged from the stream at {item.query.question!r}")
         contexts = self.host.training_contexts(items)
-        sampler = VLLMSampler(trainer.vllm_generation) if trainer.use_vllm else None
+        sampler = None
+        if trainer.use_vllm:
+            policy = self.host.policy
+            sampler = VLLMSampler(trainer.vllm_generation, self.host.tokenizer, policy.config.vocab_size)
         interaction = self.session.interact(
             self.host.policy, self.host.tokenizer, items, contexts, group_size=group, sampler=sampler
         )
@@ -186,8 +192,11 @@ class GRPO(Learner):
                 callbacks=[_ReportSteps(self)],
             )
             trainer.remove_callback(PrinterCallback)  # the runner reports; no dicts on stdout
-            with completion_positions_only(), _older_objects_frozen():
-                trainer.train()
+            try:
+                with completion_positions_only(), _older_objects_frozen():
+                    trainer.train()
+            finally:
+                release_engine(getattr(trainer, "vllm_generation", None))
         if self.pending:
             self.flush({})
 

@@ -63,8 +63,9 @@ class GRPOSettings(ExploringSettings):
     num_iterations: int = Field(1, ge=1, description="Optimization passes per generated batch (TRL's mu).")
     vllm: Literal["off", "colocate", "server"] = Field(
         "off",
-        description="Sample the training rollouts with vLLM through TRL (a CUDA GPU and `pip install vllm`): "
-        "colocate runs the engine in this process, server uses a `trl vllm-serve` at vllm_server_url. "
+        description="Sample the training rollouts with vLLM through TRL (a CUDA GPU and "
+        "`pip install 'trl[vllm]'`): colocate runs the engine in this process, server uses a "
+        "`trl vllm-serve` at vllm_server_url. "
         "Evaluations generate with the policy either way (paradigms/vllm_sampler.py).",
     )
     vllm_server_url: str | None = Field(
