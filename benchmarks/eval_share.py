@@ -14,16 +14,21 @@ with the evaluator's parts timed from outside (its methods wrapped for the lengt
   (the paradigm's notes retrieval, its extra metrics, bookkeeping);
 - ``evaluation_share``: (``measure_base`` + ``evaluations``) / ``wall``.
 
-Also counted: the rollout calls each part made and how many of them the session's answer cache
-served (``paradigms.answer_cache``); ``--no-answer-cache`` runs without it (the reference the cache is
-measured against), ``--both`` each arm both ways. Each run starts with an empty answer store (a run on its
-own) unless ``--grid``, where later arms may use what earlier ones stored, as the runs of one
-``harness run`` do. Timings are ratios within one run on a shared machine: the 1-minute load average at
-the start and end of each run is kept in the results.
+Also counted: the questions each part answered (``evaluation_questions``, every evaluation's, to set
+beside the run's ``feedback_events``, each one sampled answer), the rollout calls each part made and how
+many of them the session's answer cache served (``paradigms.answer_cache``); ``--no-answer-cache`` runs
+without it (the reference the cache is measured against), ``--both`` each arm both ways. Each run starts
+with an empty answer store (a run on its own) unless ``--grid``, where later arms may use what earlier
+ones stored, as the runs of one ``harness run`` do. Timings are ratios within one run on a shared
+machine: the 1-minute load average at the start and end of each run is kept in the results. ``--every``
+runs each arm once per ``evaluation.every`` value given (what the schedule costs against how many
+evaluations it makes).
 
     python benchmarks/eval_share.py --both --out benchmarks/results/eval_share.json
     python benchmarks/eval_share.py --grid --out benchmarks/results/eval_share_grid.json
     python benchmarks/eval_share.py --backbone smollm2 --out benchmarks/results/eval_share_smollm2.json
+    python benchmarks/eval_share.py --arms full_ft:grpo adapter:grpo --every 100 200 300 600 --repeats 3 \
+        --out benchmarks/results/eval_share_every.json
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Timings:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.cached: dict[str, int] = defaultdict(int)
+        self.questions: dict[str, int] = defaultdict(int)
         self.evaluations: list[float] = []
         self.measure_base = 0.0
         self._general_calls = 0
@@ -118,6 +124,7 @@ class Timings:
                 timings.seconds[part] += time.perf_counter() - started
                 timings.calls[part] += 1
                 timings.cached[part] += _hits(self.session) - hits
+                timings.questions[part] += len(items)
 
         def timed_general(self, paradigm):
             state["in_general"], timings._general_calls = True, 0
@@ -212,6 +219,8 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "parts_share_of_evaluation": {k: v / evaluating for k, v in parts.items()} if evaluating else {},
         "rollout_calls": dict(timings.calls),
         "rollout_calls_from_cache": dict(timings.cached),
+        "questions_answered": dict(timings.questions),
+        "evaluation_questions": sum(timings.questions.values()),
         "final_personal_accuracy": final.get("eval/personal_accuracy"),
         "final_general_accuracy": final.get("eval/general_accuracy"),
         "load_average_1min": [load, os.getloadavg()[0]],
@@ -237,24 +246,37 @@ def main() -> None:
         action="store_true",
         help="keep what earlier arms stored, as the runs of one harness run do (default: each run alone)",
     )
+    parser.add_argument(
+        "--every",
+        type=int,
+        nargs="+",
+        help="run each arm once per evaluation.every value (default: the experiment's own schedule)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="run each arm this many times (rows kept)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path, configs = select(args.backbone, args.experiment, args.arms, args.sets)
+    schedules = [[f"evaluation.every={every}"] for every in args.every] if args.every else [[]]
+    configs = []
+    for schedule in schedules:
+        path, chosen = select(args.backbone, args.experiment, args.arms, [*args.sets, *schedule])
+        configs.extend(chosen)
     modes = [False, True] if args.both else [not args.no_answer_cache]
     rows = []
     for config in configs:
         for mode in modes:
-            row = measure(config, mode, args.grid)
-            rows.append(row)
-            parts = " ".join(f"{k}={v:.1f}" for k, v in row["parts_seconds"].items() if v)
-            print(
-                f"{row['arm']:14s} cache={'on ' if mode else 'off'}{' grid' if args.grid else ''} "
-                f"wall {row['wall_seconds']:7.1f}s "
-                f"base {row['measure_base_seconds']:5.1f}s evals {row['evaluation_seconds']:6.1f}s "
-                f"({row['evaluations']}) share {row['evaluation_share']:.2f} | {parts}",
-                flush=True,
-            )
+            for repeat in range(args.repeats):
+                row = measure(config, mode, args.grid) | {"repeat": repeat}
+                rows.append(row)
+                parts = " ".join(f"{k}={v:.1f}" for k, v in row["parts_seconds"].items() if v)
+                print(
+                    f"{row['arm']:14s} every {row['every']:<5d} cache={'on ' if mode else 'off'}"
+                    f"{' grid' if args.grid else ''} "
+                    f"wall {row['wall_seconds']:7.1f}s "
+                    f"base {row['measure_base_seconds']:5.1f}s evals {row['evaluation_seconds']:6.1f}s "
+                    f"({row['evaluations']}) share {row['evaluation_share']:.2f} | {parts}",
+                    flush=True,
+                )
     result = {
         "benchmark": "eval_share",
         "backbone": args.backbone,
