@@ -4,8 +4,9 @@ Covered: the builtin-base comparison table (``results/comparison/table.csv``) wi
 paragraphs quote from ``continual.csv`` and ``runs.parquet``, the SmolLM2 table (first and last
 evaluation of each run in ``results/comparison-smollm2/runs.parquet``; the README's and
 docs/real-model.md's), the hybrid sentence (``results/hybrid/table.csv``), docs/continual.md's
-table (``results/continual/table.csv``) and docs/real-model.md's warm-start curve
-(``results/warm-start-smollm2/runs.parquet``).
+table (``results/continual/table.csv``), docs/real-model.md's warm-start curve
+(``results/warm-start-smollm2/runs.parquet``) and the user-0 re-run's README (its ``eval/`` values are
+the committed user 0's, its peak-memory table is its parquet's).
 Reading the committed files only: no run, no store.
 """
 
@@ -225,3 +226,33 @@ def test_the_warm_start_curve_in_the_real_model_doc_is_the_committed_run():
         assert sorted(curve.index) == steps, metric
         for column, step in zip(quoted.columns, steps, strict=True):
             assert same_decimals(row[column], curve[step]), (metric, step)
+
+
+def test_the_user0_rerun_repeats_the_committed_user_0_and_quotes_its_own_peaks():
+    """results/comparison-smollm2-user0-rerun/README.md: every ``eval/`` value of its eight runs equals the
+    committed comparison's user 0 at the same run and step, and its peak table is each run's largest
+    ``cost/peak_rss_bytes`` in GiB, the committed one's beside it."""
+    rerun_dir = RESULTS / "comparison-smollm2-user0-rerun"
+    committed = pd.read_parquet(RESULTS / "comparison-smollm2" / "runs.parquet")
+    committed = committed[committed["seed"].astype(str) == "0"]
+    rerun = pd.read_parquet(rerun_dir / "runs.parquet")
+
+    def evaluations(runs: pd.DataFrame) -> pd.Series:
+        points = runs[runs["metric"].str.startswith("eval/")]
+        return points.set_index(["run_name", "metric", "step"])["value"].sort_index()
+
+    before, after = evaluations(committed), evaluations(rerun)
+    assert before.index.equals(after.index) and len(after) > 300
+    assert (before == after).all()
+
+    def peaks(runs: pd.DataFrame) -> pd.Series:
+        rows = runs[runs["metric"] == "cost/peak_rss_bytes"]
+        return rows.groupby("run_name")["value"].max() / 2**30
+
+    readme = (rerun_dir / "README.md").read_text(encoding="utf-8")
+    quoted = readme_table("| run | committed", readme)
+    assert len(quoted) == rerun["run_name"].nunique()
+    for name, row in quoted.iterrows():
+        run_name = f"{name.replace('/', '-')}-default-s0"
+        assert row.iloc[0] == f"{peaks(committed)[run_name]:.2f}", name
+        assert row.iloc[1] == f"{peaks(rerun)[run_name]:.2f}", name
