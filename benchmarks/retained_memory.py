@@ -16,7 +16,7 @@ thread, a short budget), each mode in a fresh process:
 
     python benchmarks/retained_memory.py --out benchmarks/results/retained_memory.json
 
-About 30 minutes on one core; the machine's other load changes the times, not the sizes.
+About an hour here (measured with the other core busy); the machine's load changes the times, not the sizes.
 """
 
 from __future__ import annotations
