@@ -119,19 +119,20 @@ def test_the_probes_paragraph_quotes_the_committed_runs():
 # --------------------------------------------------------------------------- SmolLM2
 
 
+def groups(runs: pd.DataFrame) -> list[str]:
+    """Each row's group as the SmolLM2 tables name it: the paradigm, with ``/algorithm`` where it has one."""
+    return [
+        p if a == "none" else f"{p}/{a}" for p, a in zip(runs["paradigm"], runs["algorithm"], strict=True)
+    ]
+
+
 @pytest.mark.parametrize("document", ["README.md", "docs/real-model.md"])
 def test_the_smollm2_table_is_the_committed_runs_first_and_last_evaluation(document: str):
     """Each cell is the mean over the group's users (runs) of a metric's first or last evaluation."""
     runs = pd.read_parquet(RESULTS / "comparison-smollm2" / "runs.parquet")
     text = (ROOT / document).read_text(encoding="utf-8")
     quoted = readme_table("| group | learning rate | personal accuracy | general accuracy |", text)
-    names = runs.drop_duplicates("run_id")
-    names = names.assign(
-        group=[
-            p if a == "none" else f"{p}/{a}"
-            for p, a in zip(names["paradigm"], names["algorithm"], strict=True)
-        ]
-    )
+    names = runs.drop_duplicates("run_id").assign(group=lambda frame: groups(frame))
     assert sorted(quoted.index) == sorted(set(names["group"]))
     for group, row in quoted.iterrows():
         run_ids = names.loc[names["group"] == group, "run_id"].tolist()
@@ -247,12 +248,12 @@ def test_the_user0_rerun_repeats_the_committed_user_0_and_quotes_its_own_peaks()
 
     def peaks(runs: pd.DataFrame) -> pd.Series:
         rows = runs[runs["metric"] == "cost/peak_rss_bytes"]
-        return rows.groupby("run_name")["value"].max() / 2**30
+        return rows.groupby(groups(rows))["value"].max() / 2**30
 
+    peaks_before, peaks_after = peaks(committed), peaks(rerun)
     readme = (rerun_dir / "README.md").read_text(encoding="utf-8")
     quoted = readme_table("| run | committed", readme)
-    assert len(quoted) == rerun["run_name"].nunique()
-    for name, row in quoted.iterrows():
-        run_name = f"{name.replace('/', '-')}-default-s0"
-        assert row.iloc[0] == f"{peaks(committed)[run_name]:.2f}", name
-        assert row.iloc[1] == f"{peaks(rerun)[run_name]:.2f}", name
+    assert sorted(quoted.index) == sorted(peaks_after.index)
+    for group, row in quoted.iterrows():
+        assert row.iloc[0] == f"{peaks_before[group]:.2f}", group
+        assert row.iloc[1] == f"{peaks_after[group]:.2f}", group
