@@ -20,6 +20,7 @@ from pathlib import Path
 
 from paradigms.backbone_files import BUILTIN_MARKER, CACHE_ENV, cache_root, file_lock
 from paradigms.builtin.recipe import OVERSEARCH_RECIPE, TINY_RECIPE, BaseRecipe
+from paradigms.cpu_kernels import CPU_CAPABILITY_TAG, cpu_capability
 
 __all__ = ["CACHE_ENV", "cache_root"]
 EXPERIMENT = "builtin-base"
@@ -59,38 +60,58 @@ def is_built(spec: str) -> bool:
     return (base_dir(RECIPES[spec]) / COMPETENCE_FILE).is_file()
 
 
+def built_with(directory: Path) -> str | None:
+    """The CPU kernels the cached base in ``directory`` was built with (None: not recorded)."""
+    path = directory / BUILTIN_MARKER
+    return json.loads(path.read_text()).get("cpu_capability") if path.is_file() else None
+
+
 def ensure_base(spec: str = "builtin", tracker=None, progress: bool = True, force: bool = False) -> Path:
     """The directory of the built base for ``spec``, building (and logging) it first if needed.
 
     A built base is a Hugging Face model directory plus ``competence.json`` (its skill figures
-    and build time) and ``recipe.json``; it is built with ``BUILD_THREADS`` torch threads whatever
-    the caller's count (restored after), so the same recipe gives the same weights.
+    and build time) and ``recipe.json`` (the recipe and the CPU kernels it was built with); it is
+    built with ``BUILD_THREADS`` torch threads whatever the caller's count (restored after), so the
+    same recipe on the same kernels gives the same weights. A cached base built with other kernels
+    than this process runs (``paradigms.cpu_kernels``), or by a version that did not record them, is
+    rebuilt rather than reused: its weights are not the ones this process would build.
     """
     recipe = RECIPES[spec]
     directory = base_dir(recipe)
-    if not force and read_competence(directory) is not None:
+    kernels = cpu_capability()
+
+    def usable() -> bool:
+        return read_competence(directory) is not None and built_with(directory) == kernels
+
+    if not force and usable():
         return directory
     with file_lock(directory):
-        if not force and read_competence(directory) is not None:
+        if not force and usable():
             return directory  # another process built it while we waited
         from experiments.evaluation import base_competence
         from paradigms.builtin.build import train_base
 
         if progress:
+            if not force and read_competence(directory) is not None:
+                print(
+                    f"the cached {spec} was built with {built_with(directory) or 'unrecorded'} CPU kernels "
+                    f"and this process runs {kernels}: rebuilding it",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"building {spec}: {ABOUT[spec]}; cached in {directory}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         with torch_threads(BUILD_THREADS):
             model, tokenizer = train_base(recipe, directory, progress=progress)
             build_seconds = time.perf_counter() - started
             figures = {**base_competence(model, tokenizer), "build_seconds": build_seconds}
-        (directory / BUILTIN_MARKER).write_text(
-            json.dumps({"spec": spec, "digest": recipe.digest(), **asdict(recipe)}, indent=2)
-        )
+        marker = {"spec": spec, "digest": recipe.digest(), **asdict(recipe), "cpu_capability": kernels}
+        (directory / BUILTIN_MARKER).write_text(json.dumps(marker, indent=2))
         scratch = directory / f".{COMPETENCE_FILE}.tmp"
         scratch.write_text(json.dumps(figures, indent=2))
         scratch.rename(directory / COMPETENCE_FILE)
         if tracker is not None:
-            _log_build(tracker, spec, recipe, directory, figures)
+            _log_build(tracker, spec, recipe, directory, figures, kernels)
         if progress:
             print(f"built {spec} in {build_seconds:.0f} s", file=sys.stderr, flush=True)
     return directory
@@ -109,11 +130,11 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _log_build(tracker, spec: str, recipe: BaseRecipe, directory: Path, figures: dict) -> None:
+def _log_build(tracker, spec: str, recipe: BaseRecipe, directory: Path, figures: dict, kernels: str) -> None:
     run = tracker.start_run(
         EXPERIMENT,
         f"{spec.replace(':', '-')}-{recipe.digest()}",
-        tags={"backbone": spec, "recipe_digest": recipe.digest()},
+        tags={"backbone": spec, "recipe_digest": recipe.digest(), CPU_CAPABILITY_TAG: kernels},
     )
     try:
         run.log_params({f"recipe.{k}": v for k, v in asdict(recipe).items()})
@@ -134,6 +155,7 @@ def describe(spec: str = "builtin") -> dict:
         "digest": recipe.digest(),
         "path": str(directory),
         "built": read_competence(directory) is not None,
+        "cpu_capability": built_with(directory),
         "recipe": asdict(recipe),
         "competence": read_competence(directory),
     }

@@ -32,6 +32,7 @@ from paradigms import PARADIGMS
 from paradigms.backbone import Backbone, load_backbone
 from paradigms.base import Paradigm
 from paradigms.compute import forward_flops, parameter_count
+from paradigms.cpu_kernels import CPU_CAPABILITY_TAG
 from paradigms.session import Diverged, FeedbackReport, Session
 from tasks import probes
 from tasks.settings import TaskSettings
@@ -253,6 +254,7 @@ def execute(
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
+        run.set_tags({CPU_CAPABILITY_TAG: parts.seeds["cpu_capability"]})
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     drifts = session.suite.n_phases > 1

@@ -10,13 +10,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from paradigms.cpu_kernels import cpu_capability
+
 
 def seed_everything(seed: int) -> dict[str, object]:
     """Seed Python, NumPy and torch, and make torch's CPU kernels deterministic.
 
     The data order needs no global seed: the user, the stream and the evaluation items are
     drawn from their own generators named after ``seed`` (``tasks.suites``, ``tasks.users``),
-    so they are the same for every paradigm. Returns what was set, for logging.
+    so they are the same for every paradigm. Returns what was set, for logging, with the CPU
+    kernels torch runs (``paradigms.cpu_kernels``: the same seed on other kernels gives other sums).
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -36,6 +39,7 @@ def seed_everything(seed: int) -> dict[str, object]:
         "torch": seed,
         "torch_deterministic_algorithms": True,
         "torch_fill_uninitialized_memory": False,
+        "cpu_capability": cpu_capability(),
         "data_order": f"derived from seed {seed} (user-{seed}, stream-<suite>-{seed})",
     }
 

@@ -280,10 +280,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo`` on Linux): BLAS libraries pick their code by it, so two
+    hosts of one instruction set can still round differently (``paradigms.cpu_kernels``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def provenance_tags() -> dict[str, str]:
-    """Git commit, dirtiness and package versions, as tags every run carries."""
+    """Git commit, dirtiness, package versions and the processor, as tags every run carries."""
     git = git_state()
-    tags = {MLFLOW_SOURCE_GIT_COMMIT: git["commit"], "git_dirty": git["dirty"]}
+    tags = {MLFLOW_SOURCE_GIT_COMMIT: git["commit"], "git_dirty": git["dirty"], "cpu_model": cpu_model()}
     tags.update({f"version.{name}": version for name, version in package_versions().items()})
     return tags
 

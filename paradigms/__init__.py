@@ -6,6 +6,7 @@ lookup (``PARADIGMS["adapter"]`` loads torch and PEFT), while their settings are
 """
 
 from paradigms.algorithms import ALGORITHMS
+from paradigms.cpu_kernels import pin_cpu_kernels
 from paradigms.memory.settings import MemorySettings
 from paradigms.settings import (
     AdapterSettings,
@@ -15,6 +16,8 @@ from paradigms.settings import (
     OracleSettings,
 )
 from tasks.registry import Registry
+
+pin_cpu_kernels()  # before any tensor is computed: every run on the same kernels, whatever the host
 
 PARADIGMS: Registry[type] = Registry("paradigm")
 PARADIGMS.add_lazy("adapter", "paradigms.adapter:Adapter", AdapterSettings)

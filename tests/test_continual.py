@@ -239,16 +239,25 @@ def test_run_names_carry_the_active_mechanisms():
 # -- on the real base (slow) --------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_l2sp_keeps_what_plain_full_fine_tuning_forgets(tracking_uri, real_base):
-    """experiments/continual.yaml's headline on seed 0: plain full_ft + GRPO forgets on both probes
-    (knowledge 0.22, instruction override 0.33 measured; the former single general probe: 0.46), L2-SP
-    at strength 1 keeps both (0.00, 0.00) and still learns the user."""
+    """experiments/continual.yaml's headline, on its three seeds: plain full_ft + GRPO forgets on both
+    probes, L2-SP at strength 1 forgets much less and still learns the user.
+
+    Means measured on two builds of the same base recipe (results/continual/, an earlier host;
+    results/continual-rebuilt/, this project's CI host): plain knowledge 0.31 / 0.20, instruction
+    override 0.58 / 0.68; L2-SP 0.02 / 0.03 and 0.00 / 0.28, personal accuracy 1.00 / 0.88. One seed
+    alone is not the claim: seed 0's plain knowledge forgetting was 0.22 on one build, 0.11 on the other.
+    """
     experiment_file = SMOKE.parent / "continual.yaml"
     grid = "grid=[{continual.regularizer: none}, {continual.regularizer: l2sp}]"
-    results = run_experiment(
-        load_experiment(experiment_file, ["seeds=[0]", grid]), Tracker(tracking_uri), progress=False
-    )
-    plain, l2sp = (r.final for r in results)
-    assert plain[m.FORGETTING] >= 0.2 and plain[m.INSTRUCTION_FORGETTING] >= 0.25
-    assert l2sp[m.FORGETTING] <= plain[m.FORGETTING] - 0.2
-    assert l2sp[m.INSTRUCTION_FORGETTING] <= plain[m.INSTRUCTION_FORGETTING] - 0.2
-    assert l2sp[m.PERSONAL_ACCURACY] >= plain[m.PERSONAL_ACCURACY]
+    results = run_experiment(load_experiment(experiment_file, [grid]), Tracker(tracking_uri), progress=False)
+    plain = [r.final for r in results if "-l2sp-" not in r.name]
+    l2sp = [r.final for r in results if "-l2sp-" in r.name]
+    assert len(plain) == len(l2sp) == 3
+
+    def mean(runs, metric):
+        return sum(r[metric] for r in runs) / len(runs)
+
+    assert mean(plain, m.FORGETTING) >= 0.15 and mean(plain, m.INSTRUCTION_FORGETTING) >= 0.25
+    assert mean(l2sp, m.FORGETTING) <= mean(plain, m.FORGETTING) - 0.1
+    assert mean(l2sp, m.INSTRUCTION_FORGETTING) <= mean(plain, m.INSTRUCTION_FORGETTING) - 0.2
+    assert mean(l2sp, m.PERSONAL_ACCURACY) >= 0.8

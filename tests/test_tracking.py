@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from experiments.cli import app
 from experiments.config import load_experiment
 from experiments.run import RunFailed, run_experiment
-from experiments.tracking import EXPERIMENT_KIND_TAG, Tracker, group_labels
+from experiments.tracking import EXPERIMENT_KIND_TAG, Tracker, cpu_model, group_labels
+from paradigms.cpu_kernels import cpu_capability
 from tests.conftest import ROOT, SMOKE, SMOKE_PARAMS, TINY
 
 CONTRACT_TAGS = {
@@ -58,6 +59,8 @@ def test_runs_nest_under_one_parent_with_contract_tags_params_and_steps(tracking
         }
         assert child.data.params == {**logged, "seed": str(seed)}  # the whole flattened config, no more
         assert "version.torch" in child.data.tags
+        assert child.data.tags["cpu_capability"] == cpu_capability()  # the kernels the run ran
+        assert child.data.tags["cpu_model"] == cpu_model()
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/personal_accuracy")]
         assert steps == [0, 8, 16]  # evaluated at the start, every 8 feedback events, and at the end
         train_steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/reward")]
