@@ -199,7 +199,7 @@ def continual_config(row: pd.Series) -> str:
     [("continual", "| config | knowledge forgetting"), ("continual-rebuilt", "| config (rebuilt base) |")],
 )
 def test_the_continual_doc_tables_are_the_committed_tables(directory, header):
-    """docs/continual.md's two tables: the first base build's runs and the same command on the rebuilt base."""
+    """docs/continual.md's two tables: the first base build's runs, and the same grid on the rebuilt base."""
     table = pd.read_csv(RESULTS / directory / "table.csv", keep_default_na=False)
     table = table.assign(config=table.apply(continual_config, axis=1)).set_index("config")
     quoted = readme_table(header, CONTINUAL_DOC)
