@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 CAPABILITY_ENV = "ATEN_CPU_CAPABILITY"
-#: The kernels the harness asks for; the committed results were made with them.
+#: The kernels the harness asks for (results/README.md: which committed results predate the pin).
 PINNED_CAPABILITY = "avx2"
 #: The tag naming the kernels a run (or a base build) ran with: ``AVX2`` unless overridden.
 CPU_CAPABILITY_TAG = "cpu_capability"
