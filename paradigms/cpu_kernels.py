@@ -9,7 +9,8 @@ decade has, unless ``ATEN_CPU_CAPABILITY`` is already set (an explicit choice wi
 AVX-512 run is then a different, equally reproducible, set of numbers).
 
 torch reads the variable at its first CPU operation, not at import, so ``pin_cpu_kernels`` works
-as long as it runs before any tensor is computed; the harness's packages call it when imported.
+as long as it runs before any tensor is computed; importing `paradigms` calls it, and every part of
+the harness that computes (runs, base builds, the benchmarks of results) imports `paradigms` first.
 Every run records the kernels it ran with (``cpu_capability`` tag), and a builtin base records the
 kernels it was built with, so a cached base built with others is rebuilt rather than reused.
 """

@@ -13,7 +13,7 @@ from experiments.base import BUILTIN_MARKER, COMPETENCE_FILE, built_with, descri
 from paradigms.cpu_kernels import CAPABILITY_ENV, cpu_capability
 from tests.conftest import ROOT
 
-PROBE = "import experiments, torch; torch.ones(8).exp().sum(); print(torch.backends.cpu.get_cpu_capability())"
+PROBE = "import paradigms, torch; torch.ones(8).exp().sum(); print(torch.backends.cpu.get_cpu_capability())"
 
 
 def kernels_of_a_fresh_process(**env: str) -> str:
