@@ -203,7 +203,6 @@ def test_the_continual_doc_tables_are_the_committed_tables(directory, header):
     table = pd.read_csv(RESULTS / directory / "table.csv", keep_default_na=False)
     table = table.assign(config=table.apply(continual_config, axis=1)).set_index("config")
     quoted = readme_table(header, CONTINUAL_DOC)
-    quoted.index.name = "config"
     assert sorted(quoted.index) == sorted(table.index)
     plain = table.loc["full_ft", "total_flops.iqm"]
     for config, row in quoted.iterrows():
