@@ -181,6 +181,11 @@ class Evaluator:
             decisions=paradigm.tool_decisions(items, contexts, explore=False),
         )
 
+    def answer_personal(self, paradigm: Paradigm) -> Interaction:
+        """The personal evaluation questions answered by the paradigm's policy now, scored: what
+        ``eval/personal_accuracy`` (correct value and wanted format) and the search cost are read from."""
+        return self._answer(paradigm, [self.session.resolve(row) for row in self.personal_rows])
+
     def evaluate(self, paradigm: Paradigm, stream_phase: int | None = None) -> dict[str, float]:
         """DESIGN.md's eval and cost metrics for the paradigm's policy now.
 
@@ -190,8 +195,7 @@ class Evaluator:
         """
         if self.base_general_accuracy is None or self.base_general_knowledge is None:
             raise RuntimeError("Evaluator.measure_base must run before the first evaluation")
-        personal_items = [self.session.resolve(row) for row in self.personal_rows]
-        personal = self._answer(paradigm, personal_items)
+        personal = self.answer_personal(paradigm)
         probes_now, without_notes = self._general_probes(paradigm)
         if self.instructions:
             with self.session.as_of(0):  # the items' world: the base was measured in it too

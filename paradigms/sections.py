@@ -62,6 +62,12 @@ class ToolPolicySettings(BaseModel):
         0.97, gt=0, le=1, description="Factor applied to epsilon after every learning batch."
     )
     min_epsilon: float = Field(0.0, ge=0, le=1, description="Floor of the decayed epsilon.")
+    min_tries: int = Field(
+        10,
+        ge=0,
+        description="Explore first: in training, a state the policy has seen takes its less-tried action "
+        "until each action has this many rewards there (0: epsilon-greedy alone).",
+    )
     learning_rate: float = Field(
         0.05,
         gt=0,

@@ -12,10 +12,15 @@ has no bootstrap term and no discount: ``Q(s, a) <- Q(s, a) + step * (r - Q(s, a
 rewards until 1/n falls to ``learning_rate``, then a constant step, which forgets old rewards and so
 tracks a user whose needs drift. (A large constant step from the start is too noisy here: the format
 component alone moves a reward by 0.5, more than the 0.3 a wasted search costs.)
-Exploration is epsilon-greedy, epsilon multiplied by ``epsilon_decay`` after every learning batch.
-Until both actions have been tried in a state the policy defers to the model (decision None), so an
-untrained policy behaves exactly like the paradigm without one; the action credited is the one the
-episode actually took (a search call or not), whoever decided it.
+Exploration in training is explore-first, then epsilon-greedy: in a state it has seen, the policy
+takes the less-tried action until each action has ``min_tries`` rewards there, then a random action
+with probability epsilon, epsilon multiplied by ``epsilon_decay`` after every learning batch. The
+explore-first part matters when the model itself always takes one action in a state (a base that
+searches needlessly): epsilon alone, decaying per batch over all states, then tries the other action
+there only a few times, and one unlucky reward among three fixes the wrong choice for good.
+In a state never seen, and at evaluation until both actions have been tried, the policy defers to the
+model (decision None), so an untrained policy behaves exactly like the paradigm without one; the
+action credited is the one the episode actually took (a search call or not), whoever decided it.
 
 State features (``query_state``) are computed by one function for every paradigm, from the query
 and the notes in its prompt: whether the question is about the user or the world, which attribute
@@ -76,11 +81,26 @@ class QLearningToolPolicy:
         values = self.q[state]
         return max(ACTIONS, key=lambda a: values[a])  # ties: the first of ACTIONS
 
+    def untried(self, state: str) -> str | None:
+        """The action still owed exploration in a seen ``state``: the less-tried one while it has fewer
+        than ``min_tries`` rewards there (ties: the first of ACTIONS); None once both have enough, and in
+        a state never seen (where the model decides)."""
+        visits = self.visits.get(state)
+        if not visits:
+            return None
+        least = min(ACTIONS, key=lambda a: visits[a])
+        return least if visits[least] < self.settings.min_tries else None
+
     def act(self, states: Sequence[str], explore: bool) -> list[str | None]:
-        """One decision per state; ``explore`` takes a uniformly random action with probability epsilon."""
+        """One decision per state. ``explore`` (training) first takes the action a seen state still owes
+        (``untried``), else a uniformly random action with probability epsilon, else the greedy one;
+        without ``explore`` (evaluation) always the greedy one."""
         decisions: list[str | None] = []
         for state in states:
-            if explore and self.rng.random() < self.epsilon:
+            owed = self.untried(state) if explore else None
+            if owed is not None:
+                decisions.append(owed)
+            elif explore and self.rng.random() < self.epsilon:
                 decisions.append(self.rng.choice(ACTIONS))
             else:
                 decisions.append(self.greedy(state))

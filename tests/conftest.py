@@ -31,6 +31,7 @@ SMOKE_PARAMS = {
     "paradigm.tool_policy.epsilon": 0.2,
     "paradigm.tool_policy.epsilon_decay": 0.97,
     "paradigm.tool_policy.min_epsilon": 0.0,
+    "paradigm.tool_policy.min_tries": 10,
     "paradigm.tool_policy.learning_rate": 0.05,
     "algorithm.name": "none",
     "reward.weights.correctness": 1.0,
@@ -60,7 +61,7 @@ SMOKE_PARAMS = {
     "tuned_from": "",
 }
 #: Its config hash (every param but the seed): runs before and after a refactoring stay comparable.
-SMOKE_CONFIG_HASH = "fc63bee37b7f"
+SMOKE_CONFIG_HASH = "0a594e0af7e4"
 
 
 @pytest.fixture
