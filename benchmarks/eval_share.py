@@ -9,14 +9,16 @@ with the evaluator's parts timed from outside (its methods wrapped for the lengt
   every evaluation);
 - ``measure_base``: the untouched base's general probe (``Evaluator.measure_base``);
 - ``evaluations``: every ``Evaluator.evaluate`` call (at event 0, every ``evaluation.every`` events,
-  the end), split into the personal items, the general probe with the paradigm's notes and without
-  them, the instruction items, the drift phases' and updated items, the KL to the base, and the rest
-  (the paradigm's notes retrieval, its extra metrics, bookkeeping);
+  the end), split into ``answering`` (its one batched rollout of the personal items, the general probe
+  with the paradigm's notes and without them, the instruction items, the drift phases' and updated
+  items, whatever the answer cache does not serve, and their scoring), the KL to the base, and the rest
+  (the paradigm's notes retrieval and tool decisions, its extra metrics, bookkeeping);
 - ``evaluation_share``: (``measure_base`` + ``evaluations``) / ``wall``.
 
 Also counted: the questions each part answered (``evaluation_questions``, every evaluation's, to set
-beside the run's ``feedback_events``, each one sampled answer), the rollout calls each part made and how
-many of them the session's answer cache served (``paradigms.answer_cache``); ``--no-answer-cache`` runs
+beside the run's ``feedback_events``, each one sampled answer), the part calls, how many of them the
+session's answer cache served (``paradigms.answer_cache``), and the rollouts and rows the evaluations
+generated; ``--no-answer-cache`` runs
 without it (the reference the cache is measured against), ``--both`` each arm both ways. Each run starts
 with an empty answer store (a run on its own) unless ``--grid``, where later arms may use what earlier
 ones stored, as the runs of one ``harness run`` do. Timings are ratios within one run on a shared
@@ -45,6 +47,7 @@ from experiments import evaluation
 from experiments.config import load_experiment
 from experiments.run import execute
 from paradigms import answer_cache as answer_cache_module
+from paradigms import session as session_module
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = {
@@ -53,56 +56,60 @@ EXPERIMENTS = {
 }
 #: paradigm[:algorithm] as the grid names them
 DEFAULT_ARMS = ("frozen", "memory", "full_ft:grpo", "adapter:grpo")
-PARTS = (
+#: What an evaluation's time is split into: its one batched rollout of every part's questions the
+#: answer cache does not serve, with the scoring (``answering``), the KL to the base, and the rest.
+PARTS = ("answering", "kl_to_base", "other")
+#: The parts whose questions are counted (each part is one call of the evaluation's batched rollout).
+QUESTION_PARTS = (
     "personal",
     "general_probe",
     "general_probe_without_notes",
     "instructions",
     "phases",
     "updating",
-    "kl_to_base",
-    "other",
 )
 
 
 class Timings:
-    """Seconds and rollout calls per evaluation part, accumulated while installed."""
+    """Seconds, questions and rollout calls per evaluation part, accumulated while installed."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.cached: dict[str, int] = defaultdict(int)
         self.questions: dict[str, int] = defaultdict(int)
+        self.generated_rows = 0
+        self.rollouts = 0
         self.evaluations: list[float] = []
         self.measure_base = 0.0
-        self._general_calls = 0
 
-    def label(self, evaluator, items, in_general: bool) -> str:
-        if in_general:
-            self._general_calls += 1
-            return "general_probe" if self._general_calls == 1 else "general_probe_without_notes"
-        if items is evaluator.instructions:
-            return "instructions"
-        if any(items is phase for phase in evaluator.phases):
-            return "phases"
-        if any(items is updated for updated in evaluator.updated):
-            return "updating"
-        return "personal"
+    @staticmethod
+    def label(evaluator, calls) -> list[str]:
+        """Each call's part, by which of the evaluator's item lists it answers."""
+        labels, probes = [], 0
+        for call in calls:
+            if not call.search:
+                probes += 1
+                labels.append("general_probe" if probes == 1 else "general_probe_without_notes")
+            elif call.items is evaluator.instructions:
+                labels.append("instructions")
+            elif any(call.items is phase for phase in evaluator.phases):
+                labels.append("phases")
+            elif any(call.items is updated for updated in evaluator.updated):
+                labels.append("updating")
+            else:
+                labels.append("personal")
+        return labels
 
     @contextmanager
     def installed(self):
         """Wrap the evaluator's parts (class attributes, restored on exit)."""
         cls = evaluation.Evaluator
-        saved = (
-            cls.measure_base,
-            cls._answer,
-            cls._general_probes,
-            cls.evaluate,
-            evaluation.kl_to_reference,
-        )
-        measure_base, answer, general_accuracy, evaluate, kl = saved
+        saved = (cls.measure_base, cls._answer_all, cls.evaluate, evaluation.kl_to_reference)
+        measure_base, answer_all, evaluate, kl = saved
+        rollout = session_module.rollout
         timings = self
-        state = {"in_general": False}
+        state = {"evaluating": False}
 
         def timed_measure_base(self, model, tokenizer):
             started = time.perf_counter()
@@ -114,30 +121,33 @@ class Timings:
                 timings.calls["measure_base"] += 1
                 timings.cached["measure_base"] += _hits(self.session) - hits
 
-        def timed_answer(self, paradigm, items, with_tool=True, contexts=None):
-            part = timings.label(self, items, state["in_general"])
+        def timed_answer_all(self, paradigm, calls):
+            labels = timings.label(self, calls)
             started = time.perf_counter()
             hits = _hits(self.session)
             try:
-                return answer(self, paradigm, items, with_tool, contexts)
+                return answer_all(self, paradigm, calls)
             finally:
-                timings.seconds[part] += time.perf_counter() - started
-                timings.calls[part] += 1
-                timings.cached[part] += _hits(self.session) - hits
-                timings.questions[part] += len(items)
+                timings.seconds["answering"] += time.perf_counter() - started
+                served = _hits(self.session) - hits
+                for label, call in zip(labels, calls, strict=True):
+                    timings.calls[label] += 1
+                    timings.questions[label] += len(call.items)
+                timings.cached["calls"] += served
 
-        def timed_general(self, paradigm):
-            state["in_general"], timings._general_calls = True, 0
-            try:
-                return general_accuracy(self, paradigm)
-            finally:
-                state["in_general"] = False
+        def counted_rollout(model, tokenizer, queries, *args, **kwargs):
+            if state["evaluating"]:
+                timings.rollouts += 1
+                timings.generated_rows += len(queries)
+            return rollout(model, tokenizer, queries, *args, **kwargs)
 
         def timed_evaluate(self, paradigm, stream_phase=None):
             started = time.perf_counter()
+            state["evaluating"] = True
             try:
                 return evaluate(self, paradigm, stream_phase)
             finally:
+                state["evaluating"] = False
                 timings.evaluations.append(time.perf_counter() - started)
 
         def timed_kl(*args, **kwargs):
@@ -148,18 +158,15 @@ class Timings:
                 timings.seconds["kl_to_base"] += time.perf_counter() - started
                 timings.calls["kl_to_base"] += 1
 
-        cls.measure_base, cls._answer, cls._general_probes, cls.evaluate = (
-            timed_measure_base,
-            timed_answer,
-            timed_general,
-            timed_evaluate,
-        )
+        cls.measure_base, cls._answer_all, cls.evaluate = timed_measure_base, timed_answer_all, timed_evaluate
         evaluation.kl_to_reference = timed_kl
+        session_module.rollout = counted_rollout
         try:
             yield self
         finally:
-            cls.measure_base, cls._answer, cls._general_probes, cls.evaluate = saved[:4]
-            evaluation.kl_to_reference = saved[4]
+            cls.measure_base, cls._answer_all, cls.evaluate = saved[:3]
+            evaluation.kl_to_reference = saved[3]
+            session_module.rollout = rollout
 
 
 def _hits(session) -> int:
@@ -217,9 +224,12 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "training_share": 1 - (timings.measure_base + evaluating) / wall,
         "parts_seconds": parts,
         "parts_share_of_evaluation": {k: v / evaluating for k, v in parts.items()} if evaluating else {},
-        "rollout_calls": dict(timings.calls),
-        "rollout_calls_from_cache": dict(timings.cached),
-        "questions_answered": dict(timings.questions),
+        "part_calls": dict(timings.calls),
+        "part_calls_from_cache": timings.cached.get("calls", 0),
+        "measure_base_calls_from_cache": timings.cached.get("measure_base", 0),
+        "evaluation_rollouts": timings.rollouts,
+        "evaluation_rows_generated": timings.generated_rows,
+        "questions_answered": {part: timings.questions.get(part, 0) for part in QUESTION_PARTS},
         "evaluation_questions": sum(timings.questions.values()),
         "final_personal_accuracy": final.get("eval/personal_accuracy"),
         "final_general_accuracy": final.get("eval/general_accuracy"),
@@ -268,7 +278,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 row = measure(config, mode, args.grid) | {"repeat": repeat}
                 rows.append(row)
-                parts = " ".join(f"{k}={v:.1f}" for k, v in row["parts_seconds"].items() if v)
+                parts = " ".join(f"{k}={v:.2f}" for k, v in row["parts_seconds"].items() if v)
                 print(
                     f"{row['arm']:14s} every {row['every']:<5d} cache={'on ' if mode else 'off'}"
                     f"{' grid' if args.grid else ''} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from experiments import metrics as m
 from experiments.peak_memory import peak_rss_bytes
 from paradigms.agent import Episode, GenerationSettings, rollout
 from paradigms.base import Paradigm
-from paradigms.session import Interaction, Session, item_columns
+from paradigms.session import Call, Interaction, Session, item_columns
 from tasks import probes
 from tasks.items import Item
 from tasks.protocols import PROTOCOLS, USER_SUBJECT, Protocol, Statement
@@ -163,28 +164,32 @@ class Evaluator:
         general = _mean(exact(interaction)[:n])
         return general, _mean(interaction.components["correctness"][n:])
 
-    def _answer(
+    def _call(
         self,
         paradigm: Paradigm,
         items: list[Item],
         with_tool: bool = True,
         contexts: list[list[str]] | None = None,
-    ) -> Interaction:
-        contexts = paradigm.context_for(items) if contexts is None else contexts
-        return self.session.interact(
-            paradigm.model,
-            paradigm.tokenizer,
-            items,
-            contexts,
-            settings=self.settings,
-            search=with_tool,
-            decisions=paradigm.tool_decisions(items, contexts, explore=False),
-        )
+        phase: int | None = None,
+    ) -> Call:
+        """The paradigm's answer to ``items`` as a session call: its notes (``contexts`` when given) and
+        tool decisions, taken in drift phase ``phase``'s world (None: the session's now)."""
+        with self.session.as_of(phase) if phase is not None else nullcontext():
+            contexts = paradigm.context_for(items) if contexts is None else contexts
+            decisions = paradigm.tool_decisions(items, contexts, explore=False)
+        return Call(items, contexts, with_tool, decisions, phase)
+
+    def _answer_all(self, paradigm: Paradigm, calls: list[Call]) -> list[Interaction]:
+        """``calls`` answered by the paradigm's policy now, in one batched rollout (what the cache lacks)."""
+        return self.session.interact_together(paradigm.model, paradigm.tokenizer, calls, self.settings)
 
     def answer_personal(self, paradigm: Paradigm) -> Interaction:
         """The personal evaluation questions answered by the paradigm's policy now, scored: what
         ``eval/personal_accuracy`` (correct value and wanted format) and the search cost are read from."""
-        return self._answer(paradigm, [self.session.resolve(row) for row in self.personal_rows])
+        return self._answer_all(paradigm, [self._personal_call(paradigm)])[0]
+
+    def _personal_call(self, paradigm: Paradigm) -> Call:
+        return self._call(paradigm, [self.session.resolve(row) for row in self.personal_rows])
 
     def evaluate(self, paradigm: Paradigm, stream_phase: int | None = None) -> dict[str, float]:
         """DESIGN.md's eval and cost metrics for the paradigm's policy now.
@@ -192,23 +197,34 @@ class Evaluator:
         ``stream_phase`` is the drift phase the policy was trained through (the phase of the last batch
         consumed; None before any): the items the user has changed by then give
         ``eval/updating_accuracy``. Needs :meth:`measure_base` first (forgetting is measured against it).
+        Every question of the evaluation (personal, general probe with and without notes, instruction,
+        drift-phase and updated items) is answered in one batched rollout (``Session.interact_together``),
+        each part in its own world and scored on its own.
         """
         if self.base_general_accuracy is None or self.base_general_knowledge is None:
             raise RuntimeError("Evaluator.measure_base must run before the first evaluation")
-        personal = self.answer_personal(paradigm)
-        probes_now, without_notes = self._general_probes(paradigm)
-        if self.instructions:
-            with self.session.as_of(0):  # the items' world: the base was measured in it too
-                instructed = self._answer(paradigm, self.instructions)
-            following = _mean(instructed.components["format"])
-            results_instructions = {
-                m.INSTRUCTION_FOLLOWING: following,
-                m.BASE_INSTRUCTION_FOLLOWING: self.base_instruction_following,
-                m.INSTRUCTION_FORGETTING: forgetting(self.base_instruction_following, following),
-            }
-        else:
-            results_instructions = {}
-        general_accuracy, knowledge = probes_now
+        # every part's call, in the order the paradigm is asked for its notes and decisions
+        calls: dict[str, Call] = {"personal": self._personal_call(paradigm)}
+        probe = [*self.general, *self.knowledge]
+        probe_contexts = paradigm.context_for(probe)
+        calls["probe"] = self._call(paradigm, probe, with_tool=False, contexts=probe_contexts)
+        if paradigm.notes_in_prompt and any(probe_contexts):
+            calls["probe_without_notes"] = self._call(
+                paradigm, probe, with_tool=False, contexts=[[] for _ in probe]
+            )
+        if self.instructions:  # the items' world: the base was measured in it too
+            calls["instructions"] = self._call(paradigm, self.instructions, phase=0)
+        if len(self.phases) > 1:  # phase j's items in phase j's world (tool, profile)
+            for j, items in enumerate(self.phases):
+                if items:
+                    calls[f"phase {j}"] = self._call(paradigm, items, phase=j)
+        if stream_phase is not None and stream_phase < len(self.updated) and self.updated[stream_phase]:
+            # the changed items against their value now
+            calls["updated"] = self._call(paradigm, self.updated[stream_phase], phase=stream_phase)
+        answered = dict(zip(calls, self._answer_all(paradigm, list(calls.values())), strict=True))
+
+        personal = answered["personal"]
+        general_accuracy, knowledge = self._probe_scores(answered["probe"])
         results = {
             m.PERSONAL_ACCURACY: _mean(exact(personal)),
             m.GENERAL_ACCURACY: general_accuracy,
@@ -224,44 +240,28 @@ class Evaluator:
             m.TRAINABLE_PARAMS: float(paradigm.trainable_parameters()),
             m.STORAGE_BYTES: float(paradigm.storage_bytes()),
             m.PEAK_RSS_BYTES: float(peak_rss_bytes()),
-            **results_instructions,
         }
-        if without_notes is not None:
+        if "instructions" in answered:
+            following = _mean(answered["instructions"].components["format"])
+            results[m.INSTRUCTION_FOLLOWING] = following
+            results[m.BASE_INSTRUCTION_FOLLOWING] = self.base_instruction_following
+            results[m.INSTRUCTION_FORGETTING] = forgetting(self.base_instruction_following, following)
+        if paradigm.notes_in_prompt:  # without notes: the same answers when no probe item has notes now
+            bare = answered.get("probe_without_notes", answered["probe"])
             results[m.GENERAL_ACCURACY_WITHOUT_NOTES], results[m.GENERAL_KNOWLEDGE_WITHOUT_NOTES] = (
-                without_notes
+                self._probe_scores(bare)
             )
         if self.reference is not None:  # only a paradigm whose weights can move has a distance to the base
             results[m.KL_TO_BASE] = kl_to_reference(
                 paradigm.model, self.reference, paradigm.tokenizer, personal.episodes
             )
-        if len(self.phases) > 1:
-            for j, items in enumerate(self.phases):
-                if items:
-                    with self.session.as_of(j):  # phase j's items in phase j's world (tool, profile)
-                        results[m.PHASE_ACCURACY.format(phase=j)] = _mean(
-                            exact(self._answer(paradigm, items))
-                        )
-        if stream_phase is not None and stream_phase < len(self.updated) and self.updated[stream_phase]:
-            with self.session.as_of(stream_phase):  # the changed items against their value now
-                results[m.UPDATING_ACCURACY] = _mean(
-                    exact(self._answer(paradigm, self.updated[stream_phase]))
-                )
+        for j in range(len(self.phases)):
+            if f"phase {j}" in answered:
+                results[m.PHASE_ACCURACY.format(phase=j)] = _mean(exact(answered[f"phase {j}"]))
+        if "updated" in answered:
+            results[m.UPDATING_ACCURACY] = _mean(exact(answered["updated"]))
         results.update(paradigm.extra_metrics())
         return results
-
-    def _general_probes(self, paradigm: Paradigm) -> tuple[tuple[float, float], tuple[float, float] | None]:
-        """(general accuracy, general knowledge) with the paradigm's notes, and without them (None for a
-        paradigm that places no notes; the same values when no item has notes now). Both probes are
-        answered in one interaction."""
-        probe = [*self.general, *self.knowledge]
-        contexts = paradigm.context_for(probe)
-        scores = self._probe_scores(self._answer(paradigm, probe, with_tool=False, contexts=contexts))
-        if not paradigm.notes_in_prompt:
-            return scores, None
-        if not any(contexts):
-            return scores, scores
-        bare = [[] for _ in probe]
-        return scores, self._probe_scores(self._answer(paradigm, probe, with_tool=False, contexts=bare))
 
 
 def answer_probe(

@@ -63,6 +63,19 @@ class Interaction:
         )
 
 
+@dataclass(frozen=True)
+class Call:
+    """One :meth:`Session.interact` call's arguments, for :meth:`Session.interact_together`: ``items``
+    answered with ``contexts`` (the notes per item; None: none), the search tool when ``search``, the tool
+    ``decisions`` (None: the model's own), in drift phase ``phase``'s world (None: the session's now)."""
+
+    items: Sequence[Item]
+    contexts: Sequence[Sequence[str]] | None = None
+    search: bool = True
+    decisions: Sequence[str | None] | None = None
+    phase: int | None = None
+
+
 @dataclass
 class FeedbackReport:
     """What the runner's callback receives after each batch of feedback events."""
@@ -196,36 +209,90 @@ class Session:
         repeated = [item for item in items for _ in range(group_size)]
         repeated_contexts = [c for c in contexts for _ in range(group_size)] if contexts else None
         repeated_decisions = [d for d in decisions for _ in range(group_size)] if decisions else None
-        tool = self.tool() if search else None
+        call = Call(repeated, repeated_contexts, search, repeated_decisions)
+        return self.interact_together(model, tokenizer, [call], settings, sampler)[0]
+
+    def interact_together(
+        self,
+        model,
+        tokenizer,
+        calls: Sequence[Call],
+        settings: GenerationSettings | None = None,
+        sampler: Sampler | None = None,
+    ) -> list[Interaction]:
+        """:meth:`interact` for several calls at once: what the cache does not serve is one rollout.
+
+        Each call keeps its own cache entry (served and stored as if made alone), its own tool (its
+        ``phase``'s world, or the current one) and is scored in its phase; the calls the cache does not
+        serve are answered by one batched rollout, their rows side by side (the evaluator's parts: one
+        ``generate`` per round instead of one per part; on the builtin base an evaluation takes about
+        half the time). A row's tokens are those it gets in a call of its own up to floating-point
+        rounding, which depends on the batch's shape (CPU matrix products round differently by shape)
+        and can change a greedy token only where the two best logits tie to within it.
+        """
         settings = settings or self.generation
-        queries = [i.query for i in repeated]
-        key = (
-            self.answers.key(
-                model,
-                tokenizer,
-                queries,
-                repeated_contexts,
-                repeated_decisions,
-                tool,
-                settings,
-                self.protocol.name,
+        tools, keys, known = [], [], []
+        for call in calls:
+            with self._in_phase(call.phase):
+                tool = self.tool() if call.search else None
+            tools.append(tool)
+            key = (
+                self.answers.key(
+                    model,
+                    tokenizer,
+                    [i.query for i in call.items],
+                    call.contexts,
+                    call.decisions,
+                    tool,
+                    settings,
+                    self.protocol.name,
+                )
+                if self.answers is not None and sampler is None
+                else None
             )
-            if self.answers is not None and sampler is None
-            else None
-        )
-        known = self.answers.get(key) if key is not None else None
-        if known is not None:
-            return self.score(repeated, known)
+            keys.append(key)
+            known.append(self.answers.get(key) if key is not None else None)
+        missing = [j for j, episodes in enumerate(known) if episodes is None]
+        if missing:
+            queries, row_tools, row_contexts, row_decisions = [], [], [], []
+            for j in missing:
+                call, n = calls[j], len(calls[j].items)
+                queries += [i.query for i in call.items]
+                row_tools += [tools[j]] * n
+                row_contexts += list(call.contexts) if call.contexts else [()] * n
+                row_decisions += list(call.decisions) if call.decisions else [None] * n
+            episodes = self._rollout(
+                model, tokenizer, queries, row_tools, settings, row_contexts, row_decisions, sampler
+            )
+            start = 0
+            for j in missing:
+                known[j] = episodes[start : start + len(calls[j].items)]
+                start += len(calls[j].items)
+                if keys[j] is not None:
+                    self.answers.put(keys[j], known[j])
+        interactions = []
+        for call, episodes in zip(calls, known, strict=True):
+            with self._in_phase(call.phase):
+                interactions.append(self.score(call.items, episodes))
+        return interactions
+
+    def _in_phase(self, phase: int | None) -> AbstractContextManager:
+        return self.as_of(phase) if phase is not None else nullcontext()
+
+    def _rollout(
+        self, model, tokenizer, queries, tools, settings, contexts, decisions, sampler
+    ) -> list[Episode]:
+        """The one rollout, timed (``generation_seconds``); a NaN or infinite probability is ``Diverged``."""
         started = time.perf_counter()
         try:
-            episodes = rollout(
+            return rollout(
                 model,
                 tokenizer,
                 queries,
-                [tool] * len(repeated),
+                tools,
                 settings,
-                repeated_contexts,
-                repeated_decisions,
+                contexts if any(contexts) else None,
+                decisions if any(decisions) else None,
                 self.protocol,
                 sampler=sampler,
             )
@@ -238,9 +305,6 @@ class Session:
             ) from error
         finally:
             self.generation_seconds += time.perf_counter() - started
-        if key is not None:
-            self.answers.put(key, episodes)
-        return self.score(repeated, episodes)
 
     def score(self, items: Sequence[Item], episodes: Sequence[Episode]) -> Interaction:
         """Rewards, components and the user's corrections for already generated episodes."""

@@ -41,13 +41,14 @@ def empty_store():
 
 
 def _run(config, tracker, answer_cache: bool, monkeypatch) -> tuple[str, int]:
-    """A tracked run of ``config``; returns its run id and how many rollouts the session generated."""
+    """A tracked run of ``config``; returns its run id and how many answers (rollout rows) the session
+    generated."""
     calls = [0]
     rollout = session_module.rollout
 
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return rollout(*args, **kwargs)
+    def counted(model, tokenizer, queries, *args, **kwargs):
+        calls[0] += len(queries)
+        return rollout(model, tokenizer, queries, *args, **kwargs)
 
     monkeypatch.setattr(session_module, "rollout", counted)
     run = tracker.start_run("answer-cache", f"{config.run_name()}-{answer_cache}")
