@@ -1,4 +1,4 @@
-"""Wall time of one small sweep with one local worker versus two (``harness sweep --workers N``).
+"""Wall time of one small sweep, or grid, with one local worker versus two (``--workers N``).
 
 The same study each time, from scratch in its own temp directory (fresh journal file, fresh
 MLflow SQLite store): the adapter with GRPO on the default suite, tiny builtin base, a TPE sweep
@@ -11,6 +11,10 @@ workers slow each other down when they share the CPU.
 
     python benchmarks/sweep_workers.py [--trials 6] [--events 256 2048] [--repeats 2]
         [--out benchmarks/results/sweep_workers.json]
+
+``--grid`` measures ``harness run --workers N`` instead: the same experiment without the sweep, a grid
+of ``--trials`` runs (seeds 0 to trials - 1, the default reward weights); each run's duration is its
+MLflow start and end time.
 
 Writes the JSON and prints a Markdown table. Machine load is recorded because the CPU may be
 shared. No timing assertions anywhere.
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import yaml
 from optuna.storages import JournalStorage
@@ -40,9 +45,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "sweep_workers.json"
 NAME = "bench_sweep"
 
 
-def experiment(trials: int, events: int) -> dict:
-    """The benchmark's experiment file: adapter + GRPO, a TPE sweep of two reward weights."""
-    return {
+def experiment(trials: int, events: int, grid: bool = False) -> dict:
+    """The benchmark's experiment file: adapter + GRPO, a TPE sweep of two reward weights (``grid``: no
+    sweep, one run per seed 0 to ``trials`` - 1)."""
+    file = {
         "name": NAME,
         "backbone": "builtin:tiny",
         "task": {"suite": "default", "batch_size": 4},
@@ -61,27 +67,39 @@ def experiment(trials: int, events: int) -> dict:
             "n_trials": trials,
         },
     }
+    if grid:
+        del file["sweep"]
+        file["seeds"] = list(range(trials))
+    return file
 
 
-def run_once(workers: int, trials: int, events: int) -> dict:
-    """One sweep from scratch with ``workers`` local workers: wall seconds and trial statistics."""
+def run_once(workers: int, trials: int, events: int, grid: bool = False) -> dict:
+    """One sweep (or grid) from scratch with ``workers`` local workers: wall seconds and trial statistics."""
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
         directory = Path(scratch)
         file = directory / f"{NAME}.yaml"
-        file.write_text(yaml.safe_dump(experiment(trials, events), sort_keys=False))
+        file.write_text(yaml.safe_dump(experiment(trials, events, grid), sort_keys=False))
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "HARNESS_TRACKING_URI": f"sqlite:///{directory / 'mlflow.db'}",
             "PYTHONPATH": str(ROOT),
         }
-        command = [sys.executable, "-m", "experiments.cli", "sweep", str(file), "--workers", str(workers)]
+        verb = "run" if grid else "sweep"
+        command = [sys.executable, "-m", "experiments.cli", verb, str(file), "--workers", str(workers)]
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         done = subprocess.run([*command, "--quiet"], cwd=directory, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
-            raise SystemExit(f"sweep with {workers} workers failed:\n{done.stderr[-3000:]}")
+            raise SystemExit(f"{verb} with {workers} workers failed:\n{done.stderr[-3000:]}")
+        if grid:
+            measured = {"workers": workers, "wall_seconds": round(wall, 2)}
+            return (
+                measured
+                | _grid_runs(env["HARNESS_TRACKING_URI"])
+                | {"load_average_before": round(load_before, 2)}
+            )
         storage = JournalStorage(JournalFileBackend(str(directory / "optuna-journal" / f"{NAME}.log")))
         study = optuna.load_study(study_name=NAME, storage=storage)
         complete = study.get_trials(states=(TrialState.COMPLETE,))
@@ -95,6 +113,19 @@ def run_once(workers: int, trials: int, events: int) -> dict:
             "worker_processes_used": len({t.user_attrs.get("worker_pid") for t in complete}),
             "load_average_before": round(load_before, 2),
         }
+
+
+def _grid_runs(tracking_uri: str) -> dict:
+    """The grid's finished runs in the MLflow store: how many, their mean duration."""
+    client = mlflow.MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    durations = [(r.info.end_time - r.info.start_time) / 1000 for r in finished]
+    return {
+        "complete_trials": len(finished),
+        "all_trials": len(runs),
+        "mean_trial_seconds": round(statistics.mean(durations), 2),
+    }
 
 
 def summarize(measurements: list[dict], events: int) -> dict:
@@ -122,6 +153,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=2, help="Measurements per worker count and size.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--grid", action="store_true", help="a grid of --trials runs (harness run) instead of a sweep"
+    )
     args = parser.parse_args()
     subprocess.run(
         [sys.executable, "-m", "experiments.cli", "base", "build", "--backbone", "builtin:tiny"],
@@ -133,11 +167,12 @@ def main() -> None:
     for events in args.events:
         for _ in range(args.repeats):
             for workers in (1, 2):
-                measurements.append({"events": events, **run_once(workers, args.trials, events)})
+                measurements.append({"events": events, **run_once(workers, args.trials, events, args.grid)})
                 print(json.dumps(measurements[-1]), flush=True)
     sizes = [summarize(measurements, events) for events in args.events]
     result = {
         "benchmark": "sweep_workers",
+        "command": "harness run (a grid of one run per seed)" if args.grid else "harness sweep",
         "study": {"trials": args.trials, "seeds_per_trial": 1, "paradigm": "adapter", "algorithm": "grpo"},
         "machine": {
             "cpu_count": os.cpu_count(),

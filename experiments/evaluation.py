@@ -95,6 +95,15 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
     return total / max(count, 1)
 
 
+#: Backbones up to this many parameters answer an evaluation's parts in one batch, bigger ones one batch
+#: per part. A forward pass of the builtin base (350 k parameters) costs about the same for 1 or 200 rows,
+#: so one batch halves its evaluations (``full_ft`` + ``grpo``: 0.31 s against 0.17 s, one process); a
+#: real model's pass costs in proportion to rows x positions, and one batch pads every part's prompts to
+#: the longest and runs every row to the longest answer (SmolLM2-135M, an ``adapter`` evaluation: 100 s
+#: per part against 119 s together). ``docs/performance.md`` has both measurements.
+PARTS_TOGETHER_MAX_PARAMETERS = 10_000_000
+
+
 @dataclass
 class Evaluator:
     """Evaluates a paradigm's current policy on a run's fixed evaluation items.
@@ -111,6 +120,8 @@ class Evaluator:
     the world they are resolved in; ``knowledge`` the knowledge probe (``tasks.probes.knowledge_probe``,
     scored on the value: ``eval/general_knowledge``, what ``eval/forgetting`` is measured on). The
     ``base_*`` fields are the untouched base's values (:meth:`measure_base`, before any evaluation).
+    ``parts_together`` answers an evaluation's parts in one batched rollout (else one per part; the same
+    answers to floating-point rounding, a question of speed: :data:`PARTS_TOGETHER_MAX_PARAMETERS`).
     """
 
     session: Session
@@ -126,6 +137,7 @@ class Evaluator:
     knowledge: list[Item] = field(default_factory=list)
     base_general_knowledge: float | None = None
     base_instruction_following: float | None = None
+    parts_together: bool = True
 
     def measure_base(self, model, tokenizer) -> dict[str, float]:
         """The untouched base's probe scores (no notes, no tool policy), kept and returned by metric name.
@@ -180,8 +192,12 @@ class Evaluator:
         return Call(items, contexts, with_tool, decisions, phase)
 
     def _answer_all(self, paradigm: Paradigm, calls: list[Call]) -> list[Interaction]:
-        """``calls`` answered by the paradigm's policy now, in one batched rollout (what the cache lacks)."""
-        return self.session.interact_together(paradigm.model, paradigm.tokenizer, calls, self.settings)
+        """``calls`` answered by the paradigm's policy now: in one batched rollout of what the cache lacks
+        (``parts_together``), or one rollout per call."""
+        model, tokenizer = paradigm.model, paradigm.tokenizer
+        if self.parts_together:
+            return self.session.interact_together(model, tokenizer, calls, self.settings)
+        return [self.session.interact_together(model, tokenizer, [c], self.settings)[0] for c in calls]
 
     def answer_personal(self, paradigm: Paradigm) -> Interaction:
         """The personal evaluation questions answered by the paradigm's policy now, scored: what
@@ -198,8 +214,8 @@ class Evaluator:
         consumed; None before any): the items the user has changed by then give
         ``eval/updating_accuracy``. Needs :meth:`measure_base` first (forgetting is measured against it).
         Every question of the evaluation (personal, general probe with and without notes, instruction,
-        drift-phase and updated items) is answered in one batched rollout (``Session.interact_together``),
-        each part in its own world and scored on its own.
+        drift-phase and updated items) is answered in one batched rollout (``Session.interact_together``)
+        when ``parts_together``, each part in its own world and scored on its own.
         """
         if self.base_general_accuracy is None or self.base_general_knowledge is None:
             raise RuntimeError("Evaluator.measure_base must run before the first evaluation")

@@ -24,7 +24,7 @@ from experiments.backbones import resolve_backbone
 from experiments.base import RECIPES
 from experiments.config import Experiment, RunConfig
 from experiments.consumed import ConsumedStream
-from experiments.evaluation import Evaluator, _mean
+from experiments.evaluation import PARTS_TOGETHER_MAX_PARAMETERS, Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
 from experiments.seeding import isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, group_labels
@@ -219,6 +219,7 @@ def assemble(
         instructions=suite.instruction_eval(config.seed, options, user),
         updated=[suite.updated_eval(user, options, phase) for phase in range(suite.n_phases)],
         knowledge=probes.knowledge_probe(world),
+        parts_together=backbone.parameter_count() <= PARTS_TOGETHER_MAX_PARAMETERS,
     )
     # forgetting's reference point: the base before any paradigm touches it
     with isolated_rng(), session.fixed_weights():

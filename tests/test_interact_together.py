@@ -106,3 +106,30 @@ def test_each_call_is_cached_on_its_own(tiny_base, monkeypatch):
         assert (cache.hits, cache.misses) == (3, 4)
     assert rollouts == [14, len(calls[2].items) + len(calls[3].items)]  # only the calls not stored
     assert [_view(i) for i in again[:2]] == [_view(i) for i in first]
+
+
+def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(tiny_base, monkeypatch):
+    """The evaluator's two ways (``parts_together``: one rollout, or one per part) give equal metrics."""
+    parts = assemble(load_experiment(SMOKE, [TINY, "task.suite=drift"]).runs()[0], progress=False)
+    assert parts.evaluator.parts_together  # a small backbone answers its parts together
+    parts.session.answers = None
+    rollouts = []
+    rollout = session_module.rollout
+
+    def counted(model, tokenizer, queries, *args, **kwargs):
+        rollouts.append(len(queries))
+        return rollout(model, tokenizer, queries, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "rollout", counted)
+    measured, rows = {}, {}
+    for together in (True, False):
+        parts.evaluator.parts_together = together
+        rollouts.clear()
+        metrics = parts.evaluator.evaluate(parts.paradigm, stream_phase=parts.session.suite.n_phases - 1)
+        measured[together] = {k: v for k, v in metrics.items() if "seconds" not in k and "rss" not in k}
+        rows[together] = list(rollouts)
+    phases = sum(bool(items) for items in parts.evaluator.phases)
+    # personal, probe, instructions, each drift phase's items, the updated ones: one rollout or one each
+    assert len(rows[True]) == 1 and len(rows[False]) == 3 + phases + 1
+    assert rows[True] == [sum(rows[False])]
+    assert measured[True] == measured[False]
