@@ -116,9 +116,11 @@ def run_once(workers: int, trials: int, events: int, grid: bool = False) -> dict
 
 
 def _grid_runs(tracking_uri: str) -> dict:
-    """The grid's finished runs in the MLflow store: how many, their mean duration."""
+    """The grid's finished runs in the MLflow store (not the invocation's parent run): how many, their
+    mean duration."""
     client = mlflow.MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id])
+    runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     finished = [r for r in runs if r.info.status == "FINISHED"]
     durations = [(r.info.end_time - r.info.start_time) / 1000 for r in finished]
     return {

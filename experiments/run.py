@@ -26,7 +26,7 @@ from experiments.config import Experiment, RunConfig
 from experiments.consumed import ConsumedStream
 from experiments.evaluation import PARTS_TOGETHER_MAX_PARAMETERS, Evaluator, _mean
 from experiments.peak_memory import reset_peak_rss
-from experiments.seeding import isolated_rng, seed_everything
+from experiments.seeding import TORCH_THREADS_TAG, isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, group_labels
 from paradigms import PARADIGMS
 from paradigms.backbone import Backbone, load_backbone
@@ -255,7 +255,12 @@ def execute(
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
-        run.set_tags({CPU_CAPABILITY_TAG: parts.seeds["cpu_capability"]})
+        run.set_tags(
+            {
+                CPU_CAPABILITY_TAG: parts.seeds["cpu_capability"],
+                TORCH_THREADS_TAG: str(parts.seeds["torch_threads"]),
+            }
+        )
         run.log_dataset(parts.stream, f"{config.task.suite}-stream-s{config.seed}", "training")
         run.log_dataset(parts.personal_eval, f"{config.task.suite}-eval-s{config.seed}", "evaluation")
     drifts = session.suite.n_phases > 1

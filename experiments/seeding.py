@@ -12,6 +12,9 @@ import torch
 
 from paradigms.cpu_kernels import cpu_capability
 
+#: The run tag holding the torch thread count the run computed with (``seed_everything``'s record).
+TORCH_THREADS_TAG = "torch_threads"
+
 
 def seed_everything(seed: int) -> dict[str, object]:
     """Seed Python, NumPy and torch, and make torch's CPU kernels deterministic.
@@ -19,7 +22,8 @@ def seed_everything(seed: int) -> dict[str, object]:
     The data order needs no global seed: the user, the stream and the evaluation items are
     drawn from their own generators named after ``seed`` (``tasks.suites``, ``tasks.users``),
     so they are the same for every paradigm. Returns what was set, for logging, with the CPU
-    kernels torch runs (``paradigms.cpu_kernels``: the same seed on other kernels gives other sums).
+    kernels torch runs (``paradigms.cpu_kernels``: the same seed on other kernels gives other sums) and
+    its thread count (another count rounds sums differently).
     """
     random.seed(seed)
     np.random.seed(seed)
@@ -40,6 +44,8 @@ def seed_everything(seed: int) -> dict[str, object]:
         "torch_deterministic_algorithms": True,
         "torch_fill_uninitialized_memory": False,
         "cpu_capability": cpu_capability(),
+        # CPU kernels split their sums by thread, so the count decides the last bits of every float
+        "torch_threads": torch.get_num_threads(),
         "data_order": f"derived from seed {seed} (user-{seed}, stream-<suite>-{seed})",
     }
 

@@ -61,6 +61,7 @@ def test_runs_nest_under_one_parent_with_contract_tags_params_and_steps(tracking
         assert "version.torch" in child.data.tags
         assert child.data.tags["cpu_capability"] == cpu_capability()  # the kernels the run ran
         assert child.data.tags["cpu_model"] == cpu_model()
+        assert int(child.data.tags["torch_threads"]) >= 1  # the count the run's kernels split sums by
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "eval/personal_accuracy")]
         assert steps == [0, 8, 16]  # evaluated at the start, every 8 feedback events, and at the end
         train_steps = [m.step for m in client.get_metric_history(child.info.run_id, "train/reward")]
