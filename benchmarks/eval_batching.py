@@ -2,7 +2,8 @@
 
 A run of the experiment's arm (default ``experiments/comparison.yaml`` on the builtin base, seed 0, one
 torch thread) is assembled and trained whole by the runner (``experiments.run.execute``, no MLflow);
-then its final policy is evaluated ``--repeats`` times each way, alternating, without the answer cache:
+then its final policy is evaluated ``--repeats`` times each way, alternating, without the answer cache
+(``--at-start``: the untouched policy of the assembled run instead, no training, as at evaluation 0):
 ``Evaluator.parts_together`` on (every part's questions in one rollout) and off (one rollout per part).
 Reports the median seconds per evaluation each way, their ratio, and whether the metrics were equal
 (wall time and memory left out). ``experiments.evaluation.PARTS_TOGETHER_MAX_PARAMETERS`` decides which
@@ -12,6 +13,8 @@ way a run takes; this is the measurement behind it.
         --out benchmarks/results/eval_batching.json
     python benchmarks/eval_batching.py --backbone smollm2 --arms adapter:grpo --repeats 2 \
         --set budget.feedback_events=16 --out benchmarks/results/eval_batching_smollm2.json
+    python benchmarks/eval_batching.py --backbone smollm2 --arms adapter:grpo --repeats 2 --at-start \
+        --out benchmarks/results/eval_batching_smollm2_start.json
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import eval_share
 
 from experiments import evaluation
-from experiments.run import execute
+from experiments.run import assemble, execute
 
 
 def _final_parts(config):
@@ -46,8 +49,12 @@ def _final_parts(config):
     return kept["evaluator"], kept["paradigm"], kept["phase"]
 
 
-def measure(config, repeats: int) -> dict:
-    evaluator, paradigm, phase = _final_parts(config)
+def measure(config, repeats: int, at_start: bool = False) -> dict:
+    if at_start:
+        parts = assemble(config, progress=False)
+        evaluator, paradigm, phase = parts.evaluator, parts.paradigm, None
+    else:
+        evaluator, paradigm, phase = _final_parts(config)
     evaluator.session.answers = None
     seconds = {True: [], False: []}
     metrics = {}
@@ -62,7 +69,7 @@ def measure(config, repeats: int) -> dict:
     return {
         "arm": eval_share.arm_name(config),
         "backbone": config.backbone,
-        "feedback_events": config.budget.feedback_events,
+        "feedback_events": 0 if at_start else config.budget.feedback_events,
         "seconds_per_part": seconds[False],
         "seconds_together": seconds[True],
         "median_seconds_per_part": per_part,
@@ -82,13 +89,14 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["full_ft:grpo", "adapter:grpo"])
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--at-start", action="store_true", help="evaluate the untouched policy (no training)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
     rows = []
     for config in configs:
-        row = measure(config, args.repeats)
+        row = measure(config, args.repeats, args.at_start)
         rows.append(row)
         print(
             f"{row['arm']:14s} per part {row['median_seconds_per_part']:7.2f}s "

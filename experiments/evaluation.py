@@ -97,10 +97,11 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
 
 #: Backbones up to this many parameters answer an evaluation's parts in one batch, bigger ones one batch
 #: per part. A forward pass of the builtin base (350 k parameters) costs about the same for 1 or 200 rows,
-#: so one batch halves its evaluations (``full_ft`` + ``grpo``: 0.31 s against 0.17 s, one process); a
+#: so one batch nearly halves its evaluations (``full_ft`` + ``grpo``: 0.42 s against 0.26 s); a
 #: real model's pass costs in proportion to rows x positions, and one batch pads every part's prompts to
-#: the longest and runs every row to the longest answer (SmolLM2-135M, an ``adapter`` evaluation: 100 s
-#: per part against 119 s together). ``docs/performance.md`` has both measurements.
+#: the longest and runs every row to the longest answer (SmolLM2-135M, an ``adapter`` evaluation: 141 s
+#: per part against 172 s together at a run's start, 132 s against 129 s after 16 events).
+#: ``benchmarks/eval_batching.py`` measures it; ``docs/performance.md`` has the figures.
 PARTS_TOGETHER_MAX_PARAMETERS = 10_000_000
 
 

@@ -22,10 +22,10 @@ block nothing is cached. Sampled calls (temperature above 0) are never cached: s
 random draws and change everything drawn after it.
 
 On a small backbone an evaluation answers its calls together (``Session.interact_together``): each is
-looked up and stored on its own, and the ones not served share one batched rollout. A row's logits then carry the rounding of that
-batch's shape, so "a function of" holds to floating-point rounding, which decides a greedy token only
-where its two best logits tie to within it: on the builtin comparison grid every metric of every arm
-came out bit-identical to answering each call alone (``docs/performance.md``).
+looked up and stored on its own, and the ones not served share one batched rollout. A row's logits then
+carry the rounding of that batch's shape, so "a function of" holds to floating-point rounding, which
+decides a greedy token only where its two best logits tie to within it: on the builtin comparison grid
+every metric came out as answering each call alone gave it (``docs/performance.md``).
 """
 
 from __future__ import annotations

@@ -225,8 +225,8 @@ class Session:
         Each call keeps its own cache entry (served and stored as if made alone), its own tool (its
         ``phase``'s world, or the current one) and is scored in its phase; the calls the cache does not
         serve are answered by one batched rollout, their rows side by side (the evaluator's parts: one
-        ``generate`` per round instead of one per part; on the builtin base an evaluation takes about
-        half the time). A row's tokens are those it gets in a call of its own up to floating-point
+        ``generate`` per round instead of one per part; on the builtin base an evaluation takes 0.5-0.6 of
+        the time). A row's tokens are those it gets in a call of its own up to floating-point
         rounding, which depends on the batch's shape (CPU matrix products round differently by shape)
         and can change a greedy token only where the two best logits tie to within it.
         """
