@@ -39,6 +39,11 @@ def readme_table(header: str, text: str = README) -> pd.DataFrame:
     return pd.DataFrame(body, columns=columns).set_index(columns[0])
 
 
+def committed_table(directory: str) -> pd.DataFrame:
+    """``results/<directory>/table.csv`` by group, empty cells kept as empty strings."""
+    return pd.read_csv(RESULTS / directory / "table.csv", keep_default_na=False).set_index("group")
+
+
 def interval(frame: pd.DataFrame, group: str, key: str) -> str:
     """``IQM [low, high]`` of ``key`` for ``group``, at the README's two decimals."""
     row = frame.loc[group]
@@ -56,7 +61,7 @@ def same_decimals(quoted: str, value: float) -> bool:
 
 @pytest.fixture(scope="module")
 def builtin():
-    table = pd.read_csv(RESULTS / "comparison" / "table.csv", keep_default_na=False).set_index("group")
+    table = committed_table("comparison")
     continual = pd.read_csv(RESULTS / "comparison" / "continual.csv").set_index("group")
     return table, continual
 
@@ -69,7 +74,7 @@ def builtin():
     ],
 )
 def test_the_builtin_comparison_tables_are_the_committed_tables(directory, header):
-    table = pd.read_csv(RESULTS / directory / "table.csv", keep_default_na=False).set_index("group")
+    table = committed_table(directory)
     quoted = readme_table(header)
     assert sorted(quoted.index) == sorted(table.index)  # every group, each once
     for group, row in quoted.iterrows():
@@ -115,7 +120,7 @@ def test_the_probes_paragraph_quotes_the_committed_runs():
     both = re.search(r"memory and the oracle (\S+) on the general probe", paragraph).group(1)
     assert same_decimals(both, general.loc["memory", "drop.iqm"])
     assert same_decimals(both, general.loc["oracle", "drop.iqm"])
-    table = pd.read_csv(RESULTS / "comparison" / "table.csv", keep_default_na=False).set_index("group")
+    table = committed_table("comparison")
     knowledge, instruction = re.search(
         r"now (\S+ \[\S+ \S+\]) knowledge forgetting and (\S+ \[\S+ \S+\]) instruction override", paragraph
     ).groups()
