@@ -57,14 +57,16 @@ def measure(config, repeats: int, at_start: bool = False) -> dict:
         evaluator, paradigm, phase = _final_parts(config)
     evaluator.session.answers = None
     seconds = {True: [], False: []}
-    metrics = {}
+    metrics: dict[bool, list[dict]] = {True: [], False: []}
     for _ in range(repeats):
         for together in (False, True):
             evaluator.parts_together = together
             started = time.perf_counter()
             result = evaluator.evaluate(paradigm, phase)
             seconds[together].append(time.perf_counter() - started)
-            metrics[together] = {k: v for k, v in result.items() if "seconds" not in k and "rss" not in k}
+            metrics[together].append(
+                {k: v for k, v in result.items() if "seconds" not in k and "rss" not in k}
+            )
     per_part, together = statistics.median(seconds[False]), statistics.median(seconds[True])
     return {
         "arm": eval_share.arm_name(config),
@@ -75,7 +77,7 @@ def measure(config, repeats: int, at_start: bool = False) -> dict:
         "median_seconds_per_part": per_part,
         "median_seconds_together": together,
         "together_over_per_part": together / per_part,
-        "same_metrics": metrics[True] == metrics[False],
+        "same_metrics": metrics[True] == metrics[False],  # at every repeat
         "load_average_1min": os.getloadavg()[0],
     }
 

@@ -129,11 +129,11 @@ class Timings:
                 return answer_all(self, paradigm, calls)
             finally:
                 timings.seconds["answering"] += time.perf_counter() - started
-                served = _hits(self.session) - hits
+                served = _hits(self.session) - hits  # requests: all calls together, or one call each
                 for label, call in zip(labels, calls, strict=True):
                     timings.calls[label] += 1
                     timings.questions[label] += len(call.items)
-                timings.cached["calls"] += served
+                timings.cached["calls"] += len(calls) if served and self.parts_together else served
 
         def counted_rollout(model, tokenizer, queries, *args, **kwargs):
             if state["evaluating"]:
@@ -226,6 +226,7 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "parts_share_of_evaluation": {k: v / evaluating for k, v in parts.items()} if evaluating else {},
         "part_calls": dict(timings.calls),
         "part_calls_from_cache": timings.cached.get("calls", 0),
+        "part_calls_answering": sum(timings.calls.get(part, 0) for part in QUESTION_PARTS),
         "measure_base_calls_from_cache": timings.cached.get("measure_base", 0),
         "evaluation_rollouts": timings.rollouts,
         "evaluation_rows_generated": timings.generated_rows,

@@ -3,12 +3,14 @@
 A greedy rollout (temperature 0) draws no random number: its episodes are a function of the model
 (its code, configuration and weights), the tokenizer, the prompts (queries and the notes placed in
 them), the tool decisions, the search tool's knowledge base, the generation settings and the protocol.
-``AnswerCache`` keeps the episodes of such a call under a key made of exactly these and hands back a
-copy when the identical call comes again, so a run's evaluations stop regenerating what they already
-know: a ``frozen`` run's evaluations after the first, the general probe a ``full_ft`` run's first
-evaluation shares with the untouched base's (``Evaluator.measure_base``), a notes paradigm's general
-probe without notes. The stored calls are shared by every session of the process (a grid's runs): the
-runs of one user (seed) that start from the untouched base without notes (``frozen``, ``memory``,
+``AnswerCache`` keeps the episodes of such a request under a key made of exactly these and hands back a
+copy when the identical request comes again, so a run's evaluations stop regenerating what they already
+know: a ``frozen`` run's evaluations after the first (until a drift phase changes the items or the tool),
+and, where an evaluation answers part by part (a backbone above
+``experiments.evaluation.PARTS_TOGETHER_MAX_PARAMETERS``), the general probe a ``full_ft`` run's first
+evaluation shares with the untouched base's (``Evaluator.measure_base``) and a notes paradigm's general
+probe without notes. The stored requests are shared by every session of the process (a grid's runs):
+the runs of one user (seed) that start from the untouched base without notes (``frozen``, ``memory``,
 ``full_ft``) answer their first evaluation once between them, and the base's general probe is answered
 once per backbone, user and probe.
 
@@ -21,11 +23,11 @@ which the caller promises the weights do not change (the runner wraps each evalu
 block nothing is cached. Sampled calls (temperature above 0) are never cached: serving one would skip its
 random draws and change everything drawn after it.
 
-On a small backbone an evaluation answers its calls together (``Session.interact_together``): each is
-looked up and stored on its own, and the ones not served share one batched rollout. A row's logits then
-carry the rounding of that batch's shape, so "a function of" holds to floating-point rounding, which
-decides a greedy token only where its two best logits tie to within it: on the builtin comparison grid
-every metric came out as answering each call alone gave it (``docs/performance.md``).
+Calls answered together (``Session.interact_together``, an evaluation's parts on a small backbone) are
+one batched rollout, and a row's logits carry the rounding of its batch's shape. So the key is the whole
+request's: every call's :func:`call_identity` in order, and a request is served only whole. A served
+answer is then always the one its own batch computes, whatever the process answered before (another
+run of a grid, or no cache at all), and what a run logs never depends on what the store held.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ from paradigms.agent import Episode, GenerationSettings
 from tasks.items import Query
 from tasks.search import SearchTool
 
-#: Calls kept by the process (least recently used dropped first): a run makes about six per evaluation,
-#: each a few hundred kB at most (72 chat episodes of ~300 prompt tokens: ~0.3 MB).
+#: Requests kept by the process (least recently used dropped first): a run makes one per evaluation on a
+#: small backbone, about six on a large one, each a few hundred kB at most (72 chat episodes of ~300
+#: prompt tokens: ~0.3 MB; an evaluation of the builtin base, ~220 short episodes, about as much).
 MAX_ENTRIES = 128
 
 
@@ -91,6 +94,24 @@ def tokenizer_digest(tokenizer) -> str:
     return digest.hexdigest()
 
 
+def call_identity(
+    queries: Sequence[Query],
+    contexts: Sequence[Sequence[str]] | None,
+    decisions: Sequence[str | None] | None,
+    tool: SearchTool | None,
+) -> Hashable:
+    """What one call's rows are generated from besides the model, tokenizer, settings and protocol: the
+    queries, the notes in each prompt, the tool decisions and the search tool. Two calls with equal
+    identities in one request get the same episodes."""
+    n = len(queries)
+    return (
+        tool_key(tool),
+        tuple(queries),
+        tuple(tuple(c) for c in contexts) if contexts else ((),) * n,
+        tuple(decisions) if decisions else (None,) * n,
+    )
+
+
 def tool_key(tool: SearchTool | None) -> Hashable:
     """What the search tool answers from: its knowledge base, result count and protocol (None: no tool)."""
     if tool is None:
@@ -98,13 +119,13 @@ def tool_key(tool: SearchTool | None) -> Hashable:
     return (tool.lines, tool.max_results, tool.protocol.name)
 
 
-#: The calls every session of the process shares (``AnswerCache(entries=...)`` for a private store).
+#: The requests every session of the process shares (``AnswerCache(entries=...)`` for a private store).
 SHARED: OrderedDict[Hashable, list[Episode]] = OrderedDict()
 
 
 class AnswerCache:
     """Episodes of greedy rollouts, keyed by everything they depend on; ``hits``/``misses`` count this
-    cache's calls. ``entries`` is where calls are stored: the process's :data:`SHARED` by default."""
+    cache's requests. ``entries`` is where requests are stored: the process's :data:`SHARED` by default."""
 
     def __init__(
         self, entries: OrderedDict[Hashable, list[Episode]] | None = None, max_entries: int = MAX_ENTRIES
@@ -117,7 +138,7 @@ class AnswerCache:
 
     @contextmanager
     def fixed_weights(self) -> Iterator[None]:
-        """Inside the block, greedy calls are served from and stored in the cache.
+        """Inside the block, greedy requests are served from and stored in the cache.
 
         The caller promises that no model used inside changes its weights before the block ends (each
         model's digest is taken once, at its first call). Blocks do not nest.
@@ -143,20 +164,12 @@ class AnswerCache:
         return known[1]
 
     def key(
-        self,
-        model,
-        tokenizer,
-        queries: Sequence[Query],
-        contexts: Sequence[Sequence[str]] | None,
-        decisions: Sequence[str | None] | None,
-        tool: SearchTool | None,
-        settings: GenerationSettings,
-        protocol_name: str,
-    ) -> Hashable | None:
-        """The call's key, or None when it must not be cached (sampled, or outside ``fixed_weights``)."""
+        self, model, tokenizer, settings: GenerationSettings, protocol_name: str, calls: Sequence[Hashable]
+    ):
+        """The key of a request (``calls``: each call's :func:`call_identity`, in order), or None when it must
+        not be cached (sampled, or outside ``fixed_weights``)."""
         if not self.active or settings.temperature > 0:
             return None
-        n = len(queries)
         return (
             self._digest(model, computation_digest),
             self._digest(tokenizer, tokenizer_digest),
@@ -164,10 +177,7 @@ class AnswerCache:
             torch.are_deterministic_algorithms_enabled(),
             protocol_name,
             settings,
-            tool_key(tool),
-            tuple(queries),
-            tuple(tuple(c) for c in contexts) if contexts else ((),) * n,
-            tuple(decisions) if decisions else (None,) * n,
+            tuple(calls),
         )
 
     def get(self, key: Hashable | None) -> list[Episode] | None:
@@ -183,7 +193,8 @@ class AnswerCache:
         return copy.deepcopy(episodes)
 
     def put(self, key: Hashable | None, episodes: Sequence[Episode]) -> None:
-        """Store a copy of a call's episodes (nothing when ``key`` is None)."""
+        """Store a copy of a request's episodes, its distinct calls' rows in order (nothing when ``key`` is
+        None)."""
         if key is None:
             return
         self._entries[key] = copy.deepcopy(list(episodes))

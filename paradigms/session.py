@@ -9,15 +9,16 @@ log. Nothing here knows about MLflow or the runner.
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from datasets import Dataset
 
 from paradigms.agent import Episode, GenerationSettings, Sampler, rollout
-from paradigms.answer_cache import AnswerCache
+from paradigms.answer_cache import AnswerCache, call_identity
 from tasks import rewards
 from tasks.items import Item
 from tasks.protocols import FORMAT_SUBJECT, PROTOCOLS, Protocol, Statement
@@ -220,42 +221,44 @@ class Session:
         settings: GenerationSettings | None = None,
         sampler: Sampler | None = None,
     ) -> list[Interaction]:
-        """:meth:`interact` for several calls at once: what the cache does not serve is one rollout.
+        """:meth:`interact` for several calls at once, in one batched rollout.
 
-        Each call keeps its own cache entry (served and stored as if made alone), its own tool (its
-        ``phase``'s world, or the current one) and is scored in its phase; the calls the cache does not
-        serve are answered by one batched rollout, their rows side by side (the evaluator's parts: one
-        ``generate`` per round instead of one per part; on the builtin base an evaluation takes 0.5-0.6 of
-        the time). A row's tokens are those it gets in a call of its own up to floating-point
-        rounding, which depends on the batch's shape (CPU matrix products round differently by shape)
-        and can change a greedy token only where the two best logits tie to within it.
+        Each call gets its own tool (its ``phase``'s world, or the current one) and is scored in its
+        phase; calls with equal prompts, notes, decisions and tool share one set of rows (each gets a
+        copy); the distinct calls' rows are one rollout side by side (the evaluator's parts: one
+        ``generate`` per round instead of one per part). A row's tokens are those it gets in a call of
+        its own up to floating-point rounding, which depends on the batch's shape (CPU matrix products
+        round differently by shape) and can change a greedy token only where the two best logits tie
+        to within it. So the answer cache keeps the request whole (``AnswerCache.key`` of every call):
+        it is served only when the same calls come again, and a served answer is what this batch
+        computes.
         """
         settings = settings or self.generation
-        tools, keys, known = [], [], []
+        tools = []
         for call in calls:
+            if call.contexts is not None and len(call.contexts) != len(call.items):
+                raise ValueError(f"a call has {len(call.items)} items but {len(call.contexts)} contexts")
+            if call.decisions is not None and len(call.decisions) != len(call.items):
+                raise ValueError(f"a call has {len(call.items)} items but {len(call.decisions)} decisions")
             with self._in_phase(call.phase):
-                tool = self.tool() if call.search else None
-            tools.append(tool)
-            key = (
-                self.answers.key(
-                    model,
-                    tokenizer,
-                    [i.query for i in call.items],
-                    call.contexts,
-                    call.decisions,
-                    tool,
-                    settings,
-                    self.protocol.name,
-                )
-                if self.answers is not None and sampler is None
-                else None
+                tools.append(self.tool() if call.search else None)
+        identities = [
+            call_identity([i.query for i in call.items], call.contexts, call.decisions, tool)
+            for call, tool in zip(calls, tools, strict=True)
+        ]
+        first: dict[Hashable, int] = {}  # each distinct call's first position
+        for j, identity in enumerate(identities):
+            first.setdefault(identity, j)
+        distinct = list(first.values())
+        key = None
+        if self.answers is not None and sampler is None:
+            key = self.answers.key(
+                model, tokenizer, settings, self.protocol.name, [identities[j] for j in distinct]
             )
-            keys.append(key)
-            known.append(self.answers.get(key) if key is not None else None)
-        missing = [j for j, episodes in enumerate(known) if episodes is None]
-        if missing:
+        episodes = self.answers.get(key) if key is not None else None
+        if episodes is None:
             queries, row_tools, row_contexts, row_decisions = [], [], [], []
-            for j in missing:
+            for j in distinct:
                 call, n = calls[j], len(calls[j].items)
                 queries += [i.query for i in call.items]
                 row_tools += [tools[j]] * n
@@ -264,12 +267,16 @@ class Session:
             episodes = self._rollout(
                 model, tokenizer, queries, row_tools, settings, row_contexts, row_decisions, sampler
             )
-            start = 0
-            for j in missing:
-                known[j] = episodes[start : start + len(calls[j].items)]
-                start += len(calls[j].items)
-                if keys[j] is not None:
-                    self.answers.put(keys[j], known[j])
+            if key is not None:
+                self.answers.put(key, episodes)
+        rows, start = {}, 0
+        for j in distinct:
+            rows[j] = episodes[start : start + len(calls[j].items)]
+            start += len(calls[j].items)
+        known = [
+            rows[j] if first[identity] == j else copy.deepcopy(rows[first[identity]])
+            for j, identity in enumerate(identities)
+        ]
         interactions = []
         for call, episodes in zip(calls, known, strict=True):
             with self._in_phase(call.phase):

@@ -1,7 +1,10 @@
 """``Session.interact_together``: several calls answered in one batched rollout give each call the
-episodes and scores it gets alone, in its own phase's world; the answer cache keeps each call on its own."""
+episodes and scores it gets alone, in its own phase's world; equal calls share their rows; the answer
+cache keeps a request whole, so what it serves is what the same batch computes."""
 
 from contextlib import nullcontext
+
+import pytest
 
 import paradigms.session as session_module
 from experiments.config import load_experiment
@@ -84,7 +87,7 @@ def test_calls_answered_together_are_answered_as_alone(tiny_base, monkeypatch):
     assert together[3].episodes[0].search_calls  # the forced search happened
 
 
-def test_each_call_is_cached_on_its_own(tiny_base, monkeypatch):
+def test_a_request_is_cached_whole(tiny_base, monkeypatch):
     parts, session, calls = _setup()
     model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
     rollouts = []
@@ -99,19 +102,61 @@ def test_each_call_is_cached_on_its_own(tiny_base, monkeypatch):
     cache.hits = cache.misses = 0
     with session.fixed_weights():
         first = session.interact_together(model, tokenizer, calls[:2], GREEDY)
+        assert (cache.hits, cache.misses) == (0, 1)
+        _alone(session, model, tokenizer, calls[1])  # part of a stored request only: generated
         assert (cache.hits, cache.misses) == (0, 2)
-        served = _alone(session, model, tokenizer, calls[1])  # stored on its own: a hit
-        assert (cache.hits, cache.misses) == (1, 2) and _view(served) == _view(first[1])
-        again = session.interact_together(model, tokenizer, calls, GREEDY)
-        assert (cache.hits, cache.misses) == (3, 4)
-    assert rollouts == [14, len(calls[2].items) + len(calls[3].items)]  # only the calls not stored
-    assert [_view(i) for i in again[:2]] == [_view(i) for i in first]
+        again = session.interact_together(model, tokenizer, calls[:2], GREEDY)
+        assert (cache.hits, cache.misses) == (1, 2)
+        session.interact_together(model, tokenizer, calls, GREEDY)  # another request: generated whole
+        assert (cache.hits, cache.misses) == (1, 3)
+    assert rollouts == [14, 6, sum(len(c.items) for c in calls)]
+    assert [_view(i) for i in again] == [_view(i) for i in first]
 
 
-def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(tiny_base, monkeypatch):
-    """The evaluator's two ways (``parts_together``: one rollout, or one per part) give equal metrics."""
-    parts = assemble(load_experiment(SMOKE, [TINY, "task.suite=drift"]).runs()[0], progress=False)
+def test_equal_calls_share_their_rows(tiny_base, monkeypatch):
+    """Two calls with the same prompts, notes, decisions and tool are generated once (each scored on its
+    own, in its own phase); a call whose lengths disagree is refused."""
+    parts, session, calls = _setup()
+    session.answers = None
+    model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
+    rollouts = []
+    rollout = session_module.rollout
+
+    def counted(model, tokenizer, queries, *args, **kwargs):
+        rollouts.append(len(queries))
+        return rollout(model, tokenizer, queries, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "rollout", counted)
+    twice = [calls[0], calls[2], calls[0], calls[2]]
+    answered = session.interact_together(model, tokenizer, twice, GREEDY)
+    assert rollouts == [len(calls[0].items) + len(calls[2].items)]
+    assert _view(answered[2]) == _view(answered[0]) and _view(answered[3]) == _view(answered[1])
+    assert answered[2].episodes[0] is not answered[0].episodes[0]  # copies, not shared objects
+    wrong = Call(calls[0].items, decisions=["search"] * (len(calls[0].items) - 1))
+    with pytest.raises(ValueError, match="decisions"):
+        session.interact_together(model, tokenizer, [wrong, calls[2]], GREEDY)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["paradigm.name=memory"],
+        ["paradigm.name=full_ft", "algorithm.name=grpo", "algorithm.group_size=2"],
+    ],
+    ids=["frozen", "memory", "full_ft-grpo"],
+)
+def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(
+    tiny_base, monkeypatch, overrides
+):
+    """The evaluator's two ways (``parts_together``: one rollout, or one per part) give equal metrics,
+    after a few feedback events (notes retrieved; weights moved, the KL to the base)."""
+    config = load_experiment(
+        SMOKE, [TINY, "task.suite=drift", "budget.feedback_events=8", *overrides]
+    ).runs()[0]
+    parts = assemble(config, progress=False)
     assert parts.evaluator.parts_together  # a small backbone answers its parts together
+    parts.paradigm.train(parts.session)
     parts.session.answers = None
     rollouts = []
     rollout = session_module.rollout
@@ -122,14 +167,22 @@ def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(t
 
     monkeypatch.setattr(session_module, "rollout", counted)
     measured, rows = {}, {}
+    last = parts.session.suite.n_phases - 1
     for together in (True, False):
         parts.evaluator.parts_together = together
         rollouts.clear()
-        metrics = parts.evaluator.evaluate(parts.paradigm, stream_phase=parts.session.suite.n_phases - 1)
-        measured[together] = {k: v for k, v in metrics.items() if "seconds" not in k and "rss" not in k}
+        metrics = parts.evaluator.evaluate(parts.paradigm, stream_phase=last)
+        measured[together] = {
+            k: v for k, v in metrics.items() if not any(t in k for t in ("seconds", "rss", "latency"))
+        }
         rows[together] = list(rollouts)
     phases = sum(bool(items) for items in parts.evaluator.phases)
-    # personal, probe, instructions, each drift phase's items, the updated ones: one rollout or one each
-    assert len(rows[True]) == 1 and len(rows[False]) == 3 + phases + 1
-    assert rows[True] == [sum(rows[False])]
+    # personal, probe (and without notes), instructions, each drift phase's items, the updated ones: one
+    # rollout, or one each; together, updated items that are the last phase's call are generated once
+    assert len(rows[False]) >= 3 + phases + 1
+    updated = parts.evaluator.updated[last]
+    same = [i.query for i in updated] == [i.query for i in parts.evaluator.phases[last]]
+    assert rows[True] == [sum(rows[False]) - (len(updated) if same else 0)]
     assert measured[True] == measured[False]
+    if "paradigm.name=full_ft" in overrides:
+        assert measured[True]["eval/kl_to_base"] > 0  # the weights moved
