@@ -34,6 +34,24 @@ def _setup():
     return parts, session, calls
 
 
+def _recorded_rollouts(monkeypatch) -> list[list]:
+    """From now on in the test, each rollout's per-row tools (one list per rollout call), in order."""
+    rollouts = []
+    rollout = session_module.rollout
+
+    def recorded(model, tokenizer, queries, tools, *args, **kwargs):
+        rollouts.append(list(tools))
+        return rollout(model, tokenizer, queries, tools, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "rollout", recorded)
+    return rollouts
+
+
+def _rows(rollouts: list[list]) -> list[int]:
+    """The rows each recorded rollout generated."""
+    return [len(tools) for tools in rollouts]
+
+
 def _alone(session, model, tokenizer, call: Call):
     with session.as_of(call.phase) if call.phase is not None else nullcontext():
         return session.interact(
@@ -63,14 +81,7 @@ def test_calls_answered_together_are_answered_as_alone(tiny_base, monkeypatch):
     parts, session, calls = _setup()
     session.answers = None
     model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
-    rollouts = []
-    rollout = session_module.rollout
-
-    def counted(model, tokenizer, queries, tools, *args, **kwargs):
-        rollouts.append(list(tools))
-        return rollout(model, tokenizer, queries, tools, *args, **kwargs)
-
-    monkeypatch.setattr(session_module, "rollout", counted)
+    rollouts = _recorded_rollouts(monkeypatch)
     together = session.interact_together(model, tokenizer, calls, GREEDY)
     assert len(rollouts) == 1 and len(rollouts[0]) == sum(len(c.items) for c in calls)  # one rollout
     alone = [_alone(session, model, tokenizer, call) for call in calls]
@@ -90,14 +101,7 @@ def test_calls_answered_together_are_answered_as_alone(tiny_base, monkeypatch):
 def test_a_request_is_cached_whole(tiny_base, monkeypatch):
     parts, session, calls = _setup()
     model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
-    rollouts = []
-    rollout = session_module.rollout
-
-    def counted(model, tokenizer, queries, *args, **kwargs):
-        rollouts.append(len(queries))
-        return rollout(model, tokenizer, queries, *args, **kwargs)
-
-    monkeypatch.setattr(session_module, "rollout", counted)
+    rollouts = _recorded_rollouts(monkeypatch)
     cache = session.answers
     cache.hits = cache.misses = 0
     with session.fixed_weights():
@@ -109,7 +113,7 @@ def test_a_request_is_cached_whole(tiny_base, monkeypatch):
         assert (cache.hits, cache.misses) == (1, 2)
         session.interact_together(model, tokenizer, calls, GREEDY)  # another request: generated whole
         assert (cache.hits, cache.misses) == (1, 3)
-    assert rollouts == [14, 6, sum(len(c.items) for c in calls)]
+    assert _rows(rollouts) == [14, 6, sum(len(c.items) for c in calls)]
     assert [_view(i) for i in again] == [_view(i) for i in first]
 
 
@@ -119,17 +123,10 @@ def test_equal_calls_share_their_rows(tiny_base, monkeypatch):
     parts, session, calls = _setup()
     session.answers = None
     model, tokenizer = parts.paradigm.model, parts.paradigm.tokenizer
-    rollouts = []
-    rollout = session_module.rollout
-
-    def counted(model, tokenizer, queries, *args, **kwargs):
-        rollouts.append(len(queries))
-        return rollout(model, tokenizer, queries, *args, **kwargs)
-
-    monkeypatch.setattr(session_module, "rollout", counted)
+    rollouts = _recorded_rollouts(monkeypatch)
     twice = [calls[0], calls[2], calls[0], calls[2]]
     answered = session.interact_together(model, tokenizer, twice, GREEDY)
-    assert rollouts == [len(calls[0].items) + len(calls[2].items)]
+    assert _rows(rollouts) == [len(calls[0].items) + len(calls[2].items)]
     assert _view(answered[2]) == _view(answered[0]) and _view(answered[3]) == _view(answered[1])
     assert answered[2].episodes[0] is not answered[0].episodes[0]  # copies, not shared objects
     wrong = Call(calls[0].items, decisions=["search"] * (len(calls[0].items) - 1))
@@ -158,14 +155,7 @@ def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(
     assert parts.evaluator.parts_together  # a small backbone answers its parts together
     parts.paradigm.train(parts.session)
     parts.session.answers = None
-    rollouts = []
-    rollout = session_module.rollout
-
-    def counted(model, tokenizer, queries, *args, **kwargs):
-        rollouts.append(len(queries))
-        return rollout(model, tokenizer, queries, *args, **kwargs)
-
-    monkeypatch.setattr(session_module, "rollout", counted)
+    rollouts = _recorded_rollouts(monkeypatch)
     measured, rows = {}, {}
     last = parts.session.suite.n_phases - 1
     for together in (True, False):
@@ -175,7 +165,7 @@ def test_an_evaluation_logs_the_same_metrics_answered_together_or_part_by_part(
         measured[together] = {
             k: v for k, v in metrics.items() if not any(t in k for t in ("seconds", "rss", "latency"))
         }
-        rows[together] = list(rollouts)
+        rows[together] = _rows(rollouts)
     phases = sum(bool(items) for items in parts.evaluator.phases)
     # personal, probe (and without notes), instructions, each drift phase's items, the updated ones: one
     # rollout, or one each; together, updated items that are the last phase's call are generated once
