@@ -94,18 +94,27 @@ class _StopOnStrings(StoppingCriteria):
     """Stops each row once its newly generated text contains a stop string.
 
     Works with any tokenizer (word-level or BPE): it looks at decoded text, not token ids, and only
-    at the tokens generated in this round (the input may hold an earlier ``</search>``).
+    at the tokens generated in this round (the input may hold an earlier ``</search>``). One instance
+    serves one ``generate`` call: a row it has stopped stays stopped (``generate`` never resumes a
+    finished row), so only the rows still open are decoded at each step.
     """
 
     def __init__(self, tokenizer, input_width: int, stops: tuple[str, ...], window: int = 16):
         self.tokenizer, self.input_width, self.stops, self.window = tokenizer, input_width, stops, window
+        self.stopped: torch.Tensor | None = None  # (B,) bool, from the first call on
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        new = input_ids[:, self.input_width :]  # (B, T_new)
-        tails = self.tokenizer.batch_decode(new[:, -self.window :], skip_special_tokens=True)
-        return torch.tensor(
-            [any(stop in tail for stop in self.stops) for tail in tails], device=input_ids.device
-        )
+        if self.stopped is None:
+            self.stopped = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        open_rows = (~self.stopped).nonzero().flatten()
+        if len(open_rows):
+            new = input_ids[open_rows, self.input_width :]  # (B_open, T_new)
+            tails = self.tokenizer.batch_decode(new[:, -self.window :], skip_special_tokens=True)
+            hits = torch.tensor(
+                [any(stop in tail for stop in self.stops) for tail in tails], dtype=torch.bool
+            )
+            self.stopped[open_rows[hits.to(open_rows.device)]] = True
+        return self.stopped.clone()
 
 
 class _ToolDecisions(LogitsProcessor):

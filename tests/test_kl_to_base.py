@@ -5,7 +5,7 @@ import copy
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experiments.evaluation import kl_to_reference
+from experiments.evaluation import _kept_logits, _shared_prefix_length, kl_to_reference
 from paradigms.agent import Episode
 
 
@@ -52,5 +52,60 @@ def test_kl_to_base_is_zero_for_the_base_and_matches_the_kl_from_every_positions
     for parameter in moved.parameters():
         parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     kl = kl_to_reference(moved, base, tokenizer, episodes, batch_size=3)  # two passes, one of a single row
+    assert kl > 1e-4
+    assert abs(kl - _full_logits_kl(moved, base, tokenizer, episodes)) < 1e-5 * kl
+
+
+def _sharing_episodes(tokenizer, generator: torch.Generator, shared: int) -> list[Episode]:
+    """Episodes whose prompts begin with the same ``shared`` tokens (a chat template's system message)."""
+    vocabulary = len(tokenizer)
+    prefix = torch.randint(3, vocabulary, (shared,), generator=generator).tolist()
+    episodes = []
+    for own, completion_length, tool in ((4, 6, None), (2, 9, (2, 5)), (6, 3, None), (3, 5, (1, 2))):
+        ids = torch.randint(3, vocabulary, (own + completion_length,), generator=generator).tolist()
+        mask = [1] * completion_length
+        if tool is not None:
+            mask[tool[0] : tool[1]] = [0] * (tool[1] - tool[0])
+        episodes.append(Episode("", prefix + ids[:own], ids[own:], mask))
+    return episodes
+
+
+def test_shared_prefix_length_counts_equal_unmasked_leading_columns_up_to_the_limit():
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 0], [5, 6, 7, 8, 0]])
+    attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
+    assert _shared_prefix_length(ids, attention, 5) == 3
+    assert _shared_prefix_length(ids, attention, 2) == 2
+    assert _shared_prefix_length(ids[[0, 2]], attention[[0, 2]], 5) == 4  # column 4: row 2 is padding
+    assert _shared_prefix_length(torch.tensor([[1, 2], [3, 2]]), torch.ones(2, 2, dtype=torch.long), 2) == 0
+
+
+@torch.no_grad()
+def test_reading_a_shared_prefix_once_gives_the_full_pass_logits_and_kl(tiny_base):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    generator = torch.Generator().manual_seed(1)
+    episodes = _sharing_episodes(tokenizer, generator, shared=10)
+    sequences = [e.prompt_ids + e.completion_ids for e in episodes]
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sequences])
+    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    keep = width - 11
+    shapes = []
+    hook = base.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    once = _kept_logits(base, ids, attention, keep, shared=10)
+    full = _kept_logits(base, ids, attention, keep, shared=0)
+    hook.remove()
+    assert shapes == [(1, 10), (len(episodes), width - 10), (len(episodes), width)]  # the prefix read once
+    assert once.shape == full.shape == (len(episodes), keep, base.get_output_embeddings().weight.shape[0])
+    valid = attention[:, -keep:].bool()
+    assert torch.allclose(once[valid], full[valid], atol=1e-5, rtol=0)
+
+    assert kl_to_reference(base, copy.deepcopy(base), tokenizer, episodes) == 0.0
+    moved = copy.deepcopy(base)
+    for parameter in moved.parameters():
+        parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    kl = kl_to_reference(moved, base, tokenizer, episodes)
     assert kl > 1e-4
     assert abs(kl - _full_logits_kl(moved, base, tokenizer, episodes)) < 1e-5 * kl
