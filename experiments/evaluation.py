@@ -52,9 +52,10 @@ def _mean(values: Sequence[float]) -> float:
 KL_LOGITS_PER_PASS = 2**27
 
 #: The KL's passes read the prefix all rows share once when it is at least this fraction of the batch's
-#: width: on SmolLM2 an evaluation's personal prompts share 57 of 99 columns (the system message and
-#: tool instructions) and the KL takes 0.54x the time of one full pass; on the builtin base they share
-#: 4 of 24, where the extra one-row pass makes it 1.06x (``benchmarks/kl_prefix.py``).
+#: width. On SmolLM2 the personal prompts of an evaluation share 54 of 100 columns (the system message
+#: and tool instructions), and the KL takes 0.52-0.56x the time of one full pass per model. On the
+#: builtin base they share 4 of 24, where reading the prefix once gains nothing (1.00-1.02x), so the
+#: builtin base's runs keep the full pass (``benchmarks/kl_prefix.py``, docs/performance.md).
 KL_SHARED_PREFIX_MIN_FRACTION = 0.25
 
 
@@ -97,7 +98,7 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
         kept = agent[:, first:]  # (B, keep)
         shared = _shared_prefix_length(ids, attention, first)
         if shared < KL_SHARED_PREFIX_MIN_FRACTION * width:
-            shared = 0  # too little to save: the extra pass costs more than it spares
+            shared = 0  # too little to save for the extra pass it costs
         policy_logits = _kept_logits(model, ids, attention, keep, shared)[kept]
         logp = torch.log_softmax(policy_logits.float(), -1)  # (N, V)
         reference_logits = _kept_logits(reference, ids, attention, keep, shared)
@@ -121,7 +122,8 @@ def _kept_logits(model, ids: torch.Tensor, attention: torch.Tensor, keep: int, s
     instructions: 54 of a SmolLM2 evaluation's ~67 prompt tokens), the model reads that prefix once for
     one row and every row continues from its repeated keys and values; columns, positions and the
     attention mask are those of one full pass, so the logits equal its logits to the rounding of a
-    differently shaped matrix product (~1e-7 relative on ``eval/kl_to_base``). One full pass when
+    differently shaped matrix product (on SmolLM2 runs, 2.6e-7 and 1.1e-5 relative on
+    ``eval/kl_to_base``: a KL of 7e-4 moved by 8e-9). One full pass when
     nothing is shared, the batch has one row, or the model returns no cache that can be repeated.
     """
     if shared >= 1 and ids.shape[0] > 1:
