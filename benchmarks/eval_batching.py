@@ -20,11 +20,9 @@ way a run takes; this is the measurement behind it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import eval_share
 
@@ -86,13 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backbone", default="builtin")
-    parser.add_argument("--experiment", type=Path)
-    parser.add_argument("--arms", nargs="+", default=["full_ft:grpo", "adapter:grpo"])
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
-    parser.add_argument("--repeats", type=int, default=7)
+    eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=7)
     parser.add_argument("--at-start", action="store_true", help="evaluate the untouched policy (no training)")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
@@ -106,18 +99,15 @@ def main() -> None:
             f"ratio {row['together_over_per_part']:.2f} same metrics {row['same_metrics']}",
             flush=True,
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        experiment = (
-            str(path.relative_to(eval_share.ROOT)) if path.is_relative_to(eval_share.ROOT) else str(path)
-        )
-        result = {
+    eval_share.write_results(
+        args.out,
+        {
             "benchmark": "eval_batching",
-            "experiment": experiment,
+            "experiment": eval_share.experiment_name(path),
             "overrides": args.sets,
             "rows": rows,
-        }
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        },
+    )
 
 
 if __name__ == "__main__":

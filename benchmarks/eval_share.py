@@ -40,6 +40,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -195,6 +196,30 @@ def select(backbone: str, experiment: Path | None, arms: list[str], extra: list[
     return path, chosen
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, arms: Sequence[str], repeats: int) -> None:
+    """The options every benchmark that runs an experiment's arms takes (``select``'s, and the output)."""
+    parser.add_argument("--backbone", default="builtin", help="builtin (default), builtin:tiny, smollm2, ...")
+    parser.add_argument(
+        "--experiment", type=Path, help="experiment file (default: the backbone's comparison)"
+    )
+    parser.add_argument("--arms", nargs="+", default=list(arms), help="paradigm[:algorithm] per run")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
+    parser.add_argument("--repeats", type=int, default=repeats, help="measure each arm this many times")
+    parser.add_argument("--out", type=Path, help="write the results here (JSON)")
+
+
+def experiment_name(path: Path) -> str:
+    """The experiment file as the results name it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def write_results(out: Path | None, result: dict) -> None:
+    """Write ``result`` as indented JSON to ``out`` (nothing when None), creating its directory."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def measure(config, answer_cache: bool, shared: bool = False) -> dict:
     """One run, timed; ``shared`` keeps the answers earlier runs of the process stored (a grid's runs)."""
     if not shared:
@@ -242,12 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backbone", default="builtin", help="builtin (default), builtin:tiny, smollm2, ...")
-    parser.add_argument(
-        "--experiment", type=Path, help="experiment file (default: the backbone's comparison)"
-    )
-    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), help="paradigm[:algorithm] per run")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
+    add_run_arguments(parser, DEFAULT_ARMS, repeats=1)
     parser.add_argument(
         "--no-answer-cache", action="store_true", help="answer every evaluation call (the reference)"
     )
@@ -263,8 +283,6 @@ def main() -> None:
         nargs="+",
         help="run each arm once per evaluation.every value (default: the experiment's own schedule)",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="run each arm this many times (rows kept)")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     schedules = [[f"evaluation.every={every}"] for every in args.every] if args.every else [[]]
@@ -291,15 +309,13 @@ def main() -> None:
     result = {
         "benchmark": "eval_share",
         "backbone": args.backbone,
-        "experiment": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "experiment": experiment_name(path),
         "overrides": args.sets,
         "grid": args.grid,
         "machine": "2-core CPU shared with other jobs; one torch thread per run",
         "rows": rows,
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ difference of the first two, the batch width and the shared prefix's length.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import eval_share
+import torch
 
 from experiments import evaluation
 from experiments.run import execute
+from paradigms.rl.batching import collate
 
 
 def _last_kl_inputs(config) -> tuple:
@@ -53,12 +53,10 @@ def _last_kl_inputs(config) -> tuple:
 
 def _prefix_and_width(tokenizer, episodes) -> tuple[int, int]:
     """The batch's width and how many leading tokens all its sequences share (within the prompts)."""
-    sequences = [e.prompt_ids + e.completion_ids for e in episodes]
-    width = max(map(len, sequences))
-    shared = 0
-    while shared < min(len(e.prompt_ids) for e in episodes) and len({s[shared] for s in sequences}) == 1:
-        shared += 1
-    return width, shared
+    batch = collate(episodes, tokenizer.pad_token_id, torch.device("cpu"))
+    shortest_prompt = min(len(e.prompt_ids) for e in episodes)
+    shared = evaluation._shared_prefix_length(batch.input_ids, batch.attention_mask, shortest_prompt)
+    return batch.input_ids.shape[1], shared
 
 
 WAYS = ("full_pass", "prefix_once", "evaluator")
@@ -110,12 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backbone", default="builtin")
-    parser.add_argument("--experiment", type=Path)
-    parser.add_argument("--arms", nargs="+", default=["full_ft:grpo", "adapter:grpo"])
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra KEY=VALUE override")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path)
+    eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=5)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
@@ -132,13 +125,15 @@ def main() -> None:
             f"KL relative difference {row['kl_relative_difference']:.1e}",
             flush=True,
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        experiment = (
-            str(path.relative_to(eval_share.ROOT)) if path.is_relative_to(eval_share.ROOT) else str(path)
-        )
-        result = {"benchmark": "kl_prefix", "experiment": experiment, "overrides": args.sets, "rows": rows}
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    eval_share.write_results(
+        args.out,
+        {
+            "benchmark": "kl_prefix",
+            "experiment": eval_share.experiment_name(path),
+            "overrides": args.sets,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from experiments import metrics as m
 from experiments.peak_memory import peak_rss_bytes
 from paradigms.agent import Episode, GenerationSettings, rollout
 from paradigms.base import Paradigm
+from paradigms.rl.batching import collate
 from paradigms.session import Call, Interaction, Session, item_columns
 from paradigms.tool_cache import CACHE_FIELD
 from tasks import probes
@@ -80,10 +81,9 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
         rows = max(1, min(batch_size, KL_LOGITS_PER_PASS // (width * vocabulary)))
         chunk = episodes[start : start + rows]
         start += rows
-        sequences = [e.prompt_ids + e.completion_ids for e in chunk]
-        width = max(len(s) for s in sequences)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)  # (B, T)
-        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
+        batch = collate(chunk, pad, device)
+        ids, attention = batch.input_ids, batch.attention_mask  # (B, T) right-padded
+        width = ids.shape[1]
         # agent[b, t] where token t+1 is an agent token: logits at t predict token t+1
         agent = torch.zeros_like(ids, dtype=torch.bool)  # (B, T)
         for b, episode in enumerate(chunk):

@@ -7,23 +7,25 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from experiments.evaluation import _kept_logits, _shared_prefix_length, kl_to_reference
 from paradigms.agent import Episode
+from paradigms.rl.batching import collate
+
+#: (prompt length, completion length, tool tokens' span in the completion or None)
+SHAPES = ((5, 7, None), (9, 4, (1, 3)), (3, 12, (4, 9)), (7, 1, None))
 
 
-def _episodes(tokenizer, generator: torch.Generator) -> list[Episode]:
-    """Episodes of several prompt and completion lengths, some with tool tokens (env mask 0)."""
+def _episodes(tokenizer, generator: torch.Generator, shapes=SHAPES, shared: int = 0) -> list[Episode]:
+    """Episodes of several prompt and completion lengths, some with tool tokens (env mask 0); with
+    ``shared``, every prompt begins with the same ``shared`` tokens (a chat template's system message)
+    before its own."""
     vocabulary = len(tokenizer)
+    prefix = torch.randint(3, vocabulary, (shared,), generator=generator).tolist() if shared else []
     episodes = []
-    for prompt_length, completion_length, tool in (
-        (5, 7, None),
-        (9, 4, (1, 3)),
-        (3, 12, (4, 9)),
-        (7, 1, None),
-    ):
+    for prompt_length, completion_length, tool in shapes:
         ids = torch.randint(3, vocabulary, (prompt_length + completion_length,), generator=generator).tolist()
         mask = [1] * completion_length
         if tool is not None:
             mask[tool[0] : tool[1]] = [0] * (tool[1] - tool[0])
-        episodes.append(Episode("", ids[:prompt_length], ids[prompt_length:], mask))
+        episodes.append(Episode("", prefix + ids[:prompt_length], ids[prompt_length:], mask))
     return episodes
 
 
@@ -56,20 +58,6 @@ def test_kl_to_base_is_zero_for_the_base_and_matches_the_kl_from_every_positions
     assert abs(kl - _full_logits_kl(moved, base, tokenizer, episodes)) < 1e-5 * kl
 
 
-def _sharing_episodes(tokenizer, generator: torch.Generator, shared: int) -> list[Episode]:
-    """Episodes whose prompts begin with the same ``shared`` tokens (a chat template's system message)."""
-    vocabulary = len(tokenizer)
-    prefix = torch.randint(3, vocabulary, (shared,), generator=generator).tolist()
-    episodes = []
-    for own, completion_length, tool in ((4, 6, None), (2, 9, (2, 5)), (6, 3, None), (3, 5, (1, 2))):
-        ids = torch.randint(3, vocabulary, (own + completion_length,), generator=generator).tolist()
-        mask = [1] * completion_length
-        if tool is not None:
-            mask[tool[0] : tool[1]] = [0] * (tool[1] - tool[0])
-        episodes.append(Episode("", prefix + ids[:own], ids[own:], mask))
-    return episodes
-
-
 def test_shared_prefix_length_counts_equal_unmasked_leading_columns_up_to_the_limit():
     ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 0], [5, 6, 7, 8, 0]])
     attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
@@ -84,11 +72,12 @@ def test_reading_a_shared_prefix_once_gives_the_full_pass_logits_and_kl(tiny_bas
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
     generator = torch.Generator().manual_seed(1)
-    episodes = _sharing_episodes(tokenizer, generator, shared=10)
-    sequences = [e.prompt_ids + e.completion_ids for e in episodes]
-    width = max(len(s) for s in sequences)
-    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in sequences])
-    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    episodes = _episodes(
+        tokenizer, generator, ((4, 6, None), (2, 9, (2, 5)), (6, 3, None), (3, 5, (1, 2))), 10
+    )
+    batch = collate(episodes, tokenizer.pad_token_id, torch.device("cpu"))
+    ids, attention = batch.input_ids, batch.attention_mask
+    width = ids.shape[1]
     keep = width - 11
     shapes = []
     hook = base.register_forward_pre_hook(
