@@ -22,7 +22,8 @@ from transformers import DynamicCache
 from analysis.stats import forgetting
 from experiments import metrics as m
 from experiments.peak_memory import peak_rss_bytes
-from paradigms.agent import Episode, GenerationSettings, rollout
+from paradigms.agent import Episode, GenerationSettings, evaluation_mode, rollout
+from paradigms.answer_cache import same_computation
 from paradigms.base import Paradigm
 from paradigms.rl.batching import collate
 from paradigms.session import Call, Interaction, Session, item_columns
@@ -64,13 +65,23 @@ KL_SHARED_PREFIX_MIN_FRACTION = 0.25
 def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int = 64) -> float:
     """Mean per-token KL(policy || reference) over the agent's own tokens of ``episodes``.
 
-    Both models read the same prompt and completion; tool tokens (env mask 0) are left out.
-    Exactly 0 when the two models have equal weights. At most ``batch_size`` sequences, and at most
+    Both models read the same prompt and completion, in evaluation mode as the rollout answers (no
+    dropout); tool tokens (env mask 0) are left out. Exactly 0 when the two models compute the same
+    function (``paradigms.answer_cache.same_computation``: a ``full_ft`` run's first evaluation), and
+    then returned without a forward pass. At most ``batch_size`` sequences, and at most
     :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the LM head projects only the positions from
     the first agent token of the pass on (``logits_to_keep``), the softmax only the agent's positions;
     a prefix every row of a pass shares is read once when long enough (:func:`_kept_logits`).
     The model must take ``logits_to_keep`` (every Hugging Face causal LM that generates does).
     """
+    with evaluation_mode(model, reference):
+        if same_computation(model, reference):
+            return 0.0  # every log-probability difference would be exactly 0
+        return _mean_kl(model, reference, tokenizer, episodes, batch_size)
+
+
+def _mean_kl(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int) -> float:
+    """:func:`kl_to_reference`'s forward passes, with both models as they are."""
     total, count = 0.0, 0
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id

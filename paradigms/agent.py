@@ -22,7 +22,8 @@ module's, and each agent token keeps the log-probability the sampler gave it (``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol as Interface
 
@@ -225,10 +226,8 @@ def rollout(
         )
 
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     carried: tool_cache.CarriedCache | None = None
-    try:
+    with evaluation_mode(model):
         for _ in range(settings.max_searches + 2):
             active = [i for i, e in enumerate(episodes) if not e.finished]
             if not active:
@@ -245,11 +244,22 @@ def rollout(
                 carried=carried if reuse_cache else None,
                 sampler=sampler,
             )
-    finally:
-        model.train(was_training)
     for episode in episodes:
         episode.completion = protocol.transcript(episode, tokenizer)
     return episodes
+
+
+@contextmanager
+def evaluation_mode(*models: torch.nn.Module) -> Iterator[None]:
+    """The models in evaluation mode inside the block (no dropout draws), each back in its own mode after."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, modes, strict=True):
+            model.train(mode)
 
 
 def _generate_round(

@@ -37,6 +37,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import zip_longest
 
 import torch
 
@@ -55,28 +56,61 @@ MAX_ENTRIES = 128
 MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "disable_adapters")
 
 
-def computation_digest(model: torch.nn.Module) -> str:
-    """A digest of what the model computes with: its class, configuration, generation defaults, every
-    module's class and adapter state (:data:`MODULE_STATE`), and the exact bytes of every named parameter
-    and buffer (with its name, dtype, device and shape). Wider than ``paradigms.backbone.weights_digest``
-    (the weights' bytes alone, for "weights unchanged" checks): two models with equal weights but another
-    LoRA scaling or active adapter answer differently and must not share answers."""
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(type(model).__qualname__.encode())
+def _computation(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
+    """What the model computes with, in order: descriptions (bytes) of its class, configuration,
+    generation defaults and every module's class and adapter state (:data:`MODULE_STATE`), and for every
+    named parameter and buffer a description (name, dtype, device, shape) followed by the tensor."""
+    yield type(model).__qualname__.encode()
     for attribute in ("config", "generation_config"):
         part = getattr(model, attribute, None)
         if part is not None and hasattr(part, "to_json_string"):
-            digest.update(part.to_json_string().encode())
+            yield part.to_json_string().encode()
     for name, module in model.named_modules(remove_duplicate=False):
         state = {a: getattr(module, a, None) for a in MODULE_STATE}
-        digest.update(f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode())
+        yield f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode()
     named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
     named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
     for kind, name, tensor in named:
         data = tensor.detach()
-        digest.update(f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode())
-        digest.update(data.cpu().contiguous().view(-1).view(torch.uint8).numpy())  # (the buffer, not a copy)
+        yield f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode()
+        yield data
+
+
+def _tensor_bytes(data: torch.Tensor) -> torch.Tensor:
+    """The tensor's exact bytes as a flat uint8 tensor (a view when it is already contiguous on the CPU)."""
+    return data.cpu().contiguous().view(-1).view(torch.uint8)
+
+
+def computation_digest(model: torch.nn.Module) -> str:
+    """A digest of what the model computes with (:func:`_computation`: its class, configuration,
+    generation defaults, every module's class and adapter state, and the exact bytes of every named
+    parameter and buffer with its name, dtype, device and shape). Wider than
+    ``paradigms.backbone.weights_digest`` (the weights' bytes alone, for "weights unchanged" checks): two
+    models with equal weights but another LoRA scaling or active adapter answer differently and must not
+    share answers."""
+    digest = hashlib.blake2b(digest_size=20)
+    for part in _computation(model):
+        digest.update(part if isinstance(part, bytes) else _tensor_bytes(part).numpy())  # (not a copy)
     return digest.hexdigest()
+
+
+def same_computation(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    """Whether two models compute the same function now, byte for byte: what :func:`computation_digest`
+    digests, compared directly and stopped at the first difference, and every module's training flag (a
+    dropout layer in training mode draws). A trained copy of a model differs in its first trained tensor
+    and a model with other modules (a PEFT wrapper) in its description, so a "no" is cheap; a "yes" reads
+    every tensor of both once, without hashing them."""
+    if first is second:
+        return True
+    if [m.training for m in first.modules()] != [m.training for m in second.modules()]:
+        return False
+    for a, b in zip_longest(_computation(first), _computation(second)):
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            if not torch.equal(_tensor_bytes(a), _tensor_bytes(b)):
+                return False
+        elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or a != b:
+            return False  # another description, or a part only one of them has (None)
+    return True
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -247,3 +247,42 @@ def test_the_digest_sees_what_computes_without_being_a_weight():
     with torch.no_grad():
         base.lm_head.weight.data[0, 0] += 1.0  # through .data: no version counter sees it
     assert answer_cache.computation_digest(base) != before
+
+
+def test_same_computation_compares_what_the_digest_digests_and_the_training_flags():
+    """Equal when the digests are equal and every module is in the same mode; another weight, another LoRA
+    alpha on equal weights, a PEFT wrapper or a module in training mode (its dropout draws) make them differ."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config).eval()
+    twin = copy.deepcopy(base)
+    assert answer_cache.same_computation(base, twin) and answer_cache.same_computation(base, base)
+    twin.train()
+    assert not answer_cache.same_computation(base, twin)
+    twin.eval()
+    with torch.no_grad():
+        twin.lm_head.weight.data[-1, -1] += 1.0  # the last tensor's last byte: read to the end
+    assert not answer_cache.same_computation(base, twin)
+    assert answer_cache.computation_digest(base) != answer_cache.computation_digest(twin)
+
+    def lora(alpha: int):
+        settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
+        return get_peft_model(copy.deepcopy(base), settings).eval()
+
+    first, second = lora(8), lora(16)
+    second.load_state_dict(first.state_dict())
+    assert not answer_cache.same_computation(first, second)
+    assert not answer_cache.same_computation(first, base)
+    assert answer_cache.same_computation(first, copy.deepcopy(first))

@@ -5,7 +5,7 @@ import copy
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experiments.evaluation import _kept_logits, _shared_prefix_length, kl_to_reference
+from experiments.evaluation import _kept_logits, _mean_kl, _shared_prefix_length, kl_to_reference
 from paradigms.agent import Episode
 from paradigms.rl.batching import collate
 
@@ -49,7 +49,7 @@ def test_kl_to_base_is_zero_for_the_base_and_matches_the_kl_from_every_positions
     base = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
     generator = torch.Generator().manual_seed(0)
     episodes = _episodes(tokenizer, generator)
-    assert kl_to_reference(base, copy.deepcopy(base), tokenizer, episodes) == 0.0
+    assert _mean_kl(base, copy.deepcopy(base), tokenizer, episodes, batch_size=64) == 0.0  # the passes'
     moved = copy.deepcopy(base)
     for parameter in moved.parameters():
         parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
@@ -91,10 +91,32 @@ def test_reading_a_shared_prefix_once_gives_the_full_pass_logits_and_kl(tiny_bas
     valid = attention[:, -keep:].bool()
     assert torch.allclose(once[valid], full[valid], atol=1e-5, rtol=0)
 
-    assert kl_to_reference(base, copy.deepcopy(base), tokenizer, episodes) == 0.0
+    assert _mean_kl(base, copy.deepcopy(base), tokenizer, episodes, batch_size=64) == 0.0
     moved = copy.deepcopy(base)
     for parameter in moved.parameters():
         parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     kl = kl_to_reference(moved, base, tokenizer, episodes)
     assert kl > 1e-4
     assert abs(kl - _full_logits_kl(moved, base, tokenizer, episodes)) < 1e-5 * kl
+
+
+@torch.no_grad()
+def test_kl_to_a_model_computing_as_the_reference_is_zero_without_a_forward_pass(tiny_base):
+    """A ``full_ft`` run's first evaluation: the policy is a copy of the base, in training mode. The KL reads
+    both in evaluation mode, sees they compute the same and returns 0.0 (what the passes give, above)
+    without running them; each model is back in its own mode after. A moved copy runs the passes."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    policy = copy.deepcopy(reference).train()
+    episodes = _episodes(tokenizer, torch.Generator().manual_seed(2))
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (policy, reference)]
+    assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
+    assert calls == []
+    assert policy.training and all(m.training for m in policy.modules())
+    assert not any(m.training for m in reference.modules())
+    policy.lm_head.weight[0, 0] += 1.0
+    assert kl_to_reference(policy, reference, tokenizer, episodes) >= 0.0
+    assert len(calls) >= 2 and policy.training  # both models read the episodes
+    for hook in hooks:
+        hook.remove()
