@@ -80,6 +80,7 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
         return _mean_kl(model, reference, tokenizer, episodes, batch_size)
 
 
+@torch.no_grad()
 def _mean_kl(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int) -> float:
     """:func:`kl_to_reference`'s forward passes, with both models as they are."""
     total, count = 0.0, 0

@@ -37,7 +37,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import zip_longest
+from itertools import chain, zip_longest
 
 import torch
 
@@ -56,10 +56,9 @@ MAX_ENTRIES = 128
 MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "disable_adapters")
 
 
-def _computation(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
-    """What the model computes with, in order: descriptions (bytes) of its class, configuration,
-    generation defaults and every module's class and adapter state (:data:`MODULE_STATE`), and for every
-    named parameter and buffer a description (name, dtype, device, shape) followed by the tensor."""
+def _descriptions(model: torch.nn.Module) -> Iterator[bytes]:
+    """What the model computes with besides its tensors: its class, configuration, generation defaults and
+    every module's class and adapter state (:data:`MODULE_STATE`)."""
     yield type(model).__qualname__.encode()
     for attribute in ("config", "generation_config"):
         part = getattr(model, attribute, None)
@@ -68,6 +67,10 @@ def _computation(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
     for name, module in model.named_modules(remove_duplicate=False):
         state = {a: getattr(module, a, None) for a in MODULE_STATE}
         yield f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode()
+
+
+def _tensors(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
+    """Every named parameter and buffer: its description (kind, name, dtype, device, shape), then itself."""
     named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
     named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
     for kind, name, tensor in named:
@@ -82,35 +85,35 @@ def _tensor_bytes(data: torch.Tensor) -> torch.Tensor:
 
 
 def computation_digest(model: torch.nn.Module) -> str:
-    """A digest of what the model computes with (:func:`_computation`: its class, configuration,
-    generation defaults, every module's class and adapter state, and the exact bytes of every named
-    parameter and buffer with its name, dtype, device and shape). Wider than
+    """A digest of what the model computes with (:func:`_descriptions`: its class, configuration,
+    generation defaults, every module's class and adapter state; :func:`_tensors`: the exact bytes of
+    every named parameter and buffer with its name, dtype, device and shape). Wider than
     ``paradigms.backbone.weights_digest`` (the weights' bytes alone, for "weights unchanged" checks): two
     models with equal weights but another LoRA scaling or active adapter answer differently and must not
     share answers."""
     digest = hashlib.blake2b(digest_size=20)
-    for part in _computation(model):
+    for part in chain(_descriptions(model), _tensors(model)):
         digest.update(part if isinstance(part, bytes) else _tensor_bytes(part).numpy())  # (not a copy)
     return digest.hexdigest()
 
 
 def same_computation(first: torch.nn.Module, second: torch.nn.Module) -> bool:
     """Whether two models compute the same function now, byte for byte: what :func:`computation_digest`
-    digests, compared directly and stopped at the first difference, and every module's training flag (a
-    dropout layer in training mode draws). A trained copy of a model differs in its first trained tensor
-    and a model with other modules (a PEFT wrapper) in its description, so a "no" is cheap; a "yes" reads
-    every tensor of both once, without hashing them."""
+    digests, compared directly, and every module's training flag (a dropout layer in training mode
+    draws). Cheapest and likeliest differences first, stopping at the first: the flags, then the tensors
+    (a trained copy differs in its first trained tensor, a PEFT wrapper in its first tensor's name), then
+    the descriptions. A "yes" reads every tensor of both once, without hashing them."""
     if first is second:
         return True
     if [m.training for m in first.modules()] != [m.training for m in second.modules()]:
         return False
-    for a, b in zip_longest(_computation(first), _computation(second)):
+    for a, b in zip_longest(_tensors(first), _tensors(second)):
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
             if not torch.equal(_tensor_bytes(a), _tensor_bytes(b)):
                 return False
         elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or a != b:
-            return False  # another description, or a part only one of them has (None)
-    return True
+            return False  # another description, or a tensor only one of them has (None)
+    return all(a == b for a, b in zip_longest(_descriptions(first), _descriptions(second)))
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -251,7 +251,8 @@ def test_the_digest_sees_what_computes_without_being_a_weight():
 
 def test_same_computation_compares_what_the_digest_digests_and_the_training_flags():
     """Equal when the digests are equal and every module is in the same mode; another weight, another LoRA
-    alpha on equal weights, a PEFT wrapper or a module in training mode (its dropout draws) make them differ."""
+    alpha on equal weights, a PEFT wrapper or a module in training mode (its dropout draws) make them
+    differ."""
     import copy
 
     from peft import LoraConfig, get_peft_model

@@ -1,0 +1,132 @@
+"""What ``eval/kl_to_base`` costs when the policy computes exactly as the base: the check against the passes.
+
+``experiments.evaluation.kl_to_reference`` first asks ``paradigms.answer_cache.same_computation`` whether
+the policy and the reference compute the same function (byte-equal weights, configuration, modules and
+modes); when they do, the KL is exactly 0.0 and no forward pass runs (a ``full_ft`` run's first
+evaluation). A run of each selected arm (default ``experiments/comparison.yaml`` on the builtin base, seed
+0, one torch thread) is executed whole by the runner (``experiments.run.execute``, no MLflow); at every
+evaluation, with the models as they are then, the check and the KL's forward passes
+(``experiments.evaluation._mean_kl``, what ran before the check existed) are each timed ``--repeats``
+times, alternating. Reports per evaluation: whether the check found them equal, the median seconds of the
+check and of the passes, the KL the passes give, and the run's total of each (what the check saves where
+it says equal, and costs where it does not).
+
+    python benchmarks/kl_skip.py --arms full_ft:grpo adapter:grpo --repeats 5 \
+        --out benchmarks/results/kl_skip.json
+    python benchmarks/kl_skip.py --backbone smollm2 --arms full_ft:grpo adapter:grpo --repeats 3 \
+        --set budget.feedback_events=8 --set evaluation.every=8 \
+        --out benchmarks/results/kl_skip_smollm2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import eval_share
+
+from experiments import evaluation
+from experiments.run import execute
+from paradigms.agent import evaluation_mode
+from paradigms.answer_cache import same_computation
+
+
+def _timed(function, repeats: int) -> tuple[list[float], object]:
+    seconds, value = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        value = function()
+        seconds.append(time.perf_counter() - started)
+    return seconds, value
+
+
+def measure(config, repeats: int) -> dict:
+    """Run ``config`` whole, timing the check and the passes at each of its evaluations' KL calls."""
+    evaluations = []
+    kl = evaluation.kl_to_reference
+
+    def timed_kl(model, reference, tokenizer, episodes, batch_size: int = 64):
+        check, passes, value, equal = [], [], None, None
+        with evaluation_mode(model, reference):
+            for _ in range(repeats):  # alternating: the check, then the passes
+                seconds, equal = _timed(lambda: same_computation(model, reference), 1)
+                check += seconds
+                seconds, value = _timed(
+                    lambda: evaluation._mean_kl(model, reference, tokenizer, episodes, batch_size), 1
+                )
+                passes += seconds
+        evaluations.append(
+            {
+                "same_computation": equal,
+                "seconds_check": check,
+                "seconds_passes": passes,
+                "median_seconds_check": statistics.median(check),
+                "median_seconds_passes": statistics.median(passes),
+                "kl_from_passes": value,
+            }
+        )
+        return kl(model, reference, tokenizer, episodes, batch_size=batch_size)
+
+    evaluation.kl_to_reference = timed_kl
+    try:
+        final = execute(config, None, progress=False)
+    finally:
+        evaluation.kl_to_reference = kl
+    if not evaluations:
+        raise SystemExit(f"{eval_share.arm_name(config)}: its evaluations measure no KL (weights never move)")
+    saved = sum(e["median_seconds_passes"] for e in evaluations if e["same_computation"])
+    checks = sum(e["median_seconds_check"] for e in evaluations)
+    return {
+        "arm": eval_share.arm_name(config),
+        "backbone": config.backbone,
+        "feedback_events": config.budget.feedback_events,
+        "every": config.evaluation.every,
+        "evaluations": evaluations,
+        "passes_skipped": sum(bool(e["same_computation"]) for e in evaluations),
+        "seconds_passes_skipped": saved,
+        "seconds_checks": checks,
+        "seconds_passes_all": sum(e["median_seconds_passes"] for e in evaluations),
+        "final_kl_to_base": final.get("eval/kl_to_base"),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=5)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
+    rows = []
+    for config in configs:
+        row = measure(config, args.repeats)
+        rows.append(row)
+        for number, e in enumerate(row["evaluations"]):
+            print(
+                f"{row['arm']:14s} evaluation {number}: same computation {e['same_computation']!s:5s} "
+                f"check {e['median_seconds_check']:8.4f}s passes {e['median_seconds_passes']:8.3f}s "
+                f"KL {e['kl_from_passes']:.3g}",
+                flush=True,
+            )
+        print(
+            f"{row['arm']:14s} skipped {row['passes_skipped']} of {len(row['evaluations'])}: "
+            f"{row['seconds_passes_skipped']:.2f}s of passes saved, {row['seconds_checks']:.3f}s of checks",
+            flush=True,
+        )
+    eval_share.write_results(
+        args.out,
+        {
+            "benchmark": "kl_skip",
+            "experiment": eval_share.experiment_name(path),
+            "overrides": args.sets,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
