@@ -87,26 +87,17 @@ def main() -> None:
     eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=7)
     parser.add_argument("--at-start", action="store_true", help="evaluate the untouched policy (no training)")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
-    rows = []
-    for config in configs:
-        row = measure(config, args.repeats, args.at_start)
-        rows.append(row)
-        print(
-            f"{row['arm']:14s} per part {row['median_seconds_per_part']:7.2f}s "
-            f"together {row['median_seconds_together']:7.2f}s "
-            f"ratio {row['together_over_per_part']:.2f} same metrics {row['same_metrics']}",
-            flush=True,
-        )
-    eval_share.write_results(
-        args.out,
-        {
-            "benchmark": "eval_batching",
-            "experiment": eval_share.experiment_name(path),
-            "overrides": args.sets,
-            "rows": rows,
-        },
+    eval_share.run_arms(
+        args, "eval_batching", lambda config: measure(config, args.repeats, args.at_start), report
+    )
+
+
+def report(row: dict) -> None:
+    print(
+        f"{row['arm']:14s} per part {row['median_seconds_per_part']:7.2f}s "
+        f"together {row['median_seconds_together']:7.2f}s "
+        f"ratio {row['together_over_per_part']:.2f} same metrics {row['same_metrics']}",
+        flush=True,
     )
 
 

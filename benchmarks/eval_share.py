@@ -40,7 +40,7 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -218,6 +218,22 @@ def write_results(out: Path | None, result: dict) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def run_arms(args, benchmark: str, measure: Callable[[object], dict], report: Callable[[dict], None]) -> None:
+    """What every benchmark that measures an experiment's arms does with its parsed options
+    (:func:`add_run_arguments`): ``measure`` each selected run, ``report`` each row as it comes, and write
+    the rows to ``args.out`` under ``benchmark``'s name, with the experiment and the overrides."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path, configs = select(args.backbone, args.experiment, args.arms, args.sets)
+    rows = []
+    for config in configs:
+        rows.append(measure(config))
+        report(rows[-1])
+    write_results(
+        args.out,
+        {"benchmark": benchmark, "experiment": experiment_name(path), "overrides": args.sets, "rows": rows},
+    )
 
 
 def measure(config, answer_cache: bool, shared: bool = False) -> dict:

@@ -110,29 +110,18 @@ def main() -> None:
     )
     eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=5)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
-    rows = []
-    for config in configs:
-        row = measure(config, args.repeats)
-        rows.append(row)
-        print(
-            f"{row['arm']:14s} width {row['width']} shared {row['shared_prefix']} "
-            f"full pass {row['median_seconds_full_pass']:7.3f}s "
-            f"prefix once {row['median_seconds_prefix_once']:7.3f}s "
-            f"ratio {row['prefix_once_over_full_pass']:.2f} "
-            f"evaluator's {row['evaluator_over_full_pass']:.2f} "
-            f"KL relative difference {row['kl_relative_difference']:.1e}",
-            flush=True,
-        )
-    eval_share.write_results(
-        args.out,
-        {
-            "benchmark": "kl_prefix",
-            "experiment": eval_share.experiment_name(path),
-            "overrides": args.sets,
-            "rows": rows,
-        },
+    eval_share.run_arms(args, "kl_prefix", lambda config: measure(config, args.repeats), report)
+
+
+def report(row: dict) -> None:
+    print(
+        f"{row['arm']:14s} width {row['width']} shared {row['shared_prefix']} "
+        f"full pass {row['median_seconds_full_pass']:7.3f}s "
+        f"prefix once {row['median_seconds_prefix_once']:7.3f}s "
+        f"ratio {row['prefix_once_over_full_pass']:.2f} "
+        f"evaluator's {row['evaluator_over_full_pass']:.2f} "
+        f"KL relative difference {row['kl_relative_difference']:.1e}",
+        flush=True,
     )
 
 

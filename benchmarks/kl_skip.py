@@ -33,13 +33,11 @@ from paradigms.agent import evaluation_mode
 from paradigms.answer_cache import same_computation
 
 
-def _timed(function, repeats: int) -> tuple[list[float], object]:
-    seconds, value = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = function()
-        seconds.append(time.perf_counter() - started)
-    return seconds, value
+def _timed(function) -> tuple[float, object]:
+    """``function()``'s wall seconds and value."""
+    started = time.perf_counter()
+    value = function()
+    return time.perf_counter() - started, value
 
 
 def measure(config, repeats: int) -> dict:
@@ -51,12 +49,12 @@ def measure(config, repeats: int) -> dict:
         check, passes, value, equal = [], [], None, None
         with evaluation_mode(model, reference):
             for _ in range(repeats):  # alternating: the check, then the passes
-                seconds, equal = _timed(lambda: same_computation(model, reference), 1)
-                check += seconds
+                seconds, equal = _timed(lambda: same_computation(model, reference))
+                check.append(seconds)
                 seconds, value = _timed(
-                    lambda: evaluation._mean_kl(model, reference, tokenizer, episodes, batch_size), 1
+                    lambda: evaluation._mean_kl(model, reference, tokenizer, episodes, batch_size)
                 )
-                passes += seconds
+                passes.append(seconds)
         evaluations.append(
             {
                 "same_computation": equal,
@@ -99,32 +97,21 @@ def main() -> None:
     )
     eval_share.add_run_arguments(parser, ("full_ft:grpo", "adapter:grpo"), repeats=5)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path, configs = eval_share.select(args.backbone, args.experiment, args.arms, args.sets)
-    rows = []
-    for config in configs:
-        row = measure(config, args.repeats)
-        rows.append(row)
-        for number, e in enumerate(row["evaluations"]):
-            print(
-                f"{row['arm']:14s} evaluation {number}: same computation {e['same_computation']!s:5s} "
-                f"check {e['median_seconds_check']:8.4f}s passes {e['median_seconds_passes']:8.3f}s "
-                f"KL {e['kl_from_passes']:.3g}",
-                flush=True,
-            )
+    eval_share.run_arms(args, "kl_skip", lambda config: measure(config, args.repeats), report)
+
+
+def report(row: dict) -> None:
+    for number, e in enumerate(row["evaluations"]):
         print(
-            f"{row['arm']:14s} skipped {row['passes_skipped']} of {len(row['evaluations'])}: "
-            f"{row['seconds_passes_skipped']:.2f}s of passes saved, {row['seconds_checks']:.3f}s of checks",
+            f"{row['arm']:14s} evaluation {number}: same computation {e['same_computation']!s:5s} "
+            f"check {e['median_seconds_check']:8.4f}s passes {e['median_seconds_passes']:8.3f}s "
+            f"KL {e['kl_from_passes']:.3g}",
             flush=True,
         )
-    eval_share.write_results(
-        args.out,
-        {
-            "benchmark": "kl_skip",
-            "experiment": eval_share.experiment_name(path),
-            "overrides": args.sets,
-            "rows": rows,
-        },
+    print(
+        f"{row['arm']:14s} skipped {row['passes_skipped']} of {len(row['evaluations'])}: "
+        f"{row['seconds_passes_skipped']:.2f}s of passes saved, {row['seconds_checks']:.3f}s of checks",
+        flush=True,
     )
 
 

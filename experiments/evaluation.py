@@ -61,7 +61,6 @@ KL_LOGITS_PER_PASS = 2**27
 KL_SHARED_PREFIX_MIN_FRACTION = 0.25
 
 
-@torch.no_grad()
 def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int = 64) -> float:
     """Mean per-token KL(policy || reference) over the agent's own tokens of ``episodes``.
 

@@ -1,6 +1,8 @@
 """The session's answer cache: evaluations log exactly the metrics they log without it, and a call whose
 answers could differ (a changed weight, a new note, another tool, sampling) is never served from it."""
 
+import copy
+
 import mlflow
 import pytest
 import torch
@@ -11,6 +13,7 @@ from experiments.config import load_experiment
 from experiments.run import assemble, execute
 from experiments.tracking import Tracker
 from paradigms.agent import GenerationSettings
+from tests.chat_model import chat_tokenizer, tiny_chat_model
 from tests.conftest import SMOKE, TINY, metric_histories
 from tests.test_determinism import NOISY_MEMORY
 
@@ -210,31 +213,20 @@ def test_runs_of_one_user_share_the_untouched_base_s_first_evaluation(tiny_base)
     assert parts.session.answers.misses > 0  # another user: other items and another search tool
 
 
+def _lora(base, alpha: int):
+    """A copy of ``base`` with a LoRA adapter (rank 4, ``alpha``, random B) on every ``q_proj``."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
+    return get_peft_model(copy.deepcopy(base), settings)
+
+
 def test_the_digest_sees_what_computes_without_being_a_weight():
     """Two LoRA adapters with equal weights but another alpha, or an adapter switched off, compute other
     answers: their digests differ (the adapter state is part of it); the same model twice digests equal."""
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(config)
+    base = tiny_chat_model(chat_tokenizer())
     assert answer_cache.computation_digest(base) == answer_cache.computation_digest(base)
-
-    def lora(alpha: int):
-        settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
-        return get_peft_model(copy.deepcopy(base), settings)
-
-    first, second = lora(8), lora(16)
+    first, second = _lora(base, 8), _lora(base, 16)
     second.load_state_dict(first.state_dict())
     pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
@@ -253,36 +245,17 @@ def test_same_computation_compares_what_the_digest_digests_and_the_training_flag
     """Equal when the digests are equal and every module is in the same mode; another weight, another LoRA
     alpha on equal weights, a PEFT wrapper or a module in training mode (its dropout draws) make them
     differ."""
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(config).eval()
+    base = tiny_chat_model(chat_tokenizer())
     twin = copy.deepcopy(base)
     assert answer_cache.same_computation(base, twin) and answer_cache.same_computation(base, base)
     twin.train()
     assert not answer_cache.same_computation(base, twin)
     twin.eval()
     with torch.no_grad():
-        twin.lm_head.weight.data[-1, -1] += 1.0  # the last tensor's last byte: read to the end
+        twin.lm_head.weight.data[-1, -1] += 1.0  # through .data: no version counter sees it
     assert not answer_cache.same_computation(base, twin)
     assert answer_cache.computation_digest(base) != answer_cache.computation_digest(twin)
-
-    def lora(alpha: int):
-        settings = LoraConfig(r=4, lora_alpha=alpha, target_modules=["q_proj"], init_lora_weights=False)
-        return get_peft_model(copy.deepcopy(base), settings).eval()
-
-    first, second = lora(8), lora(16)
+    first, second = _lora(base, 8).eval(), _lora(base, 16).eval()
     second.load_state_dict(first.state_dict())
     assert not answer_cache.same_computation(first, second)
     assert not answer_cache.same_computation(first, base)
