@@ -1,11 +1,13 @@
 """What ``eval/kl_to_base`` costs when the policy computes exactly as the base: the check against the passes.
 
-``experiments.evaluation.kl_to_reference`` first asks ``paradigms.answer_cache.same_computation`` whether
-the policy and the reference compute the same function (byte-equal weights, configuration, modules and
-modes); when they do, the KL is exactly 0.0 and no forward pass runs (a ``full_ft`` run's first
-evaluation). A run of each selected arm (default ``experiments/comparison.yaml`` on the builtin base, seed
-0, one torch thread) is executed whole by the runner (``experiments.run.execute``, no MLflow); at every
-evaluation, with the models as they are then, the check and the KL's forward passes
+``experiments.evaluation.kl_to_reference`` first asks ``computes_as_reference`` whether the policy and the
+reference compute the same function: ``paradigms.answer_cache.same_computation`` (byte-equal weights,
+configuration, modules and modes: a ``full_ft`` run's first evaluation), else
+``paradigms.lora_identity.adds_nothing_to`` (a LoRA wrapper of the reference whose ``lora_B`` is still all
+zeros: an ``adapter`` or ``hybrid`` run's first evaluation). When they do, the KL is exactly 0.0 and no
+forward pass runs. A run of each selected arm (default ``experiments/comparison.yaml`` on the builtin
+base, seed 0, one torch thread) is executed whole by the runner (``experiments.run.execute``, no MLflow);
+at every evaluation, with the models as they are then, the check and the KL's forward passes
 (``experiments.evaluation._mean_kl``, what ran before the check existed) are each timed ``--repeats``
 times, alternating. Reports per evaluation: whether the check found them equal, the median seconds of the
 check and of the passes, the KL the passes give, and the run's total of each (what the check saves where
@@ -30,7 +32,6 @@ import eval_share
 from experiments import evaluation
 from experiments.run import execute
 from paradigms.agent import evaluation_mode
-from paradigms.answer_cache import same_computation
 
 
 def _timed(function) -> tuple[float, object]:
@@ -49,7 +50,7 @@ def measure(config, repeats: int) -> dict:
         check, passes, value, equal = [], [], None, None
         with evaluation_mode(model, reference):
             for _ in range(repeats):  # alternating: the check, then the passes
-                seconds, equal = _timed(lambda: same_computation(model, reference))
+                seconds, equal = _timed(lambda: evaluation.computes_as_reference(model, reference))
                 check.append(seconds)
                 seconds, value = _timed(
                     lambda: evaluation._mean_kl(model, reference, tokenizer, episodes, batch_size)
@@ -57,7 +58,7 @@ def measure(config, repeats: int) -> dict:
                 passes.append(seconds)
         evaluations.append(
             {
-                "same_computation": equal,
+                "computes_as_reference": equal,
                 "seconds_check": check,
                 "seconds_passes": passes,
                 "median_seconds_check": statistics.median(check),
@@ -74,7 +75,7 @@ def measure(config, repeats: int) -> dict:
         evaluation.kl_to_reference = kl
     if not evaluations:
         raise SystemExit(f"{eval_share.arm_name(config)}: its evaluations measure no KL (weights never move)")
-    saved = sum(e["median_seconds_passes"] for e in evaluations if e["same_computation"])
+    saved = sum(e["median_seconds_passes"] for e in evaluations if e["computes_as_reference"])
     checks = sum(e["median_seconds_check"] for e in evaluations)
     return {
         "arm": eval_share.arm_name(config),
@@ -82,7 +83,7 @@ def measure(config, repeats: int) -> dict:
         "feedback_events": config.budget.feedback_events,
         "every": config.evaluation.every,
         "evaluations": evaluations,
-        "passes_skipped": sum(bool(e["same_computation"]) for e in evaluations),
+        "passes_skipped": sum(bool(e["computes_as_reference"]) for e in evaluations),
         "seconds_passes_skipped": saved,
         "seconds_checks": checks,
         "seconds_passes_all": sum(e["median_seconds_passes"] for e in evaluations),
@@ -103,7 +104,7 @@ def main() -> None:
 def report(row: dict) -> None:
     for number, e in enumerate(row["evaluations"]):
         print(
-            f"{row['arm']:14s} evaluation {number}: same computation {e['same_computation']!s:5s} "
+            f"{row['arm']:14s} evaluation {number}: computes as the base {e['computes_as_reference']!s:5s} "
             f"check {e['median_seconds_check']:8.4f}s passes {e['median_seconds_passes']:8.3f}s "
             f"KL {e['kl_from_passes']:.3g}",
             flush=True,

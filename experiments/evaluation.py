@@ -25,6 +25,7 @@ from experiments.peak_memory import peak_rss_bytes
 from paradigms.agent import Episode, GenerationSettings, evaluation_mode, rollout
 from paradigms.answer_cache import same_computation
 from paradigms.base import Paradigm
+from paradigms.lora_identity import adds_nothing_to
 from paradigms.rl.batching import collate
 from paradigms.session import Call, Interaction, Session, item_columns
 from paradigms.tool_cache import CACHE_FIELD
@@ -66,17 +67,26 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
 
     Both models read the same prompt and completion, in evaluation mode as the rollout answers (no
     dropout); tool tokens (env mask 0) are left out. Exactly 0 when the two models compute the same
-    function (``paradigms.answer_cache.same_computation``: a ``full_ft`` run's first evaluation), and
-    then returned without a forward pass. At most ``batch_size`` sequences, and at most
-    :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the LM head projects only the positions from
-    the first agent token of the pass on (``logits_to_keep``), the softmax only the agent's positions;
-    a prefix every row of a pass shares is read once when long enough (:func:`_kept_logits`).
+    function, and then returned without a forward pass: a copy of the reference
+    (``paradigms.answer_cache.same_computation``: a ``full_ft`` run's first evaluation) or a LoRA wrapper
+    of one whose adapter adds exactly zero (``paradigms.lora_identity.adds_nothing_to``: an ``adapter`` or
+    ``hybrid`` run's first evaluation, before any update has moved ``lora_B`` from its zeros). At most
+    ``batch_size`` sequences, and at most :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the LM head
+    projects only the positions from the first agent token of the pass on (``logits_to_keep``), the
+    softmax only the agent's positions; a prefix every row of a pass shares is read once when long
+    enough (:func:`_kept_logits`).
     The model must take ``logits_to_keep`` (every Hugging Face causal LM that generates does).
     """
     with evaluation_mode(model, reference):
-        if same_computation(model, reference):
+        if computes_as_reference(model, reference):
             return 0.0  # every log-probability difference would be exactly 0
         return _mean_kl(model, reference, tokenizer, episodes, batch_size)
+
+
+def computes_as_reference(model, reference) -> bool:
+    """Whether ``model`` computes exactly what ``reference`` computes, as :func:`kl_to_reference` reads
+    them: a copy of it, or a LoRA wrapper of one whose adapter adds exactly zero."""
+    return same_computation(model, reference) or adds_nothing_to(model, reference)
 
 
 @torch.no_grad()

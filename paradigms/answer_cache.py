@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, zip_longest
 
@@ -59,20 +59,34 @@ MODULE_STATE = ("peft_config", "scaling", "active_adapter", "merged_adapters", "
 def _descriptions(model: torch.nn.Module) -> Iterator[bytes]:
     """What the model computes with besides its tensors: its class, configuration, generation defaults and
     every module's class and adapter state (:data:`MODULE_STATE`)."""
-    yield type(model).__qualname__.encode()
-    for attribute in ("config", "generation_config"):
-        part = getattr(model, attribute, None)
-        if part is not None and hasattr(part, "to_json_string"):
-            yield part.to_json_string().encode()
+    yield from model_descriptions(model)
     for name, module in model.named_modules(remove_duplicate=False):
         state = {a: getattr(module, a, None) for a in MODULE_STATE}
         yield f"{name}:{type(module).__qualname__}:{sorted(state.items(), key=str)!r}".encode()
 
 
+def model_descriptions(model: torch.nn.Module) -> Iterator[bytes]:
+    """The model's class, configuration and generation defaults (the first of :func:`_descriptions`)."""
+    yield type(model).__qualname__.encode()
+    for attribute in ("config", "generation_config"):
+        part = getattr(model, attribute, None)
+        if part is not None and hasattr(part, "to_json_string"):
+            yield part.to_json_string().encode()
+
+
+def named_tensors(model: torch.nn.Module) -> list[tuple[str, str, torch.Tensor]]:
+    """Every parameter, then every buffer, as (kind, name, tensor), duplicates (tied weights) included."""
+    named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
+    return named + [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
+
+
 def _tensors(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
     """Every named parameter and buffer: its description (kind, name, dtype, device, shape), then itself."""
-    named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
-    named += [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
+    return _described(named_tensors(model))
+
+
+def _described(named: Iterable[tuple[str, str, torch.Tensor]]) -> Iterator[bytes | torch.Tensor]:
+    """Each (kind, name, tensor): its description (kind, name, dtype, device, shape), then the tensor."""
     for kind, name, tensor in named:
         data = tensor.detach()
         yield f"{kind}:{name}:{data.dtype}:{data.device}:{tuple(data.shape)}".encode()
@@ -107,13 +121,23 @@ def same_computation(first: torch.nn.Module, second: torch.nn.Module) -> bool:
         return True
     if [m.training for m in first.modules()] != [m.training for m in second.modules()]:
         return False
-    for a, b in zip_longest(_tensors(first), _tensors(second)):
+    if not same_tensors(named_tensors(first), named_tensors(second)):
+        return False
+    return all(a == b for a, b in zip_longest(_descriptions(first), _descriptions(second)))
+
+
+def same_tensors(
+    first: Iterable[tuple[str, str, torch.Tensor]], second: Iterable[tuple[str, str, torch.Tensor]]
+) -> bool:
+    """Whether two sequences of (kind, name, tensor) are equal: the same kinds, names, dtypes, devices and
+    shapes in the same order, and the same bytes; stops at the first difference."""
+    for a, b in zip_longest(_described(first), _described(second)):
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
             if not torch.equal(_tensor_bytes(a), _tensor_bytes(b)):
                 return False
         elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or a != b:
             return False  # another description, or a tensor only one of them has (None)
-    return all(a == b for a, b in zip_longest(_descriptions(first), _descriptions(second)))
+    return True
 
 
 def tokenizer_digest(tokenizer) -> str:

@@ -120,3 +120,29 @@ def test_kl_to_a_model_computing_as_the_reference_is_zero_without_a_forward_pass
     assert len(calls) >= 2 and policy.training  # both models read the episodes
     for hook in hooks:
         hook.remove()
+
+
+@torch.no_grad()
+def test_kl_to_a_fresh_lora_wrapper_of_the_reference_is_zero_without_a_forward_pass(tiny_base):
+    """An ``adapter`` or ``hybrid`` run's first evaluation: the policy is the base wrapped with a LoRA
+    adapter whose ``lora_B`` is still PEFT's zeros, in training mode. Its passes give exactly 0.0; the KL
+    returns that without running them. Once one adapter weight moves, the passes run."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    policy = get_peft_model(copy.deepcopy(reference), config).eval()
+    episodes = _episodes(tokenizer, torch.Generator().manual_seed(3))
+    assert _mean_kl(policy, reference, tokenizer, episodes, batch_size=3) == 0.0  # the passes'
+    policy.train()
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (policy, reference)]
+    assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
+    assert calls == [] and policy.training
+    layers = [m for m in policy.modules() if hasattr(m, "lora_B")]
+    layers[-1].lora_B["default"].weight[0, 0] = 0.5  # the last LoRA layer's first adapter weight
+    assert kl_to_reference(policy, reference, tokenizer, episodes) > 0.0
+    assert len(calls) >= 2 and policy.training
+    for hook in hooks:
+        hook.remove()

@@ -1,0 +1,74 @@
+"""``paradigms.lora_identity.adds_nothing_to``: a fresh LoRA wrapper computes exactly as its base, and
+anything that could make it compute otherwise answers "no"."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from paradigms.lora_identity import adds_nothing_to
+from tests.chat_model import chat_tokenizer, tiny_chat_model
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_chat_model(chat_tokenizer()).eval()
+
+
+def _wrapped(base, **options):
+    """A fresh LoRA wrapper of a copy of ``base`` (PEFT's start: ``lora_B`` all zeros), in evaluation mode."""
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    for key, value in options.items():
+        setattr(config, key, value)
+    return get_peft_model(copy.deepcopy(base), config).eval()
+
+
+@torch.no_grad()
+def test_a_fresh_lora_wrapper_adds_nothing_and_gives_its_bases_logits_bit_for_bit(base):
+    policy = _wrapped(base)
+    assert adds_nothing_to(policy, base)
+    ids = torch.randint(3, base.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(policy(input_ids=ids).logits, base(input_ids=ids).logits)
+    assert adds_nothing_to(_wrapped(base, use_rslora=True, lora_dropout=0.1), base)  # dropout off in eval
+    with policy.disable_adapter():
+        assert adds_nothing_to(policy, base)
+
+
+@torch.no_grad()
+def test_a_moved_adapter_or_base_weight_or_another_base_or_configuration_answers_no(base):
+    policy = _wrapped(base)
+    layer = policy.get_base_model().model.layers[0].self_attn.v_proj
+    layer.lora_B["default"].weight[-1, -1] = 1e-30  # the last adapter weight of the last layer
+    assert not adds_nothing_to(policy, base)
+    with policy.disable_adapter():
+        assert adds_nothing_to(policy, base)  # the base alone is still the reference
+    policy = _wrapped(base)
+    policy.get_base_model().lm_head.weight[0, 0] += 1.0  # a base weight outside any LoRA layer
+    assert not adds_nothing_to(policy, base)
+    policy = _wrapped(base)
+    layer = policy.get_base_model().model.layers[0].self_attn.q_proj
+    layer.base_layer.weight[0, 0] += 1.0  # a base weight inside a LoRA layer
+    assert not adds_nothing_to(policy, base)
+    other = tiny_chat_model(chat_tokenizer(), seed=1).eval()
+    assert not adds_nothing_to(_wrapped(base), other)
+    configured = copy.deepcopy(base)
+    configured.config.attention_dropout = 0.5  # equal weights, another configuration
+    assert not adds_nothing_to(_wrapped(base), configured)
+
+
+@torch.no_grad()
+def test_what_it_cannot_vouch_for_answers_no(base):
+    """A module in training mode (its dropout draws), DoRA, a ``modules_to_save`` copy, a LoRA layer of
+    another type (an embedding), a non-finite scaling, or a model that is no PEFT wrapper."""
+    policy = _wrapped(base, lora_dropout=0.1)
+    policy.train()
+    assert not adds_nothing_to(policy, base)
+    assert not adds_nothing_to(_wrapped(base), copy.deepcopy(base).train())
+    assert not adds_nothing_to(_wrapped(base, use_dora=True), base)
+    assert not adds_nothing_to(_wrapped(base, modules_to_save=["lm_head"]), base)
+    assert not adds_nothing_to(_wrapped(base, target_modules=["embed_tokens", "q_proj"]), base)
+    policy = _wrapped(base)
+    policy.get_base_model().model.layers[0].self_attn.q_proj.scaling["default"] = float("inf")
+    assert not adds_nothing_to(policy, base)
+    assert not adds_nothing_to(copy.deepcopy(base), base)
