@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain, zip_longest
 
@@ -74,7 +74,11 @@ def model_descriptions(model: torch.nn.Module) -> Iterator[bytes]:
             yield part.to_json_string().encode()
 
 
-def named_tensors(model: torch.nn.Module) -> list[tuple[str, str, torch.Tensor]]:
+#: A model's tensors as (kind, name, tensor): kind "parameter" or "buffer".
+NamedTensors = list[tuple[str, str, torch.Tensor]]
+
+
+def named_tensors(model: torch.nn.Module) -> NamedTensors:
     """Every parameter, then every buffer, as (kind, name, tensor), duplicates (tied weights) included."""
     named = [("parameter", *p) for p in model.named_parameters(remove_duplicate=False)]
     return named + [("buffer", *b) for b in model.named_buffers(remove_duplicate=False)]
@@ -85,7 +89,7 @@ def _tensors(model: torch.nn.Module) -> Iterator[bytes | torch.Tensor]:
     return _described(named_tensors(model))
 
 
-def _described(named: Iterable[tuple[str, str, torch.Tensor]]) -> Iterator[bytes | torch.Tensor]:
+def _described(named: NamedTensors) -> Iterator[bytes | torch.Tensor]:
     """Each (kind, name, tensor): its description (kind, name, dtype, device, shape), then the tensor."""
     for kind, name, tensor in named:
         data = tensor.detach()
@@ -126,9 +130,7 @@ def same_computation(first: torch.nn.Module, second: torch.nn.Module) -> bool:
     return all(a == b for a, b in zip_longest(_descriptions(first), _descriptions(second)))
 
 
-def same_tensors(
-    first: Iterable[tuple[str, str, torch.Tensor]], second: Iterable[tuple[str, str, torch.Tensor]]
-) -> bool:
+def same_tensors(first: NamedTensors, second: NamedTensors) -> bool:
     """Whether two sequences of (kind, name, tensor) are equal: the same kinds, names, dtypes, devices and
     shapes in the same order, and the same bytes; stops at the first difference."""
     for a, b in zip_longest(_described(first), _described(second)):
