@@ -13,10 +13,10 @@ times, alternating. Reports per evaluation: whether the check found them equal, 
 check and of the passes, the KL the passes give, and the run's total of each (what the check saves where
 it says equal, and costs where it does not).
 
-    python benchmarks/kl_skip.py --arms full_ft:grpo adapter:grpo --repeats 5 \
+    python benchmarks/kl_skip.py --arms full_ft:grpo adapter:grpo hybrid:grpo --repeats 5 \
         --out benchmarks/results/kl_skip.json
-    python benchmarks/kl_skip.py --backbone smollm2 --arms full_ft:grpo adapter:grpo --repeats 3 \
-        --set budget.feedback_events=8 --set evaluation.every=8 \
+    python benchmarks/kl_skip.py --backbone smollm2 --arms full_ft:grpo adapter:grpo hybrid:grpo \
+        --repeats 3 --set budget.feedback_events=8 --set evaluation.every=8 \
         --out benchmarks/results/kl_skip_smollm2.json
 """
 
