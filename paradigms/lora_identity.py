@@ -9,9 +9,9 @@ of a causal LM's forward pass turns into another value). The policy then compute
 computes, and the KL between the two is exactly 0: a run's first evaluation logs 0.0 from the passes.
 
 One condition cannot be checked without running the layer: ``lora_A(x)`` must be finite, since 0 times
-an infinity is NaN. It is, unless an activation entering an adapted layer is within a factor of
-``in_features * max|lora_A|`` of the float range's end (PEFT starts ``lora_A`` Kaiming-uniform, at most
-1/sqrt(in_features) in size, so beyond ~1e36 for these models, whose reference would then overflow too).
+an infinity is NaN. Each of its values is at most ``in_features * max|lora_A| * max|x|``, and PEFT
+starts ``lora_A`` Kaiming-uniform, every weight at most ``1/sqrt(in_features)``: at that start an overflow
+needs an activation above float32's 3.4e38 / sqrt(in_features), about 1e37 for SmolLM2's layers.
 The adapter must hold the base layer's dtype, so that PEFT casts no activation (an fp16 adapter on an fp32
 base turns any activation above 65,504 into an infinity).
 
