@@ -83,11 +83,11 @@ def _adds_zero(layer) -> bool:
         a, b = layer.lora_A[name], layer.lora_B[name]
         if type(a) is not torch.nn.Linear or type(b) is not torch.nn.Linear or a.weight.dtype != dtype:
             return False
+        if bool(b.weight.any()) or (b.bias is not None and bool(b.bias.any())):
+            return False  # a trained adapter: the likeliest "no", checked before reading lora_A
         if not math.isfinite(layer.scaling[name]) or not bool(torch.isfinite(a.weight).all()):
             return False
         if a.bias is not None and not bool(torch.isfinite(a.bias).all()):
-            return False
-        if bool(b.weight.any()) or (b.bias is not None and bool(b.bias.any())):
             return False
     return True
 

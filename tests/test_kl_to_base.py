@@ -1,6 +1,7 @@
 """``eval/kl_to_base``: the mean per-token KL(policy || base) over the agent's own tokens."""
 
 import copy
+from contextlib import contextmanager
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -27,6 +28,18 @@ def _episodes(tokenizer, generator: torch.Generator, shapes=SHAPES, shared: int 
             mask[tool[0] : tool[1]] = [0] * (tool[1] - tool[0])
         episodes.append(Episode("", prefix + ids[:prompt_length], ids[prompt_length:], mask))
     return episodes
+
+
+@contextmanager
+def _forward_calls(*models):
+    """A list that gains an entry each time one of ``models`` runs a forward pass, while inside."""
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in models]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _full_logits_kl(model, reference, tokenizer, episodes: list[Episode]) -> float:
@@ -109,17 +122,14 @@ def test_kl_to_a_model_computing_as_the_reference_is_zero_without_a_forward_pass
     reference = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
     policy = copy.deepcopy(reference).train()
     episodes = _episodes(tokenizer, torch.Generator().manual_seed(2))
-    calls = []
-    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (policy, reference)]
-    assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
-    assert calls == []
-    assert policy.training and all(m.training for m in policy.modules())
-    assert not any(m.training for m in reference.modules())
-    policy.lm_head.weight[0, 0] += 1.0
-    assert kl_to_reference(policy, reference, tokenizer, episodes) >= 0.0
-    assert len(calls) >= 2 and policy.training  # both models read the episodes
-    for hook in hooks:
-        hook.remove()
+    with _forward_calls(policy, reference) as calls:
+        assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
+        assert calls == []
+        assert policy.training and all(m.training for m in policy.modules())
+        assert not any(m.training for m in reference.modules())
+        policy.lm_head.weight[0, 0] += 1.0
+        assert kl_to_reference(policy, reference, tokenizer, episodes) >= 0.0
+        assert len(calls) >= 2 and policy.training  # both models read the episodes
 
 
 @torch.no_grad()
@@ -136,13 +146,10 @@ def test_kl_to_a_fresh_lora_wrapper_of_the_reference_is_zero_without_a_forward_p
     episodes = _episodes(tokenizer, torch.Generator().manual_seed(3))
     assert _mean_kl(policy, reference, tokenizer, episodes, batch_size=3) == 0.0  # the passes'
     policy.train()
-    calls = []
-    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (policy, reference)]
-    assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
-    assert calls == [] and policy.training
-    layers = [m for m in policy.modules() if hasattr(m, "lora_B")]
-    layers[-1].lora_B["default"].weight[0, 0] = 0.5  # the last LoRA layer's first adapter weight
-    assert kl_to_reference(policy, reference, tokenizer, episodes) > 0.0
-    assert len(calls) >= 2 and policy.training
-    for hook in hooks:
-        hook.remove()
+    with _forward_calls(policy, reference) as calls:
+        assert kl_to_reference(policy, reference, tokenizer, episodes) == 0.0
+        assert calls == [] and policy.training
+        layers = [m for m in policy.modules() if hasattr(m, "lora_B")]
+        layers[-1].lora_B["default"].weight[0, 0] = 0.5  # the last LoRA layer's first adapter weight
+        assert kl_to_reference(policy, reference, tokenizer, episodes) > 0.0
+        assert len(calls) >= 2 and policy.training

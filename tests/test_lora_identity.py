@@ -18,10 +18,8 @@ def base():
 
 def _wrapped(base, **options):
     """A fresh LoRA wrapper of a copy of ``base`` (PEFT's start: ``lora_B`` all zeros), in evaluation mode."""
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    for key, value in options.items():
-        setattr(config, key, value)
-    return get_peft_model(copy.deepcopy(base), config).eval()
+    settings = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    return get_peft_model(copy.deepcopy(base), LoraConfig(**{**settings, **options})).eval()
 
 
 @torch.no_grad()
