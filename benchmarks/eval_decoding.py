@@ -1,0 +1,245 @@
+"""What an evaluation's answering is made of: prompt prefill against decoding steps, padding, and rows
+that had already ended.
+
+The evaluation share (``benchmarks/eval_share.py``) says how much of a run evaluating takes; this says
+where an evaluation's ``generate`` time goes, to choose what to make cheaper. One run of the selected
+arm is assembled (default ``adapter:grpo`` of the backbone's comparison, seed 0, one torch thread) and its
+untouched policy evaluated ``--repeats`` times without the answer cache (``--trained``: the run is
+executed whole first and its final policy evaluated, as at a run's last evaluation). Every ``generate``
+call of the evaluation is recorded from outside (``paradigms.agent._generate`` wrapped, forward hooks
+on the model the call runs):
+
+- ``rows``, ``width`` (the left-padded batch), ``prompt_tokens`` (its real, unpadded tokens), the
+  ``budget`` of new tokens and the ``steps`` it ran;
+- ``prefill_seconds`` (forward passes over more than one position: the prompts, or what a carried
+  cache leaves) and ``decode_seconds`` (one-position passes), the rest of the call being ``generate``'s
+  own work (logits processors, stopping criteria, bookkeeping);
+- ``row_steps_computed`` (rows x steps: ``generate`` runs every row until the last one ends) and
+  ``row_steps_needed`` (each row's tokens up to its end, the end-of-sequence token counted).
+
+and the KL's passes (``experiments.evaluation.kl_to_reference``) are timed on their own. Then, once, the
+question behind dropping ended rows from a batch: are a row's logits the same bits when the batch holds
+only some of its rows? The first call's prompts are prefilled whole and as every other row, and one
+decoding step run from the whole cache and from its rows' part (``rows_independent``: both
+bit-identical, with the largest difference). Timings are ratios within one process on a shared
+machine; the 1-minute load average is kept.
+
+    python benchmarks/eval_decoding.py --backbone smollm2 --repeats 2 \
+        --out benchmarks/results/eval_decoding_smollm2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+from contextlib import contextmanager
+
+import eval_batching
+import eval_share
+import torch
+
+from experiments import evaluation
+from experiments.run import assemble
+from paradigms import agent
+
+
+def _innermost(model):
+    """The module whose forward ``generate`` calls (a PEFT wrapper's base model)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _positions(args, kwargs) -> int:
+    """How many positions a forward pass reads (its ``input_ids``' or ``inputs_embeds``' width)."""
+    tensor = kwargs.get("input_ids")
+    if tensor is None:
+        tensor = kwargs.get("inputs_embeds", args[0] if args else None)
+    return int(tensor.shape[1])
+
+
+@contextmanager
+def _recording(calls: list[dict], first_inputs: list):
+    """Wrap ``agent._generate`` for the block: each call appends its record to ``calls``; the first
+    call's model, left-padded ``input_ids`` and mask are kept in ``first_inputs``."""
+    original = agent._generate
+
+    def recorded(model, tokenizer, active, sequences, budget, *args, **kwargs):
+        width = max(len(s) for s in sequences)
+        call = {
+            "rows": len(sequences),
+            "width": width,
+            "prompt_tokens": sum(len(s) for s in sequences),
+            "budget": budget,
+            "prefill_seconds": 0.0,
+            "decode_seconds": 0.0,
+        }
+        started: list[float] = []
+
+        def before(module, args, kwargs):
+            started.append(time.perf_counter())
+
+        def after(module, args, kwargs, output):
+            key = "prefill_seconds" if _positions(args, kwargs) > 1 else "decode_seconds"
+            call[key] += time.perf_counter() - started.pop()
+
+        inner = _innermost(model)
+        handles = [
+            inner.register_forward_pre_hook(before, with_kwargs=True),
+            inner.register_forward_hook(after, with_kwargs=True),
+        ]
+        began = time.perf_counter()
+        try:
+            output = original(model, tokenizer, active, sequences, budget, *args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        call["seconds"] = time.perf_counter() - began
+        new = output.sequences[:, width:].tolist()
+        call["steps"] = len(new[0]) if new else 0
+        lengths = [len(agent._strip_padding(tokenizer, row)) for row in new]
+        call["row_steps_computed"] = call["rows"] * call["steps"]
+        call["row_steps_needed"] = sum(lengths)
+        call["generated_lengths"] = sorted(lengths)
+        calls.append(call)
+        if not first_inputs:
+            pad = tokenizer.pad_token_id
+            ids = [[pad] * (width - len(s)) + s for s in sequences]
+            mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
+            first_inputs.extend([model, torch.tensor(ids), torch.tensor(mask)])
+        return output
+
+    agent._generate = recorded
+    try:
+        yield
+    finally:
+        agent._generate = original
+
+
+@contextmanager
+def _timing_kl(seconds: list[float]):
+    """Time every ``kl_to_reference`` call of the block into ``seconds``."""
+    original = evaluation.kl_to_reference
+
+    def timed(*args, **kwargs):
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - began)
+
+    evaluation.kl_to_reference = timed
+    try:
+        yield
+    finally:
+        evaluation.kl_to_reference = original
+
+
+@torch.no_grad()
+def rows_independent(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """Whether a batch's rows get the same logits, to the bit, in a batch of only some of them: a prefill
+    of every other row against the whole batch's, and one greedy decoding step from the whole cache
+    against the same step from those rows' part of it."""
+    model.eval()
+    keep = torch.arange(0, input_ids.shape[0], 2)
+    whole = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+    part = model(input_ids=input_ids[keep], attention_mask=attention_mask[keep], use_cache=True)
+    step_ids = whole.logits[:, -1].argmax(-1, keepdim=True)
+    step_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
+    whole_cache = whole.past_key_values
+    part_cache = copy.deepcopy(whole_cache)
+    part_cache.batch_select_indices(keep)
+    step_whole = model(input_ids=step_ids, attention_mask=step_mask, past_key_values=whole_cache).logits
+    step_part = model(
+        input_ids=step_ids[keep], attention_mask=step_mask[keep], past_key_values=part_cache
+    ).logits
+    return {
+        "rows": int(input_ids.shape[0]),
+        "kept_rows": len(keep),
+        "prefill_identical": torch.equal(part.logits, whole.logits[keep]),
+        "prefill_max_difference": (part.logits - whole.logits[keep]).abs().max().item(),
+        "decode_identical": torch.equal(step_part, step_whole[keep]),
+        "decode_max_difference": (step_part - step_whole[keep]).abs().max().item(),
+    }
+
+
+def _totals(calls: list[dict]) -> dict:
+    keys = (
+        "seconds",
+        "prefill_seconds",
+        "decode_seconds",
+        "steps",
+        "row_steps_computed",
+        "row_steps_needed",
+        "prompt_tokens",
+    )
+    totals = {key: sum(call[key] for call in calls) for key in keys}
+    totals["prompt_positions_computed"] = sum(call["rows"] * call["width"] for call in calls)
+    return totals
+
+
+def measure(config, repeats: int, trained: bool) -> dict:
+    if trained:
+        evaluator, paradigm, phase = eval_batching._final_parts(config)
+    else:
+        parts = assemble(config, progress=False)
+        evaluator, paradigm, phase = parts.evaluator, parts.paradigm, None
+    evaluator.session.answers = None
+    evaluations = []
+    first_inputs: list = []
+    for _ in range(repeats):
+        calls: list[dict] = []
+        kl_seconds: list[float] = []
+        began = time.perf_counter()
+        with _recording(calls, first_inputs), _timing_kl(kl_seconds):
+            evaluator.evaluate(paradigm, phase)
+        evaluations.append(
+            {
+                "seconds": time.perf_counter() - began,
+                "kl_seconds": sum(kl_seconds),
+                "generate": _totals(calls),
+                "calls": calls,
+                "load_average_1min": os.getloadavg()[0],
+            }
+        )
+    model, input_ids, attention_mask = first_inputs
+    return {
+        "arm": eval_share.arm_name(config),
+        "backbone": config.backbone,
+        "feedback_events": config.budget.feedback_events if trained else 0,
+        "parts_together": evaluator.parts_together,
+        "evaluations": evaluations,
+        "rows_independent": rows_independent(model, input_ids, attention_mask),
+    }
+
+
+def report(row: dict) -> None:
+    for index, result in enumerate(row["evaluations"]):
+        g = result["generate"]
+        print(
+            f"{row['arm']} evaluation {index}: {result['seconds']:.3g}s, generate {g['seconds']:.3g}s "
+            f"(prefill {g['prefill_seconds']:.3g}s over {g['prompt_positions_computed']} positions, "
+            f"{g['prompt_tokens']} real; decode {g['decode_seconds']:.3g}s over {g['steps']} steps, "
+            f"row-steps needed {g['row_steps_needed']} of {g['row_steps_computed']}), "
+            f"KL {result['kl_seconds']:.3g}s",
+            flush=True,
+        )
+    print(f"rows independent: {row['rows_independent']}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    eval_share.add_run_arguments(parser, ("adapter:grpo",), repeats=2)
+    parser.add_argument(
+        "--trained", action="store_true", help="train the run whole first, then evaluate its final policy"
+    )
+    args = parser.parse_args()
+    eval_share.run_arms(
+        args, "eval_decoding", lambda config: measure(config, args.repeats, args.trained), report
+    )
+
+
+if __name__ == "__main__":
+    main()
