@@ -1,31 +1,38 @@
-"""What an evaluation's answering is made of: prompt prefill against decoding steps, padding, and rows
-that had already ended.
+"""What an evaluation's answering is made of (prompt prefill against decoding steps, padding, rows
+that had already ended), and what computing only the open rows saves.
 
 The evaluation share (``benchmarks/eval_share.py``) says how much of a run evaluating takes; this says
-where an evaluation's ``generate`` time goes, to choose what to make cheaper. One run of the selected
-arm is assembled (default ``adapter:grpo`` of the backbone's comparison, seed 0, one torch thread) and its
-untouched policy evaluated ``--repeats`` times without the answer cache (``--trained``: the run is
-executed whole first and its final policy evaluated, as at a run's last evaluation). Every ``generate``
-call of the evaluation is recorded from outside (``paradigms.agent._generate`` wrapped, forward hooks
-on the model the call runs):
+where an evaluation's ``generate`` time goes. One run of the selected arm is assembled (default
+``adapter:grpo`` of the backbone's comparison, seed 0, one torch thread) and its untouched policy
+evaluated ``--repeats`` times each way, alternating, without the answer cache (``--trained``: the run
+is executed whole first and its final policy evaluated, as at a run's last evaluation): with greedy
+decoding running every row until the batch's last one ends (``generate``'s way,
+``rollout(drop_ended_rows=False)``) and computing only the open rows (``paradigms.open_rows``, the
+default). Every ``generate`` call is recorded from outside (``paradigms.agent._generate`` wrapped,
+forward hooks on the model the call runs and on its input embeddings):
 
 - ``rows``, ``width`` (the left-padded batch), ``prompt_tokens`` (its real, unpadded tokens), the
   ``budget`` of new tokens and the ``steps`` it ran;
 - ``prefill_seconds`` (forward passes over more than one position: the prompts, or what a carried
   cache leaves) and ``decode_seconds`` (one-position passes), the rest of the call being ``generate``'s
   own work (logits processors, stopping criteria, bookkeeping);
-- ``row_steps_computed`` (rows x steps: ``generate`` runs every row until the last one ends) and
-  ``row_steps_needed`` (each row's tokens up to its end, the end-of-sequence token counted).
+- ``row_steps_run`` (rows x steps: ``generate`` runs every row until the last one ends),
+  ``row_steps_computed`` (the rows the model computed a next token for: the prefill's, then each
+  decoding step's) and ``row_steps_needed`` (each row's tokens up to its end, the end-of-sequence token
+  counted);
 
-and the KL's passes (``experiments.evaluation.kl_to_reference``) are timed on their own. Then, once, the
-question behind dropping ended rows from a batch: are a row's logits the same bits when the batch holds
-only some of its rows? The first call's prompts are prefilled whole and as every other row, and one
-decoding step run from the whole cache and from its rows' part (``rows_independent``: both
-bit-identical, with the largest difference). Timings are ratios within one process on a shared
-machine; the 1-minute load average is kept.
+and the KL's passes (``experiments.evaluation.kl_to_reference``) are timed on their own. ``same_metrics``
+and ``same_episodes`` say whether the two ways gave the same evaluation (wall time and memory left out)
+and the same episodes, at every repeat. Then, once, the premise of skipping rows: are a row's logits
+the same bits when the batch holds only some of its rows? The first call's prompts are prefilled whole
+and as every other row, and one decoding step run from the whole cache and from its rows' part
+(``rows_independent``: both bit-identical, with the largest difference). Timings are ratios within one
+process on a shared machine; the 1-minute load average is kept.
 
     python benchmarks/eval_decoding.py --backbone smollm2 --repeats 2 \
         --out benchmarks/results/eval_decoding_smollm2.json
+    python benchmarks/eval_decoding.py --arms full_ft:grpo adapter:grpo --trained --repeats 3 \
+        --out benchmarks/results/eval_decoding.json
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import torch
 from experiments import evaluation
 from experiments.run import assemble
 from paradigms import agent
+from paradigms import session as session_module
 
 
 def _innermost(model):
@@ -83,10 +91,16 @@ def _recording(calls: list[dict], first_inputs: list):
             key = "prefill_seconds" if _positions(args, kwargs) > 1 else "decode_seconds"
             call[key] += time.perf_counter() - started.pop()
 
+        def fed(module, args, output):  # the rows a decoding step really computes
+            if args[0].shape[1] == 1:
+                call["decoding_rows_computed"] += args[0].shape[0]
+
+        call["decoding_rows_computed"] = 0
         inner = _innermost(model)
         handles = [
             inner.register_forward_pre_hook(before, with_kwargs=True),
             inner.register_forward_hook(after, with_kwargs=True),
+            model.get_input_embeddings().register_forward_hook(fed),
         ]
         began = time.perf_counter()
         try:
@@ -98,7 +112,8 @@ def _recording(calls: list[dict], first_inputs: list):
         new = output.sequences[:, width:].tolist()
         call["steps"] = len(new[0]) if new else 0
         lengths = [len(agent._strip_padding(tokenizer, row)) for row in new]
-        call["row_steps_computed"] = call["rows"] * call["steps"]
+        call["row_steps_run"] = call["rows"] * call["steps"]  # every row to the batch's end
+        call["row_steps_computed"] = call["rows"] + call["decoding_rows_computed"]  # the prefill's, then
         call["row_steps_needed"] = sum(lengths)
         call["generated_lengths"] = sorted(lengths)
         calls.append(call)
@@ -169,6 +184,7 @@ def _totals(calls: list[dict]) -> dict:
         "prefill_seconds",
         "decode_seconds",
         "steps",
+        "row_steps_run",
         "row_steps_computed",
         "row_steps_needed",
         "prompt_tokens",
@@ -176,6 +192,23 @@ def _totals(calls: list[dict]) -> dict:
     totals = {key: sum(call[key] for call in calls) for key in keys}
     totals["prompt_positions_computed"] = sum(call["rows"] * call["width"] for call in calls)
     return totals
+
+
+@contextmanager
+def _rollouts(drop_ended_rows: bool, episodes: list):
+    """The session's rollouts with ``drop_ended_rows`` for the block, their episodes kept in ``episodes``."""
+    original = session_module.rollout
+
+    def rollout(*args, **kwargs):
+        made = original(*args, drop_ended_rows=drop_ended_rows, **kwargs)
+        episodes.append([(e.completion_ids, e.env_mask, e.completion) for e in made])
+        return made
+
+    session_module.rollout = rollout
+    try:
+        yield
+    finally:
+        session_module.rollout = original
 
 
 def measure(config, repeats: int, trained: bool) -> dict:
@@ -187,21 +220,26 @@ def measure(config, repeats: int, trained: bool) -> dict:
     evaluator.session.answers = None
     evaluations = []
     first_inputs: list = []
+    results: dict[bool, list] = {False: [], True: []}
+    episodes: dict[bool, list] = {False: [], True: []}
     for _ in range(repeats):
-        calls: list[dict] = []
-        kl_seconds: list[float] = []
-        began = time.perf_counter()
-        with _recording(calls, first_inputs), _timing_kl(kl_seconds):
-            evaluator.evaluate(paradigm, phase)
-        evaluations.append(
-            {
-                "seconds": time.perf_counter() - began,
-                "kl_seconds": sum(kl_seconds),
-                "generate": _totals(calls),
-                "calls": calls,
-                "load_average_1min": os.getloadavg()[0],
-            }
-        )
+        for drop in (False, True):
+            calls: list[dict] = []
+            kl_seconds: list[float] = []
+            began = time.perf_counter()
+            with _recording(calls, first_inputs), _timing_kl(kl_seconds), _rollouts(drop, episodes[drop]):
+                result = evaluator.evaluate(paradigm, phase)
+            evaluations.append(
+                {
+                    "drop_ended_rows": drop,
+                    "seconds": time.perf_counter() - began,
+                    "kl_seconds": sum(kl_seconds),
+                    "generate": _totals(calls),
+                    "calls": calls,
+                    "load_average_1min": os.getloadavg()[0],
+                }
+            )
+            results[drop].append({k: v for k, v in result.items() if "seconds" not in k and "rss" not in k})
     model, input_ids, attention_mask = first_inputs
     return {
         "arm": eval_share.arm_name(config),
@@ -209,6 +247,8 @@ def measure(config, repeats: int, trained: bool) -> dict:
         "feedback_events": config.budget.feedback_events if trained else 0,
         "parts_together": evaluator.parts_together,
         "evaluations": evaluations,
+        "same_metrics": results[True] == results[False],
+        "same_episodes": episodes[True] == episodes[False],
         "rows_independent": rows_independent(model, input_ids, attention_mask),
     }
 
@@ -216,15 +256,22 @@ def measure(config, repeats: int, trained: bool) -> dict:
 def report(row: dict) -> None:
     for index, result in enumerate(row["evaluations"]):
         g = result["generate"]
+        way = "open rows" if result["drop_ended_rows"] else "every row"
         print(
-            f"{row['arm']} evaluation {index}: {result['seconds']:.3g}s, generate {g['seconds']:.3g}s "
+            f"{row['arm']} evaluation {index} ({way}): {result['seconds']:.3g}s, "
+            f"generate {g['seconds']:.3g}s "
             f"(prefill {g['prefill_seconds']:.3g}s over {g['prompt_positions_computed']} positions, "
             f"{g['prompt_tokens']} real; decode {g['decode_seconds']:.3g}s over {g['steps']} steps, "
-            f"row-steps needed {g['row_steps_needed']} of {g['row_steps_computed']}), "
+            f"row-steps needed {g['row_steps_needed']}, run {g['row_steps_run']}, "
+            f"computed {g['row_steps_computed']}), "
             f"KL {result['kl_seconds']:.3g}s",
             flush=True,
         )
-    print(f"rows independent: {row['rows_independent']}", flush=True)
+    print(
+        f"same metrics {row['same_metrics']}, same episodes {row['same_episodes']}; "
+        f"rows independent: {row['rows_independent']}",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -14,6 +14,10 @@ and values the previous round computed (``paradigms.tool_cache``), with the same
 and masks as a recomputing round, for any Hugging Face causal LM whose cache is a plain full-attention
 ``DynamicCache`` (others recompute, as ``reuse_cache=False`` always does).
 
+Greedy decoding computes only the rows of a batch that have not ended (``paradigms.open_rows``): the
+same tokens and cache as ``generate`` running every row to the end (``drop_ended_rows=False``), fewer
+row-steps.
+
 A ``sampler`` (:class:`Sampler`, e.g. ``paradigms.vllm_sampler.VLLMSampler``) can draw each round's
 tokens instead of ``model.generate``: the rounds, the tool loop, the masks and the transcript stay this
 module's, and each agent token keeps the log-probability the sampler gave it (``Episode.sampling_logprobs``,
@@ -23,14 +27,14 @@ module's, and each agent token keeps the log-probability the sampler gave it (``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol as Interface
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from paradigms import tool_cache
+from paradigms import open_rows, tool_cache
 from paradigms.generation import GenerationSettings
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Protocol
@@ -188,6 +192,7 @@ def rollout(
     protocol: Protocol | None = None,
     reuse_cache: bool = True,
     sampler: Sampler | None = None,
+    drop_ended_rows: bool = True,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
@@ -198,9 +203,11 @@ def rollout(
     the prompts and reads the tool calls. Sampling uses torch's global RNG, so a seeded run is
     reproducible. ``reuse_cache=False`` recomputes the whole prefix in every round after a tool
     reply (the former path, kept as the reference the cached one is tested and measured against);
-    both draw the same random numbers in the same order. ``sampler`` draws the tokens instead of
-    ``model.generate`` (then ``model`` only places the tensors; tool decisions are the model's own, so
-    ``decisions`` must be None).
+    both draw the same random numbers in the same order. ``drop_ended_rows=False`` has greedy
+    decoding compute every row until the batch's last one ends (``generate``'s way, the reference
+    ``paradigms.open_rows`` is tested against; sampling always does). ``sampler`` draws the tokens
+    instead of ``model.generate`` (then ``model`` only places the tensors; tool decisions are the
+    model's own, so ``decisions`` must be None).
     """
     protocol = protocol or PROTOCOLS["grammar"]
     contexts = contexts or [()] * len(queries)
@@ -243,6 +250,7 @@ def rollout(
                 keys=active,
                 carried=carried if reuse_cache else None,
                 sampler=sampler,
+                drop_ended_rows=drop_ended_rows,
             )
     for episode in episodes:
         episode.completion = protocol.transcript(episode, tokenizer)
@@ -273,6 +281,7 @@ def _generate_round(
     keys: list[int],
     carried: tool_cache.CarriedCache | None,
     sampler: Sampler | None = None,
+    drop_ended_rows: bool = True,
 ) -> tool_cache.CarriedCache | None:
     """One ``generate`` call (or one ``sampler`` call) for every unfinished episode; handles a search call
     at its end.
@@ -286,7 +295,17 @@ def _generate_round(
     output, logprobs = None, None
     if sampler is None:
         output = _generate(
-            model, tokenizer, active, sequences, budget, settings, device, protocol, keys, carried
+            model,
+            tokenizer,
+            active,
+            sequences,
+            budget,
+            settings,
+            device,
+            protocol,
+            keys,
+            carried,
+            drop_ended_rows,
         )
         rows = output.sequences[:, width:].tolist()
     else:
@@ -333,9 +352,11 @@ def _generate(
     protocol: Protocol,
     keys: list[int],
     carried: tool_cache.CarriedCache | None,
+    drop_ended_rows: bool = True,
 ):
     """``model.generate`` (``return_dict_in_generate``) of at most ``budget`` tokens after the left-padded
-    ``sequences`` of ``active``, resuming from ``carried`` when given."""
+    ``sequences`` of ``active``, resuming from ``carried`` when given; greedy decoding computes only the
+    rows that have not ended unless ``drop_ended_rows`` is False (``paradigms.open_rows``)."""
     width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
@@ -346,20 +367,24 @@ def _generate(
     # completion, which TRL's trainers cannot score), so it is never sampled unless it doubles as eos
     never = [pad] if pad is not None and pad != eos else None
     cache = tool_cache.resume(carried, keys, [len(s) for s in sequences], width) if carried else None
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention,
-        max_new_tokens=budget,
-        do_sample=sampling,
-        temperature=settings.temperature if sampling else None,
-        top_k=settings.top_k if sampling and settings.top_k else None,
-        top_p=None,
-        stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width, protocol.stops)]),
-        logits_processor=_decision_processor(tokenizer, active, width, protocol),
-        suppress_tokens=never,
-        pad_token_id=pad,
-        eos_token_id=eos,
-        return_dict_in_generate=True,
-        **({tool_cache.CACHE_FIELD: cache} if cache is not None else {}),
-    )
+    skipping = nullcontext()
+    if drop_ended_rows and not sampling:
+        skipping = open_rows.computing_open_rows(model, pad)
+    with skipping:
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=budget,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_k=settings.top_k if sampling and settings.top_k else None,
+            top_p=None,
+            stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, width, protocol.stops)]),
+            logits_processor=_decision_processor(tokenizer, active, width, protocol),
+            suppress_tokens=never,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            return_dict_in_generate=True,
+            **({tool_cache.CACHE_FIELD: cache} if cache is not None else {}),
+        )
     return output
