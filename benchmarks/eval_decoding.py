@@ -31,6 +31,9 @@ process on a shared machine; the 1-minute load average is kept.
 
     python benchmarks/eval_decoding.py --backbone smollm2 --repeats 2 \
         --out benchmarks/results/eval_decoding_smollm2.json
+    python benchmarks/eval_decoding.py --backbone smollm2 --arms adapter:grpo full_ft:grpo --trained \
+        --repeats 1 --set budget.feedback_events=8 --set evaluation.every=8 \
+        --out benchmarks/results/eval_decoding_smollm2_trained.json
     python benchmarks/eval_decoding.py --arms full_ft:grpo adapter:grpo --trained --repeats 3 \
         --out benchmarks/results/eval_decoding.json
 """
