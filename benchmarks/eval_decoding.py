@@ -52,13 +52,8 @@ import torch
 
 from experiments import evaluation
 from experiments.run import assemble
-from paradigms import agent
+from paradigms import agent, open_rows
 from paradigms import session as session_module
-
-
-def _innermost(model):
-    """The module whose forward ``generate`` calls (a PEFT wrapper's base model)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _positions(args, kwargs) -> int:
@@ -99,7 +94,7 @@ def _recording(calls: list[dict], first_inputs: list):
                 call["decoding_rows_computed"] += args[0].shape[0]
 
         call["decoding_rows_computed"] = 0
-        inner = _innermost(model)
+        inner = open_rows.innermost(model)
         handles = [
             inner.register_forward_pre_hook(before, with_kwargs=True),
             inner.register_forward_hook(after, with_kwargs=True),

@@ -58,11 +58,11 @@ def tiny(tiny_base):
 GREEDY = dict(temperature=0.0, top_k=0, max_searches=2)
 
 
-def test_builtin_tiny_base_same_episodes_fewer_row_steps(tiny):
-    model, tokenizer = tiny
+def forced_and_free_searches(model, tokenizer):
+    """``both_ways`` over 12 queries with notes, some offered the tool, some forced to search."""
     tool = SearchTool(("my dog rex .", "my city oslo ."))
     settings = GenerationSettings(max_new_tokens=32, **GREEDY)
-    every, open_only, steps = both_ways(
+    return both_ways(
         model,
         tokenizer,
         QUERIES * 4,
@@ -72,6 +72,11 @@ def test_builtin_tiny_base_same_episodes_fewer_row_steps(tiny):
         contexts=NOTES * 4,
         decisions=[SEARCH, None, SEARCH, None] * 3,
     )
+
+
+def test_builtin_tiny_base_same_episodes_fewer_row_steps(tiny):
+    model, tokenizer = tiny
+    every, open_only, steps = forced_and_free_searches(model, tokenizer)
     assert_same(every, open_only)
     assert sum(e.search_calls for e in open_only) >= 6  # resumed rounds ran
     assert steps[True] < steps[False]
@@ -103,18 +108,7 @@ def test_a_lora_adapter_computes_only_the_open_rows_too(tiny_base):
     )
     model = get_peft_model(base, config).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    tool = SearchTool(("my dog rex .", "my city oslo ."))
-    settings = GenerationSettings(max_new_tokens=32, **GREEDY)
-    every, open_only, steps = both_ways(
-        model,
-        tokenizer,
-        QUERIES * 4,
-        [tool, tool, None] * 4,
-        settings,
-        0,
-        contexts=NOTES * 4,
-        decisions=[SEARCH, None, SEARCH, None] * 3,
-    )
+    every, open_only, steps = forced_and_free_searches(model, tokenizer)
     assert_same(every, open_only)
     assert steps[True] < steps[False]
     assert "forward" not in model.get_base_model().__dict__  # the class's forward again
