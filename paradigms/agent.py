@@ -34,7 +34,7 @@ from typing import Protocol as Interface
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from paradigms import open_rows, tool_cache
+from paradigms import open_rows, shared_prefix, tool_cache
 from paradigms.generation import GenerationSettings
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Protocol
@@ -193,6 +193,7 @@ def rollout(
     reuse_cache: bool = True,
     sampler: Sampler | None = None,
     drop_ended_rows: bool = True,
+    share_prefix: bool = True,
 ) -> list[Episode]:
     """Generate one episode per query (repeat a query in ``queries`` for a group).
 
@@ -202,12 +203,15 @@ def rollout(
     sampled tokens (only for queries offered the tool); ``protocol`` (default ``grammar``) writes
     the prompts and reads the tool calls. Sampling uses torch's global RNG, so a seeded run is
     reproducible. ``reuse_cache=False`` recomputes the whole prefix in every round after a tool
-    reply (the former path, kept as the reference the cached one is tested and measured against);
-    both draw the same random numbers in the same order. ``drop_ended_rows=False`` has greedy
-    decoding compute every row until the batch's last one ends (``generate``'s way, the reference
-    ``paradigms.open_rows`` is tested against; sampling always does). ``sampler`` draws the tokens
-    instead of ``model.generate`` (then ``model`` only places the tensors; tool decisions are the
-    model's own, so ``decisions`` must be None).
+    reply (the former path, kept as the reference the cached one is tested and measured against; a
+    greedy round still reads the prompt prefix its rows share once, see ``share_prefix``); both draw
+    the same random numbers in the same order. ``drop_ended_rows=False`` has greedy decoding compute
+    every row until the batch's last one ends (``generate``'s way, the reference
+    ``paradigms.open_rows`` is tested against; sampling always does). ``share_prefix=False`` has a
+    greedy round without a carried cache prefill the prompt prefix every row shares once per row (the
+    reference ``paradigms.shared_prefix`` is tested against; sampling always does). ``sampler`` draws
+    the tokens instead of ``model.generate`` (then ``model`` only places the tensors; tool decisions
+    are the model's own, so ``decisions`` must be None).
     """
     protocol = protocol or PROTOCOLS["grammar"]
     contexts = contexts or [()] * len(queries)
@@ -251,6 +255,7 @@ def rollout(
                 carried=carried if reuse_cache else None,
                 sampler=sampler,
                 drop_ended_rows=drop_ended_rows,
+                share_prefix=share_prefix,
             )
     for episode in episodes:
         episode.completion = protocol.transcript(episode, tokenizer)
@@ -282,6 +287,7 @@ def _generate_round(
     carried: tool_cache.CarriedCache | None,
     sampler: Sampler | None = None,
     drop_ended_rows: bool = True,
+    share_prefix: bool = True,
 ) -> tool_cache.CarriedCache | None:
     """One ``generate`` call (or one ``sampler`` call) for every unfinished episode; handles a search call
     at its end.
@@ -306,6 +312,7 @@ def _generate_round(
             keys,
             carried,
             drop_ended_rows,
+            share_prefix,
         )
         rows = output.sequences[:, width:].tolist()
     else:
@@ -353,10 +360,13 @@ def _generate(
     keys: list[int],
     carried: tool_cache.CarriedCache | None,
     drop_ended_rows: bool = True,
+    share_prefix: bool = True,
 ):
     """``model.generate`` (``return_dict_in_generate``) of at most ``budget`` tokens after the left-padded
     ``sequences`` of ``active``, resuming from ``carried`` when given; greedy decoding computes only the
-    rows that have not ended unless ``drop_ended_rows`` is False (``paradigms.open_rows``)."""
+    rows that have not ended unless ``drop_ended_rows`` is False (``paradigms.open_rows``), and without
+    ``carried`` reads the prefix every row shares once unless ``share_prefix`` is False
+    (``paradigms.shared_prefix``)."""
     width = max(len(s) for s in sequences)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)
@@ -366,6 +376,8 @@ def _generate(
     # padding is not something an agent can say: a sampled pad would end the row unseen (an empty
     # completion, which TRL's trainers cannot score), so it is never sampled unless it doubles as eos
     never = [pad] if pad is not None and pad != eos else None
+    if carried is None and share_prefix and not sampling:
+        carried = shared_prefix.carried(model, sequences, keys, device)
     cache = tool_cache.resume(carried, keys, [len(s) for s in sequences], width) if carried else None
     skipping = nullcontext()
     if drop_ended_rows and not sampling:
