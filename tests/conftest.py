@@ -122,6 +122,18 @@ def twice():
     return model.eval(), tokenizer
 
 
+@pytest.fixture(scope="session")
+def chat_twice():
+    """The tiny chat model (a one-layer Llama, ChatML) overfit to call the search tool twice, its
+    tokenizer and the tool (seconds to build)."""
+    from tests.chat_model import chat_tokenizer, tiny_chat_model
+    from tests.rollout_ways import overfit_to_search_twice
+
+    tokenizer = chat_tokenizer()
+    model, tool = overfit_to_search_twice(tiny_chat_model(tokenizer), tokenizer)
+    return model, tokenizer, tool
+
+
 def metric_histories(client, run_id: str, ignore: set[str]) -> dict[str, list[tuple[int, float]]]:
     """Every metric of run ``run_id`` but those in ``ignore``, as its (step, value) history."""
     run = client.get_run(run_id)

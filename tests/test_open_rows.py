@@ -10,44 +10,22 @@ skipping wrote), through a LoRA wrapper, and on the tiny chat model. A direct ch
 ``generate``: the same row-steps either way.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from paradigms.agent import SEARCH, GenerationSettings, rollout
+from paradigms.agent import SEARCH, GenerationSettings
 from paradigms.open_rows import computing_open_rows
 from tasks.items import Query
 from tasks.protocols import PROTOCOLS, Statement
 from tasks.search import SearchTool
-from tests.chat_model import chat_tokenizer, tiny_chat_model
-from tests.test_tool_cache import NOTES, QUERIES, assert_same, overfit_to_search_twice
+from tests import rollout_ways
+from tests.rollout_ways import NOTES, QUERIES, assert_same, decoding_row_steps
 
-
-def decoding_row_steps(model) -> tuple[list[int], object]:
-    """A running count of the rows the model's one-position forward passes compute, and its hook."""
-    rows = [0]
-
-    def count(module, inputs, output):
-        if inputs[0].shape[1] == 1:
-            rows[0] += inputs[0].shape[0]
-
-    return rows, model.get_input_embeddings().register_forward_hook(count)
-
-
-def both_ways(model, tokenizer, queries, tools, settings, seed, **kwargs):
-    """The episodes with every row computed and with the open rows only, and each way's row-steps."""
-    rows, hook = decoding_row_steps(model)
-    runs, steps = {}, {}
-    try:
-        for drop in (False, True):
-            rows[0] = 0
-            torch.manual_seed(seed)
-            runs[drop] = rollout(model, tokenizer, queries, tools, settings, drop_ended_rows=drop, **kwargs)
-            steps[drop] = rows[0]
-    finally:
-        hook.remove()
-    return runs[False], runs[True], steps
+both_ways = partial(rollout_ways.both_ways, "drop_ended_rows", decoding_row_steps)
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +171,3 @@ def test_generate_returns_the_same_logits_sequences_and_cache(twice):
         for before, after in zip(caches[0].layers, caches[1].layers, strict=True):
             assert torch.equal(before.keys[row, :, :own], after.keys[row, :, :own])
             assert torch.equal(before.values[row, :, :own], after.values[row, :, :own])
-
-
-@pytest.fixture(scope="module")
-def chat_twice():
-    """The tiny chat model (a one-layer Llama, ChatML) overfit to search twice."""
-    tokenizer = chat_tokenizer()
-    model, tool = overfit_to_search_twice(tiny_chat_model(tokenizer), tokenizer)
-    return model, tokenizer, tool

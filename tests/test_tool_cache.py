@@ -14,55 +14,29 @@ On the builtin tiny base the logits come out bit-identical here; on the real bas
 greedy or sampled choice turns on in these cases.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
 
-from paradigms.agent import SEARCH, GenerationSettings, rollout
+from paradigms.agent import SEARCH, GenerationSettings
 from tasks.items import Query
-from tasks.protocols import PROTOCOLS, Statement
+from tasks.protocols import Statement
 from tasks.search import SearchTool
-from tests.chat_model import chat_tokenizer, tiny_chat_model
+from tests.chat_model import chat_tokenizer
+from tests.rollout_ways import (
+    CHAT,
+    NOTES,
+    QUERIES,
+    assert_same,
+    both_ways,
+    fed_positions,
+    overfit_to_search_twice,
+)
 
-CHAT = PROTOCOLS["chat"]
-QUERIES = [Query("ask my dog ?", True), Query("ask kalo color ?", True), Query("ask my city ?", True)]
-NOTES = [[], ["note my city oslo ."], ["note my city oslo .", "note kalo color red ."]]
-
-
-def fed_positions(model) -> tuple[list[int], object]:
-    """A running count of the token positions the model's forward passes compute, and its hook."""
-    fed = [0]
-
-    def count(module, inputs, output):
-        fed[0] += inputs[0].numel()
-
-    return fed, model.get_input_embeddings().register_forward_hook(count)
-
-
-def both_paths(model, tokenizer, queries, tools, settings, seed, **kwargs):
-    """The episodes of each path from the same seed, and the positions each fed the model."""
-    fed, hook = fed_positions(model)
-    runs, positions = {}, {}
-    try:
-        for reuse in (False, True):
-            fed[0] = 0
-            torch.manual_seed(seed)
-            runs[reuse] = rollout(model, tokenizer, queries, tools, settings, reuse_cache=reuse, **kwargs)
-            positions[reuse] = fed[0]
-    finally:
-        hook.remove()
-    return runs[False], runs[True], positions
-
-
-def assert_same(recomputed, cached):
-    for before, after in zip(recomputed, cached, strict=True):
-        assert after.completion_ids == before.completion_ids
-        assert after.env_mask == before.env_mask
-        assert after.completion == before.completion
-        assert after.search_queries == before.search_queries
-        assert after.tool_results == before.tool_results
-        assert after.finished == before.finished
+both_paths = partial(both_ways, "reuse_cache", fed_positions)
 
 
 @pytest.fixture(scope="module")
@@ -128,33 +102,9 @@ def test_three_rounds_rows_of_different_lengths(twice, temperature):
         assert positions[True] < positions[False]
 
 
-def overfit_to_search_twice(model, tokenizer):
-    """``model`` trained to call the chat tool twice, then answer from its reply; and the tool."""
-    tool = SearchTool.over([Statement("my", "dog", "rex")], CHAT, 1)
-    call = '<tool_call>{"name": "search", "arguments": {"query": "my dog"}}</tool_call>'
-    turn = CHAT.tool_reply(tool("my dog"), tokenizer)
-    text = CHAT.render_prompt(Query("ask my dog ?", True), [], tokenizer) + call + turn + call + turn
-    ids = tokenizer(text + "Rex.<|im_end|>", add_special_tokens=False, return_tensors="pt")["input_ids"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(200):
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval(), tool
-
-
-@pytest.fixture(scope="module")
-def chat():
-    """The tiny chat model (a one-layer Llama, ChatML) overfit to search twice."""
-    tokenizer = chat_tokenizer()
-    model, tool = overfit_to_search_twice(tiny_chat_model(tokenizer), tokenizer)
-    return model, tokenizer, tool
-
-
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_chat_tool_turns_same_episodes_with_and_without_recomputing(chat, temperature):
-    model, tokenizer, tool = chat
+def test_chat_tool_turns_same_episodes_with_and_without_recomputing(chat_twice, temperature):
+    model, tokenizer, tool = chat_twice
     queries = [Query("ask my dog ?", True), Query("ask my city ?", True), Query("ask my dog ?", True)] * 2
     notes = [[], [CHAT.note(Statement("my", "city", "lima"))], []] * 2
     settings = GenerationSettings(max_new_tokens=120, temperature=temperature, top_k=0, max_searches=2)
