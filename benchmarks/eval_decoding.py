@@ -27,12 +27,15 @@ on the model the call runs and on its input embeddings):
   counted);
 
 and the KL's passes (``experiments.evaluation.kl_to_reference``) are timed on their own. ``same_metrics``
-and ``same_episodes`` say whether the two ways gave the same evaluation (wall time and memory left out)
-and the same episodes, at every repeat. Then, once, the premise of skipping rows: are a row's logits
-the same bits when the batch holds only some of its rows? The first call's prompts are prefilled whole
-and as every other row, and one decoding step run from the whole cache and from its rows' part
-(``rows_independent``: both bit-identical, with the largest difference). Timings are ratios within one
-process on a shared machine; the 1-minute load average is kept.
+and ``same_episodes`` say whether the two ways gave the same evaluation (wall time, memory and
+retrieval latencies left out) and the same episodes, at every repeat. Then, once, the premise of the
+way compared, on the first call's prompts. ``open_rows``: are a row's logits the same bits when the
+batch holds only some of its rows? The prompts are prefilled whole and as every other row, and one
+decoding step run from the whole cache and from its rows' part (``rows_independent``: both
+bit-identical, with the largest difference). ``shared_prefix``: how far the first step's logits move
+when the prefix is read once (``prefix_logits``: bit-identical or not, the largest difference, whether
+every row's argmax is the same). Timings are ratios within one process on a shared machine; the
+1-minute load average is kept.
 
     python benchmarks/eval_decoding.py --backbone smollm2 --repeats 2 \
         --out benchmarks/results/eval_decoding_smollm2.json
@@ -263,6 +266,11 @@ def _rollouts(keyword: str, on: bool, episodes: list):
         session_module.rollout = original
 
 
+def _timing(metric: str) -> bool:
+    """Whether ``metric`` measures time or memory (left out of ``same_metrics``)."""
+    return any(word in metric for word in ("seconds", "rss", "latency"))
+
+
 def measure(config, repeats: int, trained: bool, way: str = "open_rows") -> dict:
     if trained:
         evaluator, paradigm, phase = eval_batching._final_parts(config)
@@ -296,7 +304,7 @@ def measure(config, repeats: int, trained: bool, way: str = "open_rows") -> dict
                     "load_average_1min": os.getloadavg()[0],
                 }
             )
-            results[on].append({k: v for k, v in result.items() if "seconds" not in k and "rss" not in k})
+            results[on].append({k: v for k, v in result.items() if not _timing(k)})
     model, input_ids, attention_mask, sequences = first_inputs
     premise = (
         {"rows_independent": rows_independent(model, input_ids, attention_mask)}
