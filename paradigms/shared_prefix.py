@@ -19,8 +19,9 @@ training's trajectory would then depart from the one the committed comparisons w
 **Where it applies.** Greedy rounds without a carried cache (the first round of a rollout, or every
 round with ``reuse_cache=False``), with at least two rows, whose shared prefix is at least
 :data:`MIN_FRACTION` of the batch's width, on a model whose cache ``paradigms.tool_cache`` can carry.
-The builtin base's prompts share 4 of ~24 columns, too little to pay for the extra pass (its forward
-pass costs about the same for 1 or 200 rows), so its runs keep the full prefill.
+The builtin base's evaluation calls (9-49 columns) share less than that, which would not pay for the
+extra pass anyway (its forward pass costs about the same for 1 or 200 rows): its runs prefill as before
+(the same positions either way, ``benchmarks/results/shared_prefix.json``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import torch
 
 from paradigms import tool_cache
 
-#: Read the shared prefix once only when it is at least this fraction of the batch's width (SmolLM2's
-#: evaluation prompts share 54 of 52-82 columns; the builtin base's 4 of ~24).
+#: Read the shared prefix once only when it is at least this fraction of the batch's width (a SmolLM2
+#: evaluation's parts share 54 of 68-82 columns, its general probe 27 of 52; the builtin base's first
+#: evaluation call 2 of 9).
 MIN_FRACTION = 0.25
 
 
