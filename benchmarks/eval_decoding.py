@@ -209,6 +209,7 @@ def prefix_logits(
     if carried is None:
         return {"rows": len(sequences), "shared": shared_prefix.length(sequences), "read_once": False}
     width = input_ids.shape[1]
+    shared = carried.cached[keys[0]]
     cache = tool_cache.resume(carried, keys, [len(s) for s in sequences], width)
     columns = cache.get_seq_length()
     once = model(
@@ -222,7 +223,7 @@ def prefix_logits(
     return {
         "rows": len(sequences),
         "width": int(width),
-        "shared": shared_prefix.length(sequences),
+        "shared": shared,
         "read_once": True,
         "columns_from_cache": int(columns),
         "identical": torch.equal(full, once),
