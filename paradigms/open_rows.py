@@ -133,9 +133,10 @@ class _OpenRowSteps:
         whole_logits = logits.new_zeros((batch, *logits.shape[1:]))
         whole_logits[self.rows] = logits
         output["logits"] = whole_logits
-        for key in CACHE_INPUTS:
-            if key in output:
-                output[key] = self.whole  # generate carries it to the next step, which reads ``part``
+        # the output's own keys: ``key in output`` and ``output[key]`` with the name transformers 5.x
+        # renamed go through its back-compatibility path, which warns on every run
+        for key in [key for key in output if key in CACHE_INPUTS]:
+            output[key] = self.whole  # generate carries it to the next step, which reads ``part``
         return output
 
     def _sliced(self, kwargs: dict, cache_key: str, batch: int) -> dict | None:

@@ -82,6 +82,14 @@ def tiny_base() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny(tiny_base):
+    """The tiny builtin base loaded in eval mode, and its tokenizer (rollouts only: never trained)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), AutoTokenizer.from_pretrained(tiny_base)
+
+
+@pytest.fixture(scope="session")
 def real_base() -> Path:
     """The real builtin base (built once per cache, minutes); only slow tests use it."""
     from experiments.base import ensure_base

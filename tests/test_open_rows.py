@@ -12,7 +12,6 @@ skipping wrote), through a LoRA wrapper, and on the tiny chat model. A direct ch
 
 from functools import partial
 
-import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -26,11 +25,6 @@ from tests import rollout_ways
 from tests.rollout_ways import NOTES, QUERIES, assert_same, decoding_row_steps
 
 both_ways = partial(rollout_ways.both_ways, "drop_ended_rows", decoding_row_steps)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_base):
-    return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), AutoTokenizer.from_pretrained(tiny_base)
 
 
 GREEDY = dict(temperature=0.0, top_k=0, max_searches=2)
@@ -114,6 +108,19 @@ def test_sampling_computes_every_row(tiny):
     every, open_only, steps = both_ways(model, tokenizer, QUERIES * 4, [None] * 12, settings, 0)
     assert_same(every, open_only)
     assert steps[True] == steps[False]
+
+
+def test_no_deprecated_cache_name_is_read(tiny, monkeypatch):
+    """The steps hand ``generate`` its cache under the output's own key: asking an output for the name
+    transformers 5.x renamed goes through its back-compatibility path, which warned on every run."""
+    import transformers.utils.generic
+
+    warned = []
+    monkeypatch.setattr(transformers.utils.generic.logger, "warning_once", warned.append)
+    model, tokenizer = tiny
+    steps = forced_and_free_searches(model, tokenizer)[2]
+    assert steps[True] < steps[False]  # the open-rows steps ran
+    assert warned == []
 
 
 def _generate(model, prompts, tokenizer, end, skipping):

@@ -39,11 +39,6 @@ from tests.rollout_ways import (
 both_paths = partial(both_ways, "reuse_cache", fed_positions)
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_base):
-    return AutoModelForCausalLM.from_pretrained(tiny_base).eval(), AutoTokenizer.from_pretrained(tiny_base)
-
-
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_builtin_tiny_base_same_episodes_with_and_without_recomputing(tiny, temperature):
     model, tokenizer = tiny
