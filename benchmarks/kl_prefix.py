@@ -6,7 +6,7 @@ last evaluation measured the KL on (the personal items' answers) are kept with i
 reference. Then ``experiments.evaluation.kl_to_reference`` runs ``--repeats`` times each way,
 alternating: with the prefix all rows share read once (every row continues from its keys and values),
 with no shared prefix (one full pass per model, what it did before), and as the evaluator runs it (the
-former when the prefix is long enough, ``experiments.evaluation.KL_SHARED_PREFIX_MIN_FRACTION``).
+former when the prefix is long enough, ``paradigms.shared_prefix.MIN_FRACTION``).
 Reports the median seconds each way, the ratios to the full pass, the KL values and the relative
 difference of the first two, the batch width and the shared prefix's length.
 
@@ -25,11 +25,10 @@ import statistics
 import time
 
 import eval_share
-import torch
 
 from experiments import evaluation
 from experiments.run import execute
-from paradigms.rl.batching import collate
+from paradigms import shared_prefix
 
 
 def _last_kl_inputs(config) -> tuple:
@@ -53,10 +52,9 @@ def _last_kl_inputs(config) -> tuple:
 
 def _prefix_and_width(tokenizer, episodes) -> tuple[int, int]:
     """The batch's width and how many leading tokens all its sequences share (within the prompts)."""
-    batch = collate(episodes, tokenizer.pad_token_id, torch.device("cpu"))
+    sequences = [e.prompt_ids + e.completion_ids for e in episodes]
     shortest_prompt = min(len(e.prompt_ids) for e in episodes)
-    shared = evaluation._shared_prefix_length(batch.input_ids, batch.attention_mask, shortest_prompt)
-    return batch.input_ids.shape[1], shared
+    return max(map(len, sequences)), min(shared_prefix.length(sequences), shortest_prompt)
 
 
 WAYS = ("full_pass", "prefix_once", "evaluator")
@@ -64,23 +62,22 @@ WAYS = ("full_pass", "prefix_once", "evaluator")
 
 def measure(config, repeats: int) -> dict:
     """``full_pass``: no shared prefix; ``prefix_once``: the shared prefix read once whatever its length;
-    ``evaluator``: as ``kl_to_reference`` decides (:data:`evaluation.KL_SHARED_PREFIX_MIN_FRACTION`)."""
+    ``evaluator``: as ``kl_to_reference`` decides (:data:`shared_prefix.MIN_FRACTION`)."""
     model, reference, tokenizer, episodes = _last_kl_inputs(config)
-    shared_prefix, fraction = evaluation._shared_prefix_length, evaluation.KL_SHARED_PREFIX_MIN_FRACTION
+    fraction = shared_prefix.MIN_FRACTION
     seconds: dict[str, list[float]] = {way: [] for way in WAYS}
     values: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(repeats):
         for way in WAYS:
             if way == "full_pass":
-                evaluation._shared_prefix_length = lambda ids, attention, limit: 0
+                shared_prefix.MIN_FRACTION = float("inf")  # no prefix is long enough
             elif way == "prefix_once":
-                evaluation.KL_SHARED_PREFIX_MIN_FRACTION = 0.0
+                shared_prefix.MIN_FRACTION = 0.0
             started = time.perf_counter()
             try:
                 value = evaluation.kl_to_reference(model, reference, tokenizer, episodes)
             finally:
-                evaluation._shared_prefix_length = shared_prefix
-                evaluation.KL_SHARED_PREFIX_MIN_FRACTION = fraction
+                shared_prefix.MIN_FRACTION = fraction
             seconds[way].append(time.perf_counter() - started)
             values[way].append(value)
     median = {way: statistics.median(seconds[way]) for way in WAYS}

@@ -22,6 +22,7 @@ from transformers import DynamicCache
 from analysis.stats import forgetting
 from experiments import metrics as m
 from experiments.peak_memory import peak_rss_bytes
+from paradigms import shared_prefix
 from paradigms.agent import Episode, GenerationSettings, evaluation_mode, rollout
 from paradigms.answer_cache import same_computation
 from paradigms.base import Paradigm
@@ -54,13 +55,6 @@ def _mean(values: Sequence[float]) -> float:
 #: evaluation peak at 11-15 GB resident.
 KL_LOGITS_PER_PASS = 2**27
 
-#: The KL's passes read the prefix all rows share once when it is at least this fraction of the batch's
-#: width. On SmolLM2 the personal prompts of an evaluation share 54 of 100 columns (the system message
-#: and tool instructions), and the KL takes 0.52-0.56x the time of one full pass per model. On the
-#: builtin base they share 4 of 24, where reading the prefix once gains nothing (1.00-1.02x), so the
-#: builtin base's runs keep the full pass (``benchmarks/kl_prefix.py``, docs/performance.md).
-KL_SHARED_PREFIX_MIN_FRACTION = 0.25
-
 
 def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], batch_size: int = 64) -> float:
     """Mean per-token KL(policy || reference) over the agent's own tokens of ``episodes``.
@@ -74,7 +68,7 @@ def kl_to_reference(model, reference, tokenizer, episodes: Sequence[Episode], ba
     ``batch_size`` sequences, and at most :data:`KL_LOGITS_PER_PASS` logits, per forward pass; the LM head
     projects only the positions from the first agent token of the pass on (``logits_to_keep``), the
     softmax only the agent's positions; a prefix every row of a pass shares is read once when long
-    enough (:func:`_kept_logits`).
+    enough (:func:`_kept_logits`, ``paradigms.shared_prefix.worth_reading_once``).
     The model must take ``logits_to_keep`` (every Hugging Face causal LM that generates does).
     """
     with evaluation_mode(model, reference):
@@ -117,9 +111,8 @@ def _mean_kl(model, reference, tokenizer, episodes: Sequence[Episode], batch_siz
         first = int(agent.any(0).nonzero()[0])
         keep = width - first
         kept = agent[:, first:]  # (B, keep)
-        shared = _shared_prefix_length(ids, attention, first)
-        if shared < KL_SHARED_PREFIX_MIN_FRACTION * width:
-            shared = 0  # too little to save for the extra pass it costs
+        # a prefix of the prompts every row shares, when long enough to pay for the extra pass
+        shared = shared_prefix.worth_reading_once([e.prompt_ids + e.completion_ids for e in chunk], first)
         policy_logits = _kept_logits(model, ids, attention, keep, shared)[kept]
         logp = torch.log_softmax(policy_logits.float(), -1)  # (N, V)
         reference_logits = _kept_logits(reference, ids, attention, keep, shared)
@@ -127,13 +120,6 @@ def _mean_kl(model, reference, tokenizer, episodes: Sequence[Episode], batch_siz
         total += float((logp.exp() * (logp - logq)).sum())
         count += int(agent.sum())
     return total / max(count, 1)
-
-
-def _shared_prefix_length(ids: torch.Tensor, attention: torch.Tensor, limit: int) -> int:
-    """How many leading columns every row of ``ids`` (B, T) has equal and unmasked, at most ``limit``."""
-    same = ((ids == ids[:1]) & attention.bool()).all(0)[:limit]  # (limit,)
-    differing = (~same).nonzero()
-    return int(differing[0]) if len(differing) else int(same.shape[0])
 
 
 def _kept_logits(model, ids: torch.Tensor, attention: torch.Tensor, keep: int, shared: int) -> torch.Tensor:

@@ -32,9 +32,11 @@ import torch
 
 from paradigms import tool_cache
 
-#: Read the shared prefix once only when it is at least this fraction of the batch's width (a SmolLM2
-#: evaluation's parts share 54 of 68-82 columns, its general probe 27 of 52; the builtin base's first
-#: evaluation call 2 of 9).
+#: Read the shared prefix once only when it is at least this fraction of the batch's width, here and in
+#: ``experiments.evaluation.kl_to_reference``'s passes (a SmolLM2 evaluation's parts share 54 of 68-82
+#: columns, its general probe 27 of 52, its KL batches 54 of 100; the builtin base's first evaluation
+#: call 2 of 9, its KL batches 4 of 24, where the extra one-row pass would gain nothing: 1.00-1.02x,
+#: ``benchmarks/kl_prefix.py``).
 MIN_FRACTION = 0.25
 
 
@@ -50,16 +52,24 @@ def length(sequences: Sequence[Sequence[int]]) -> int:
     return max(limit, 0)
 
 
+def worth_reading_once(sequences: Sequence[Sequence[int]], limit: int | None = None) -> int:
+    """The length of the prefix ``sequences`` share (:func:`length`, at most ``limit`` tokens) where
+    reading it once pays for the extra one-row pass, else 0: fewer than two sequences, or a prefix
+    shorter than :data:`MIN_FRACTION` of the longest sequence."""
+    if len(sequences) < 2:
+        return 0
+    shared = length(sequences) if limit is None else min(length(sequences), limit)
+    return shared if shared > 0 and shared >= MIN_FRACTION * max(len(s) for s in sequences) else 0
+
+
 @torch.no_grad()
 def carried(
     model, sequences: Sequence[Sequence[int]], keys: Sequence[int], device
 ) -> tool_cache.CarriedCache | None:
     """The prefix ``sequences`` share, read once by ``model`` and held for every row as a carried cache
     (episode ``keys[i]`` is ``sequences[i]``); None where it does not apply (see the module's text)."""
-    if len(sequences) < 2:
-        return None
-    shared = length(sequences)
-    if shared == 0 or shared < MIN_FRACTION * max(len(s) for s in sequences):
+    shared = worth_reading_once(sequences)
+    if not shared:
         return None
     ids = torch.tensor([list(sequences[0][:shared])], device=device)
     output = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experiments.evaluation import _kept_logits, _mean_kl, _shared_prefix_length, kl_to_reference
+from experiments.evaluation import _kept_logits, _mean_kl, kl_to_reference
 from paradigms.agent import Episode
 from paradigms.rl.batching import collate
 
@@ -69,15 +69,6 @@ def test_kl_to_base_is_zero_for_the_base_and_matches_the_kl_from_every_positions
     kl = kl_to_reference(moved, base, tokenizer, episodes, batch_size=3)  # two passes, one of a single row
     assert kl > 1e-4
     assert abs(kl - _full_logits_kl(moved, base, tokenizer, episodes)) < 1e-5 * kl
-
-
-def test_shared_prefix_length_counts_equal_unmasked_leading_columns_up_to_the_limit():
-    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 1, 0], [5, 6, 7, 8, 0]])
-    attention = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
-    assert _shared_prefix_length(ids, attention, 5) == 3
-    assert _shared_prefix_length(ids, attention, 2) == 2
-    assert _shared_prefix_length(ids[[0, 2]], attention[[0, 2]], 5) == 4  # column 4: row 2 is padding
-    assert _shared_prefix_length(torch.tensor([[1, 2], [3, 2]]), torch.ones(2, 2, dtype=torch.long), 2) == 0
 
 
 @torch.no_grad()

@@ -89,6 +89,22 @@ def test_shared_length(sequences, shared):
     assert shared_prefix.length(sequences) == shared
 
 
+@pytest.mark.parametrize(
+    ("sequences", "limit", "worth"),
+    [
+        ([[5, 6, 7, 8, 9], [5, 6, 7, 1]], None, 3),
+        ([[5, 6, 7, 8, 9], [5, 6, 7, 1]], 2, 2),  # the KL's limit: the first agent position
+        ([[5, 6, 7, 8, 9], [5, 6, 7, 8]], None, 3),  # the shorter keeps one token to feed
+        ([[5, 6, 7, 8, 9]], None, 0),  # one row: nothing to share
+        ([[5, 6, 1, 2, 3, 4, 5, 6, 7], [5, 6, 9]], None, 0),  # 2 of 9 columns: under MIN_FRACTION
+        ([[5, 6, 1, 2, 3, 4, 5, 6, 7], [5, 6, 9]], 1, 0),
+        ([[1, 2], [3, 2]], None, 0),
+    ],
+)
+def test_worth_reading_once(sequences, limit, worth):
+    assert shared_prefix.worth_reading_once(sequences, limit) == worth
+
+
 def test_no_pass_for_one_row_or_too_short_a_prefix(chat_twice):
     model, _, _ = chat_twice
     calls = []
