@@ -27,6 +27,7 @@ import time
 import eval_share
 
 from experiments import evaluation
+from experiments.metrics import measures_the_machine
 from experiments.run import assemble, execute
 
 
@@ -62,9 +63,7 @@ def measure(config, repeats: int, at_start: bool = False) -> dict:
             started = time.perf_counter()
             result = evaluator.evaluate(paradigm, phase)
             seconds[together].append(time.perf_counter() - started)
-            metrics[together].append(
-                {k: v for k, v in result.items() if "seconds" not in k and "rss" not in k}
-            )
+            metrics[together].append({k: v for k, v in result.items() if not measures_the_machine(k)})
     per_part, together = statistics.median(seconds[False]), statistics.median(seconds[True])
     return {
         "arm": eval_share.arm_name(config),

@@ -63,7 +63,7 @@ import eval_batching
 import eval_share
 import torch
 
-from experiments import evaluation
+from experiments import evaluation, metrics
 from experiments.run import assemble
 from paradigms import agent, open_rows, shared_prefix, tool_cache
 from paradigms import session as session_module
@@ -267,11 +267,6 @@ def _rollouts(keyword: str, on: bool, episodes: list):
         session_module.rollout = original
 
 
-def _timing(metric: str) -> bool:
-    """Whether ``metric`` measures time or memory (left out of ``same_metrics``)."""
-    return any(word in metric for word in ("seconds", "rss", "latency"))
-
-
 def measure(config, repeats: int, trained: bool, way: str = "open_rows") -> dict:
     if trained:
         evaluator, paradigm, phase = eval_batching._final_parts(config)
@@ -305,7 +300,7 @@ def measure(config, repeats: int, trained: bool, way: str = "open_rows") -> dict
                     "load_average_1min": os.getloadavg()[0],
                 }
             )
-            results[on].append({k: v for k, v in result.items() if not _timing(k)})
+            results[on].append({k: v for k, v in result.items() if not metrics.measures_the_machine(k)})
     model, input_ids, attention_mask, sequences = first_inputs
     premise = (
         {"rows_independent": rows_independent(model, input_ids, attention_mask)}

@@ -3,9 +3,10 @@
 Both sides are tidy run tables (``analysis.load``): ``--runs`` an exported ``runs.parquet`` of the re-run
 (or ``--tracking-uri`` with ``--experiment`` to read its store), ``--against`` the committed one. Rows are
 joined on run name, metric and step, over the re-run's runs only (a committed comparison of several users
-against a re-run of one). Time, memory, throughput and retrieval-latency metrics are left out. Reports the
-values compared and identical, overall and for ``eval/`` metrics, and every differing value with its
-relative difference, largest first, grouped by metric.
+against a re-run of one). Time, memory and retrieval-latency metrics are left out
+(``experiments.metrics.measures_the_machine``). Reports the values compared and identical, overall and
+for ``eval/`` metrics, and every differing value with its relative difference, largest first, grouped by
+metric.
 
     python benchmarks/same_results.py --runs results/comparison-smollm2-user0-shared-prefix/runs.parquet \\
         --against results/comparison-smollm2/runs.parquet \\
@@ -21,9 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.load import load_parquet, load_runs
-
-#: Metrics that measure the machine, not the run's results.
-MACHINE = r"seconds|rss|latency|flops_per|tokens_per|throughput"
+from experiments import metrics
 
 
 def compare(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict:
@@ -33,7 +32,8 @@ def compare(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict:
     joined = committed[[*keys, "value"]].merge(
         rerun[[*keys, "value"]], on=keys, suffixes=("_committed", "_rerun"), how="outer", indicator=True
     )
-    joined = joined[joined["metric"].notna() & ~joined["metric"].str.contains(MACHINE, regex=True)]
+    joined = joined[joined["metric"].notna()]
+    joined = joined[~joined["metric"].map(metrics.measures_the_machine)]
     both = joined[joined["_merge"] == "both"]
     same = both["value_committed"] == both["value_rerun"]
     differing = both[~same].assign(

@@ -164,3 +164,14 @@ def direction(metric: str) -> str:
     if metric not in DIRECTIONS:
         raise KeyError(f"no direction known for metric {metric!r}; add it to experiments/metrics.py")
     return DIRECTIONS[metric]
+
+
+#: Words of the metric names that measure the machine, not the run: time (``cost/wall_seconds``), memory
+#: (``cost/peak_rss_bytes``) and a memory's retrieval latency. Another machine, load or thread count logs
+#: other values of them for the same answers, so a check that a re-run logs the same results leaves them out.
+MACHINE_WORDS = ("seconds", "rss", "latency")
+
+
+def measures_the_machine(metric: str) -> bool:
+    """Whether ``metric`` measures the machine's speed or memory rather than what the run answered."""
+    return any(word in metric for word in MACHINE_WORDS)
