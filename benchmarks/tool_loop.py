@@ -23,7 +23,10 @@ within one run.
 from the same seed and their episodes are compared (token ids and env mask); also, over every
 forward pass, whether its last-position logits are bit-identical and the largest absolute difference
 (rounding: carried keys and values were computed in another batch shape; the first round's passes
-are the same computation in both loops).
+are the same computation in both loops). Both loops compute every row at every step and read
+every prefix whole here (``drop_ended_rows=False, share_prefix=False``), so that their passes pair
+up and compare row by row: what is compared is the tool loop's cache alone (the other two savings
+have their own checks: ``tests/test_open_rows.py``, ``tests/test_shared_prefix.py``).
 
     python benchmarks/tool_loop.py --repeats 3 --out benchmarks/results/tool_loop.json
 """
@@ -89,7 +92,7 @@ def setup(backbone: str):
     return paradigm.model, paradigm.tokenizer, session.protocol, session.generation, draw
 
 
-def run_loop(model, tokenizer, protocol, settings, queries, tools, seed: int, reuse: bool):
+def run_loop(model, tokenizer, protocol, settings, queries, tools, seed: int, reuse: bool, **options):
     torch.manual_seed(seed)
     return rollout(
         model,
@@ -100,6 +103,7 @@ def run_loop(model, tokenizer, protocol, settings, queries, tools, seed: int, re
         decisions=[SEARCH] * len(queries),
         protocol=protocol,
         reuse_cache=reuse,
+        **options,
     )
 
 
@@ -183,10 +187,14 @@ def agreement(model, tokenizer, protocol, settings, drawn, temperature: float) -
     try:
         for index, (queries, tools) in enumerate(drawn):
             counter.reset()
-            before = run_loop(model, tokenizer, protocol, settings, queries, tools, index, False)
+            # the i-th pass of both loops holds the same rows: greedy decoding otherwise computes only
+            # the rows still open (which two loops may top up with different ended rows), and the
+            # recomputing loop's greedy rounds add a one-row pass over a prefix their rows share
+            whole = {"drop_ended_rows": False, "share_prefix": False}
+            before = run_loop(model, tokenizer, protocol, settings, queries, tools, index, False, **whole)
             logits_before = counter.logits
             counter.reset()
-            after = run_loop(model, tokenizer, protocol, settings, queries, tools, index, True)
+            after = run_loop(model, tokenizer, protocol, settings, queries, tools, index, True, **whole)
             for a, b in zip(before, after, strict=True):
                 episodes += 1
                 tokens += len(a.completion_ids)
