@@ -181,16 +181,16 @@ def agreement(model, tokenizer, protocol, settings, drawn, temperature: float) -
         max_searches=settings.max_searches,
     )
     counter = Counter(model, keep_logits=True)
+    # the i-th pass of both loops holds the same rows: greedy decoding otherwise computes only the rows
+    # still open (which two loops may top up with different ended rows), and the recomputing loop's
+    # greedy rounds add a one-row pass over a prefix their rows share
+    whole = {"drop_ended_rows": False, "share_prefix": False}
     differing_episodes = differing_tokens = episodes = tokens = 0
     identical_steps = steps = 0
     largest = 0.0
     try:
         for index, (queries, tools) in enumerate(drawn):
             counter.reset()
-            # the i-th pass of both loops holds the same rows: greedy decoding otherwise computes only
-            # the rows still open (which two loops may top up with different ended rows), and the
-            # recomputing loop's greedy rounds add a one-row pass over a prefix their rows share
-            whole = {"drop_ended_rows": False, "share_prefix": False}
             before = run_loop(model, tokenizer, protocol, settings, queries, tools, index, False, **whole)
             logits_before = counter.logits
             counter.reset()
