@@ -111,6 +111,17 @@ class EvaluationConfig(_Section):
     general_items: int = Field(
         72, ge=1, le=144, description="General-probe questions per evaluation (of 144)."
     )
+    background: bool = Field(
+        True,
+        description="Evaluate a paradigm whose evaluation writes no state (full_ft, adapter) in a forked "
+        "copy of the run while it trains on (one torch thread only; same metrics): "
+        "experiments/background_evaluation.py.",
+    )
+
+
+#: Params left out of ``RunConfig.config_hash``: the seed (runs of several seeds are one group) and what
+#: does not change a metric but the machine's (where an evaluation runs: in place or in a forked copy).
+UNHASHED = frozenset({"seed", "evaluation.background"})
 
 
 class RunConfig(_Section):
@@ -180,8 +191,9 @@ class RunConfig(_Section):
         return flatten(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
-        """A hash of everything but the seed: runs that differ only by seed share it."""
-        payload = {k: v for k, v in self.flat().items() if k != "seed"}
+        """A hash of everything but :data:`UNHASHED`: runs that differ only by seed share it, and so do
+        runs that differ only in where their evaluations ran (the same metrics)."""
+        payload = {k: v for k, v in self.flat().items() if k not in UNHASHED}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_name(self) -> str:

@@ -81,6 +81,9 @@ PROMPT_TOKENS = "cost/prompt_tokens"
 GENERATION_SECONDS = "cost/generation_seconds"
 #: Wall seconds spent evaluating so far (the evaluations' own rollouts included).
 EVALUATION_SECONDS = "cost/evaluation_seconds"
+#: Wall seconds training stood still for evaluations so far: ``evaluation_seconds`` when every evaluation
+#: runs in place; less when a forked copy evaluates beside training (``evaluation.background``).
+EVALUATION_WAIT_SECONDS = "cost/evaluation_wait_seconds"
 
 # the continual-learning terms of each update (paradigms/rl/continual.py), before their weights
 TRAIN_LOSS_REPLAY = "train/loss/replay"
@@ -138,6 +141,7 @@ DIRECTIONS: dict[str, str] = {
     PROMPT_TOKENS: LOWER,
     GENERATION_SECONDS: LOWER,
     EVALUATION_SECONDS: LOWER,
+    EVALUATION_WAIT_SECONDS: LOWER,
     TRAIN_LOSS_REPLAY: LOWER,
     TRAIN_LOSS_REGULARIZER: LOWER,
     TRAIN_LOSS_DISTILL: LOWER,

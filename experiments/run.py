@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
 from analysis.stats import area_under_curve
+from experiments import background_evaluation
 from experiments import metrics as m
 from experiments.backbones import resolve_backbone
 from experiments.base import RECIPES
 from experiments.config import Experiment, RunConfig
 from experiments.consumed import ConsumedStream
 from experiments.evaluation import PARTS_TOGETHER_MAX_PARAMETERS, Evaluator, _mean
-from experiments.peak_memory import reset_peak_rss
+from experiments.peak_memory import peak_rss_bytes, reset_peak_rss
 from experiments.seeding import TORCH_THREADS_TAG, isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, group_labels
 from paradigms import PARADIGMS
@@ -274,11 +276,20 @@ def execute(
         "generated": 0,
         "prompt": 0,
         "evaluation_seconds": 0.0,
+        "waited_seconds": 0.0,  # training stood still for evaluations (all of them, in place)
         "answer_flops": 0.0,  # the shared rollout's forward passes over the stream (every paradigm)
         "final": {},
         "stream_phase": None,  # the phase the last consumed batch was drawn in
         "curve": [],
     }
+    # an evaluation that writes nothing of the run, on one thread: the other core answers it in a copy
+    in_background = (
+        config.evaluation.background
+        and paradigm.evaluation_writes_no_state
+        and torch.get_num_threads() == 1
+        and background_evaluation.available()
+    )
+    background = background_evaluation.BackgroundEvaluation()
     bar = tqdm(
         total=config.budget.feedback_events,
         desc=config.run_name(),
@@ -291,27 +302,42 @@ def execute(
         if run is not None:
             run.log_metrics(values, step)
 
-    def evaluate(events: int) -> None:
-        started = time.perf_counter()
+    def measure(events: int) -> tuple[dict[str, float], float, float]:
+        """The evaluation at ``events``: its metrics, its own seconds and its rollouts' seconds. Reads the
+        run and writes nothing of it but the session's answer cache and seconds (the same in place or in
+        a forked copy)."""
+        started, generating = time.perf_counter(), session.generation_seconds
         # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
         with isolated_rng(), session.fixed_weights():
             results = evaluator.evaluate(paradigm, state["stream_phase"])
-        state["evaluation_seconds"] += time.perf_counter() - started
+        seconds = time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
         results[m.PROMPT_TOKENS] = float(state["prompt"])
         results[m.GENERATION_SECONDS] = session.generation_seconds
-        results[m.EVALUATION_SECONDS] = state["evaluation_seconds"]
+        results[m.EVALUATION_SECONDS] = state["evaluation_seconds"] + seconds
         results[m.INFERENCE_FLOPS] = state["answer_flops"] + paradigm.inference_flops()
         results[m.TOTAL_FLOPS] = results[m.TRAIN_FLOPS] + results[m.INFERENCE_FLOPS]
         results[m.USER_QUESTIONS] = float(consumed.questions)
-        consumed.mark(events)
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
+        return results, seconds, session.generation_seconds - generating
+
+    def record(
+        events: int, measured: tuple[dict[str, float], float, float], waited: float, in_copy: bool
+    ) -> None:
+        """Log the evaluation at ``events`` (``waited``: the seconds training stood still for it)."""
+        results, seconds, generating = measured
+        if in_copy:  # the copy's rollout seconds are the run's too; its peak is its own, the run's may be higher
+            session.generation_seconds += generating
+            results[m.PEAK_RSS_BYTES] = max(results[m.PEAK_RSS_BYTES], float(peak_rss_bytes()))
+        state["evaluation_seconds"] += seconds
+        state["waited_seconds"] += waited
+        results[m.EVALUATION_WAIT_SECONDS] = state["waited_seconds"]
         state["curve"].append((events, results[m.PERSONAL_ACCURACY]))
         results[m.PERSONAL_ACCURACY_AUC] = curve_mean(state["curve"])
         _check_finite(results, events)
         log(results, events)
-        state["final"], state["last_eval"] = results, events
+        state["final"] = results
         bar.set_postfix(
             personal=f"{results[m.PERSONAL_ACCURACY]:.2f}",
             general=f"{results[m.GENERAL_ACCURACY]:.2f}",
@@ -319,8 +345,30 @@ def execute(
         )
         if on_eval is not None:
             on_eval(events, results)
+
+    def collect() -> None:
+        """Log the evaluation in flight, waiting for it if it has not answered yet."""
+        started = time.perf_counter()
+        events, measured = background.collect()
+        record(events, measured, time.perf_counter() - started, in_copy=True)
+
+    def evaluate(events: int, last: bool = False) -> None:
+        """Evaluate the policy as it is at ``events``: in place, or in a forked copy while training goes
+        on (``in_background``; never the last evaluation, which the run waits for anyway)."""
+        if background.pending:
+            collect()  # one in flight at a time: metrics are logged in the order of their events
+        started = time.perf_counter()
+        state["last_eval"] = events
         while state["next_eval"] <= events:
             state["next_eval"] += config.evaluation.every
+        if in_background and not last:
+            background.start(lambda: measure(events), events)
+            consumed.mark(events)
+            state["waited_seconds"] += time.perf_counter() - started
+            return
+        measured = measure(events)
+        consumed.mark(events)
+        record(events, measured, time.perf_counter() - started, in_copy=False)
 
     def on_feedback(report: FeedbackReport) -> None:
         interaction = report.interaction
@@ -347,16 +395,21 @@ def execute(
         state["stream_phase"] = interaction.phase
         # the next batch is drawn in a later phase: this is the policy trained through this one
         phase_ends = drifts and interaction.phase < session.phase
+        if background.ready():
+            collect()
         if report.events >= state["next_eval"] or phase_ends:
-            evaluate(report.events)
+            evaluate(report.events, last=session.done)
 
     session.on_feedback = on_feedback
     try:
         evaluate(0)
         paradigm.train(session)
+        if background.pending:
+            collect()
         if state["last_eval"] != session.events:  # the end of the run, wherever the schedule fell
-            evaluate(session.events)  # (GRPO may stop short of the budget by less than a batch)
+            evaluate(session.events, last=True)  # (GRPO may stop short of the budget by less than a batch)
     finally:
+        background.close()
         bar.close()
     if run is not None:
         run.log_dict(consumed.record(), STREAM_CONSUMED_FILE)

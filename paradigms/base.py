@@ -29,6 +29,10 @@ class Paradigm(ABC):
     #: Whether ``context_for`` may place notes in a prompt (the evaluator then also answers the
     #: general probe without them: ``eval/general_accuracy_without_notes``).
     notes_in_prompt: ClassVar[bool] = False
+    #: Whether an evaluation leaves every part of the paradigm's state as it found it (no retrieval
+    #: counters or latencies, no index built on demand, no tool-policy table touched): a forked copy of
+    #: the run can then evaluate it while the run trains on (``experiments.background_evaluation``).
+    evaluation_writes_no_state: ClassVar[bool] = False
 
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
         self.settings, self.backbone, self.algorithm = settings, backbone, algorithm

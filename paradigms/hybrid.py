@@ -51,6 +51,8 @@ def is_fact(item: Item) -> bool:
 class Hybrid(Adapter):
     Settings = HybridSettings
     notes_in_prompt = True
+    #: its evaluation retrieves notes, which the memory records (retrieval latencies, question embeddings)
+    evaluation_writes_no_state = False
     artifact_name = "adapter"
 
     def __init__(self, settings: HybridSettings, backbone, algorithm):

@@ -25,6 +25,9 @@ from tasks.items import Item
 class WeightLearning(Paradigm):
     """A paradigm that learns the user into weights with the config's algorithm."""
 
+    #: its evaluation is a rollout with the policy and a KL to the base: it reads the weights, writes nothing
+    evaluation_writes_no_state = True
+
     def __init__(self, settings, backbone, algorithm):
         super().__init__(settings, backbone, algorithm)
         self.base_parameters = backbone.parameter_count()

@@ -41,6 +41,7 @@ SMOKE_PARAMS = {
     "budget.feedback_events": 16,
     "evaluation.every": 8,
     "evaluation.general_items": 12,
+    "evaluation.background": True,
     "generation.max_new_tokens": 32,
     "generation.temperature": 1.0,
     "generation.eval_temperature": 0.0,

@@ -1,0 +1,123 @@
+"""An evaluation that runs beside training, in a forked copy of the run.
+
+The runner evaluates a policy whose weights are fixed for the length of the evaluation. For a paradigm
+whose evaluation reads its state and writes none (``Paradigm.evaluation_writes_no_state``: the weight
+learners, whose evaluation is a rollout and a KL), a copy of the process made by ``fork`` at the
+evaluation's event holds exactly what the run holds there: the weights, the evaluation items, the
+session's world and the random state. It answers the same questions the same way and returns the same
+metrics, while the run goes on training in the parent. On this 2-core machine a run uses one torch
+thread; the copy uses the other core. ``fork`` shares the parent's pages until either side writes them,
+so the copy costs the memory the parent's training writes meanwhile (its optimizer's steps) and the
+evaluation's own tensors.
+
+At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
+arrive in the order of their events. A copy that raises sends the exception, which the parent raises again
+(the copy's traceback in a note; :class:`BackgroundEvaluationFailed` when it does not pickle); a copy
+that dies without a word (killed, out of memory) is reported with its exit code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+class BackgroundEvaluationFailed(RuntimeError):
+    """An evaluation in the forked copy raised or died; the message says which and how."""
+
+
+@dataclass
+class _InFlight:
+    process: multiprocessing.process.BaseProcess
+    connection: Connection
+    label: Any
+
+
+def available() -> bool:
+    """Whether this platform can fork (Linux, macOS); elsewhere the runner evaluates in place."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class BackgroundEvaluation:
+    """At most one call of a function in a forked copy of this process, and its result.
+
+    ``start(measure, label)`` forks; the copy calls ``measure()`` and sends back what it returns (a
+    picklable value) and exits. ``ready()`` says whether the result is there without waiting;
+    ``collect()`` waits for it and returns ``(label, result)``. ``close()`` stops a copy whose result is
+    no longer wanted (the run failed or was interrupted).
+    """
+
+    def __init__(self) -> None:
+        self._context = multiprocessing.get_context("fork")
+        self._in_flight: _InFlight | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._in_flight is not None
+
+    def start(self, measure: Callable[[], Any], label: Any = None) -> None:
+        if self._in_flight is not None:
+            raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
+        receiving, sending = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_measure_and_send, args=(measure, sending), name="background-evaluation", daemon=True
+        )
+        process.start()  # multiprocessing flushes stdout and stderr before it forks
+        sending.close()  # the copy holds the only sending end: its death ends the pipe
+        self._in_flight = _InFlight(process, receiving, label)
+
+    def ready(self) -> bool:
+        """Whether the evaluation in flight has answered (or died): ``collect`` would not wait."""
+        return self._in_flight is not None and self._in_flight.connection.poll()
+
+    def collect(self) -> tuple[Any, Any]:
+        """Wait for the evaluation in flight; its ``(label, result)``. Raises what the evaluation raised,
+        or :class:`BackgroundEvaluationFailed` when it died."""
+        if self._in_flight is None:
+            raise RuntimeError("no evaluation in flight")
+        flight, self._in_flight = self._in_flight, None
+        try:
+            status, payload = flight.connection.recv()
+        except EOFError:
+            flight.process.join()
+            raise BackgroundEvaluationFailed(
+                f"the evaluation at {flight.label} died with exit code {flight.process.exitcode} "
+                "before it answered (out of memory? set evaluation.background=false to evaluate in place)"
+            ) from None
+        finally:
+            flight.connection.close()
+        flight.process.join()
+        if status == "error":
+            error, details = payload
+            if error is None:  # an exception pickle could not carry
+                raise BackgroundEvaluationFailed(f"the evaluation at {flight.label} raised:\n{details}")
+            error.add_note(f"(raised by the background evaluation at {flight.label}; its traceback:)\n{details}")
+            raise error
+        return flight.label, payload
+
+    def close(self) -> None:
+        """Stop the evaluation in flight, if any, without its result."""
+        if self._in_flight is None:
+            return
+        flight, self._in_flight = self._in_flight, None
+        flight.connection.close()
+        if flight.process.is_alive():
+            flight.process.terminate()
+        flight.process.join()
+
+
+def _measure_and_send(measure: Callable[[], Any], sending: Connection) -> None:
+    """The forked copy's whole life: measure, send the result or the traceback, return (and exit)."""
+    try:
+        sending.send(("ok", measure()))
+    except BaseException as error:  # noqa: BLE001 - everything goes back to the parent, which raises it
+        details = traceback.format_exc()
+        try:
+            sending.send(("error", (error, details)))
+        except Exception:  # noqa: BLE001 - the exception does not pickle: its text does
+            sending.send(("error", (None, details)))
+    sending.close()
