@@ -13,7 +13,15 @@ with the evaluator's parts timed from outside (its methods wrapped for the lengt
   with the paradigm's notes and without them, the instruction items, the drift phases' and updated
   items, whatever the answer cache does not serve, and their scoring), the KL to the base, and the rest
   (the paradigm's notes retrieval and tool decisions, its extra metrics, bookkeeping);
-- ``evaluation_share``: (``measure_base`` + ``evaluations``) / ``wall``.
+- ``evaluation_share``: (``measure_base`` + the seconds training stood still for evaluations) / ``wall``;
+  with every evaluation in place (the default here) that is (``measure_base`` + ``evaluations``) / ``wall``.
+
+``--background`` lets a ``full_ft`` or ``adapter`` run evaluate in a forked copy beside training, as a
+one-thread run does by default (``evaluation.background``, ``experiments/background_evaluation.py``): the
+share is then what training waited (``cost/evaluation_wait_seconds``: starting the copies, waiting for one
+still answering when the next is due, and the last evaluation), ``evaluation_seconds_logged`` what the
+evaluations took wherever they ran (``cost/evaluation_seconds``), and the parts, questions and calls
+count the evaluations made in place only (``evaluations_in_copies`` says how many were not).
 
 Also counted: the questions each part answered (``evaluation_questions``, every evaluation's, to set
 beside the run's ``feedback_events``, each one sampled answer), the part calls, how many of them the
@@ -31,6 +39,8 @@ evaluations it makes).
     python benchmarks/eval_share.py --backbone smollm2 --out benchmarks/results/eval_share_smollm2.json
     python benchmarks/eval_share.py --arms full_ft:grpo adapter:grpo --every 100 200 300 600 --repeats 3 \
         --out benchmarks/results/eval_share_every.json
+    python benchmarks/eval_share.py --arms frozen memory full_ft:grpo adapter:grpo --background \
+        --set budget.feedback_events=800 --repeats 3 --out benchmarks/results/eval_share_background.json
 """
 
 from __future__ import annotations
@@ -44,7 +54,8 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from experiments import evaluation
+from experiments import background_evaluation, evaluation
+from experiments import metrics as m
 from experiments.config import load_experiment
 from experiments.run import execute
 from paradigms import answer_cache as answer_cache_module
@@ -82,6 +93,7 @@ class Timings:
         self.generated_rows = 0
         self.rollouts = 0
         self.evaluations: list[float] = []
+        self.in_copies = 0
         self.measure_base = 0.0
 
     @staticmethod
@@ -159,15 +171,23 @@ class Timings:
                 timings.seconds["kl_to_base"] += time.perf_counter() - started
                 timings.calls["kl_to_base"] += 1
 
+        start = background_evaluation.BackgroundEvaluation.start
+
+        def counted_start(background, measure, label=None):
+            timings.in_copies += 1
+            return start(background, measure, label)
+
         cls.measure_base, cls._answer_all, cls.evaluate = timed_measure_base, timed_answer_all, timed_evaluate
         evaluation.kl_to_reference = timed_kl
         session_module.rollout = counted_rollout
+        background_evaluation.BackgroundEvaluation.start = counted_start
         try:
             yield self
         finally:
             cls.measure_base, cls._answer_all, cls.evaluate = saved[:3]
             evaluation.kl_to_reference = saved[3]
             session_module.rollout = rollout
+            background_evaluation.BackgroundEvaluation.start = start
 
 
 def _hits(session) -> int:
@@ -181,9 +201,11 @@ def arm_name(config) -> str:
 
 
 def select(backbone: str, experiment: Path | None, arms: list[str], extra: list[str]):
-    """The experiment's runs for ``arms`` (first grid point of each), seed 0, on ``backbone``."""
+    """The experiment's runs for ``arms`` (first grid point of each), seed 0, on ``backbone``, one torch
+    thread, every evaluation in place (what the benchmarks time happens in this process); ``extra``
+    overrides any of these."""
     path = experiment or EXPERIMENTS.get(backbone.split(":")[0], EXPERIMENTS["builtin"])
-    overrides = [f"backbone={backbone}", "seeds=[0]", "threads=1", *extra]
+    overrides = [f"backbone={backbone}", "seeds=[0]", "threads=1", "evaluation.background=false", *extra]
     runs = load_experiment(path, overrides).runs()
     chosen = []
     for arm in arms:
@@ -247,6 +269,7 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         final = execute(config, None, progress=False, answer_cache=answer_cache)
     wall = time.perf_counter() - started
     evaluating = sum(timings.evaluations)
+    waited = final[m.EVALUATION_WAIT_SECONDS]
     parts = {part: timings.seconds.get(part, 0.0) for part in PARTS}
     parts["other"] = evaluating - sum(v for k, v in parts.items() if k != "other")
     return {
@@ -258,11 +281,15 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "general_items": config.evaluation.general_items,
         "wall_seconds": wall,
         "measure_base_seconds": timings.measure_base,
+        "background": config.evaluation.background,
         "evaluation_seconds": evaluating,
-        "evaluations": len(timings.evaluations),
+        "evaluation_wait_seconds": waited,
+        "evaluation_seconds_logged": final[m.EVALUATION_SECONDS],
+        "evaluations": len(timings.evaluations) + timings.in_copies,
+        "evaluations_in_copies": timings.in_copies,
         "seconds_per_evaluation": timings.evaluations,
-        "evaluation_share": (timings.measure_base + evaluating) / wall,
-        "training_share": 1 - (timings.measure_base + evaluating) / wall,
+        "evaluation_share": (timings.measure_base + waited) / wall,
+        "training_share": 1 - (timings.measure_base + waited) / wall,
         "parts_seconds": parts,
         "parts_share_of_evaluation": {k: v / evaluating for k, v in parts.items()} if evaluating else {},
         "part_calls": dict(timings.calls),
@@ -294,6 +321,12 @@ def main() -> None:
         help="keep what earlier arms stored, as the runs of one harness run do (default: each run alone)",
     )
     parser.add_argument(
+        "--background",
+        action="store_true",
+        help="let full_ft and adapter runs evaluate in a forked copy beside training (evaluation.background; "
+        "default here: every evaluation in place, as the results before it were measured)",
+    )
+    parser.add_argument(
         "--every",
         type=int,
         nargs="+",
@@ -302,6 +335,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     schedules = [[f"evaluation.every={every}"] for every in args.every] if args.every else [[]]
+    if args.background:
+        schedules = [[*schedule, "evaluation.background=true"] for schedule in schedules]
     configs = []
     for schedule in schedules:
         path, chosen = select(args.backbone, args.experiment, args.arms, [*args.sets, *schedule])
@@ -318,8 +353,10 @@ def main() -> None:
                     f"{row['arm']:14s} every {row['every']:<5d} cache={'on ' if mode else 'off'}"
                     f"{' grid' if args.grid else ''} "
                     f"wall {row['wall_seconds']:7.1f}s "
-                    f"base {row['measure_base_seconds']:5.1f}s evals {row['evaluation_seconds']:6.1f}s "
-                    f"({row['evaluations']}) share {row['evaluation_share']:.2f} | {parts}",
+                    f"base {row['measure_base_seconds']:5.1f}s "
+                    f"evals {row['evaluation_seconds_logged']:6.1f}s "
+                    f"({row['evaluations']}, {row['evaluations_in_copies']} in copies) waited "
+                    f"{row['evaluation_wait_seconds']:6.1f}s share {row['evaluation_share']:.2f} | {parts}",
                     flush=True,
                 )
     result = {

@@ -19,6 +19,7 @@ that dies without a word (killed, out of memory) is reported with its exit code.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +38,30 @@ class _InFlight:
     label: Any
 
 
+#: Set for local workers (``experiments.sweep.processes``): how many run on this machine's cores at once.
+LOCAL_WORKERS_VARIABLE = "HARNESS_LOCAL_WORKERS"
+
+
 def available() -> bool:
     """Whether this platform can fork (Linux, macOS); elsewhere the runner evaluates in place."""
     return "fork" in multiprocessing.get_all_start_methods()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: a Slurm job's ``--cpus-per-task``, a taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def a_core_to_spare(threads: int, cores: int | None = None, workers: int | None = None) -> bool:
+    """Whether a forked copy running ``threads`` torch threads beside a run of as many has cores of its
+    own: every local worker (``workers``, default :data:`LOCAL_WORKERS_VARIABLE` or 1) with its copy fits
+    in ``cores`` (default :func:`usable_cores`). One thread on this 2-core machine: yes; two threads,
+    or two grid workers: no (the copy's threads would spin against the training's)."""
+    cores = usable_cores() if cores is None else cores
+    workers = int(os.environ.get(LOCAL_WORKERS_VARIABLE, "1")) if workers is None else workers
+    return available() and workers * 2 * threads <= cores
 
 
 class BackgroundEvaluation:
@@ -95,7 +117,9 @@ class BackgroundEvaluation:
             error, details = payload
             if error is None:  # an exception pickle could not carry
                 raise BackgroundEvaluationFailed(f"the evaluation at {flight.label} raised:\n{details}")
-            error.add_note(f"(raised by the background evaluation at {flight.label}; its traceback:)\n{details}")
+            error.add_note(
+                f"(raised by the background evaluation at {flight.label}; its traceback:)\n{details}"
+            )
             raise error
         return flight.label, payload
 
@@ -114,10 +138,10 @@ def _measure_and_send(measure: Callable[[], Any], sending: Connection) -> None:
     """The forked copy's whole life: measure, send the result or the traceback, return (and exit)."""
     try:
         sending.send(("ok", measure()))
-    except BaseException as error:  # noqa: BLE001 - everything goes back to the parent, which raises it
+    except BaseException as error:  # everything goes back to the parent, which raises it
         details = traceback.format_exc()
         try:
             sending.send(("error", (error, details)))
-        except Exception:  # noqa: BLE001 - the exception does not pickle: its text does
+        except Exception:  # the exception does not pickle: its text does
             sending.send(("error", (None, details)))
     sending.close()

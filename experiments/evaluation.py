@@ -224,6 +224,12 @@ class Evaluator:
             measured[m.BASE_INSTRUCTION_FOLLOWING] = self.base_instruction_following
         return measured
 
+    def use_base(self, measured: dict[str, float]) -> None:
+        """Keep the base's scores :meth:`measure_base` returned elsewhere (in a forked copy of the run)."""
+        self.base_general_accuracy = measured[m.BASE_GENERAL_ACCURACY]
+        self.base_general_knowledge = measured[m.BASE_GENERAL_KNOWLEDGE]
+        self.base_instruction_following = measured.get(m.BASE_INSTRUCTION_FOLLOWING)
+
     def _probe_scores(self, interaction: Interaction) -> tuple[float, float]:
         """(general accuracy, general knowledge) of one interaction answering ``general + knowledge``."""
         n = len(self.general)

@@ -192,13 +192,19 @@ def make_session(
 
 
 def assemble(
-    config: RunConfig, tracker: Tracker | None = None, progress: bool = True, answer_cache: bool = True
+    config: RunConfig,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    answer_cache: bool = True,
+    measure_base: bool = True,
 ) -> RunParts:
     """Seed, load the backbone, build the user, stream, evaluation items, paradigm and session.
 
     The session's callback does nothing until the caller sets ``parts.session.on_feedback``.
     ``answer_cache=False`` makes every evaluation generate all its answers (``paradigms.answer_cache``:
     the reference the cache is tested against; the metrics are the same either way).
+    ``measure_base=False`` leaves the untouched base's probe scores to the caller
+    (``Evaluator.measure_base`` on ``evaluator.reference``, which computes as the base did).
     """
     loaded = load_seeded_backbone(config, config.seed, tracker, progress)
     backbone, world, options = loaded.backbone, loaded.world, loaded.options
@@ -223,9 +229,9 @@ def assemble(
         knowledge=probes.knowledge_probe(world),
         parts_together=backbone.parameter_count() <= PARTS_TOGETHER_MAX_PARAMETERS,
     )
-    # forgetting's reference point: the base before any paradigm touches it
-    with isolated_rng(), session.fixed_weights():
-        evaluator.measure_base(backbone.model, backbone.tokenizer)
+    if measure_base:  # forgetting's reference point: the base before any paradigm touches it
+        with isolated_rng(), session.fixed_weights():
+            evaluator.measure_base(backbone.model, backbone.tokenizer)
     paradigm = PARADIGMS[config.paradigm.name](config.paradigm, backbone, config.algorithm)
     if config.continual.active:  # the config refuses it for paradigms that do not change weights
         paradigm.use_continual(config.continual)
@@ -253,7 +259,14 @@ def execute(
     (``answer_cache=False``: always generated; the metrics are the same).
     """
     reset_peak_rss()  # cost/peak_rss_bytes: this run's peak where possible (its peak_rss_scope tag)
-    parts = assemble(config, tracker, progress, answer_cache)
+    # an evaluation that writes nothing of the run, with cores to spare: a copy answers it beside training,
+    # the first one with the untouched base's probe (on the base's copy the KL reads, evaluator.reference)
+    in_background = (
+        config.evaluation.background
+        and PARADIGMS[config.paradigm.name].evaluation_writes_no_state
+        and background_evaluation.a_core_to_spare(config.threads or torch.get_num_threads())
+    )
+    parts = assemble(config, tracker, progress, answer_cache, measure_base=not in_background)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
@@ -282,13 +295,6 @@ def execute(
         "stream_phase": None,  # the phase the last consumed batch was drawn in
         "curve": [],
     }
-    # an evaluation that writes nothing of the run, on one thread: the other core answers it in a copy
-    in_background = (
-        config.evaluation.background
-        and paradigm.evaluation_writes_no_state
-        and torch.get_num_threads() == 1
-        and background_evaluation.available()
-    )
     background = background_evaluation.BackgroundEvaluation()
     bar = tqdm(
         total=config.budget.feedback_events,
@@ -302,13 +308,16 @@ def execute(
         if run is not None:
             run.log_metrics(values, step)
 
-    def measure(events: int) -> tuple[dict[str, float], float, float]:
-        """The evaluation at ``events``: its metrics, its own seconds and its rollouts' seconds. Reads the
-        run and writes nothing of it but the session's answer cache and seconds (the same in place or in
-        a forked copy)."""
+    def measure(events: int) -> tuple[dict[str, float], float, float, dict[str, float] | None]:
+        """The evaluation at ``events``: its metrics, its own seconds, its rollouts' seconds and the base's
+        probe scores when it measured them. Reads the run and writes nothing of it but the session's
+        answer cache and seconds, and the evaluator's base scores (the same in place or in a copy)."""
         started, generating = time.perf_counter(), session.generation_seconds
         # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
         with isolated_rng(), session.fixed_weights():
+            base = None
+            if evaluator.base_general_accuracy is None:  # not measured before the run (in_background)
+                base = evaluator.measure_base(evaluator.reference, paradigm.tokenizer)
             results = evaluator.evaluate(paradigm, state["stream_phase"])
         seconds = time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
@@ -320,16 +329,22 @@ def execute(
         results[m.USER_QUESTIONS] = float(consumed.questions)
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
-        return results, seconds, session.generation_seconds - generating
+        return results, seconds, session.generation_seconds - generating, base
 
     def record(
-        events: int, measured: tuple[dict[str, float], float, float], waited: float, in_copy: bool
+        events: int,
+        measured: tuple[dict[str, float], float, float, dict[str, float] | None],
+        waited: float,
+        in_copy: bool,
     ) -> None:
         """Log the evaluation at ``events`` (``waited``: the seconds training stood still for it)."""
-        results, seconds, generating = measured
-        if in_copy:  # the copy's rollout seconds are the run's too; its peak is its own, the run's may be higher
+        results, seconds, generating, base = measured
+        # a copy's rollout seconds are the run's too; its peak is its own, and the run's may be higher
+        if in_copy:
             session.generation_seconds += generating
             results[m.PEAK_RSS_BYTES] = max(results[m.PEAK_RSS_BYTES], float(peak_rss_bytes()))
+            if base is not None:  # the copy measured the base: every later evaluation compares with it
+                evaluator.use_base(base)
         state["evaluation_seconds"] += seconds
         state["waited_seconds"] += waited
         results[m.EVALUATION_WAIT_SECONDS] = state["waited_seconds"]

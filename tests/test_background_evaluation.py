@@ -15,6 +15,10 @@ from paradigms.session import Diverged
 from tests.conftest import SMOKE, TINY, metric_histories
 
 pytestmark = pytest.mark.skipif(not background_evaluation.available(), reason="this platform cannot fork")
+#: a one-thread run has a core to spare for its copy (this machine and CI: 2 cores)
+SPARE = pytest.mark.skipif(
+    not background_evaluation.a_core_to_spare(1, workers=1), reason="fewer than 2 usable cores"
+)
 
 ONE_THREAD = "threads=1"  # a copy evaluates only beside a one-thread run (the other core is its)
 WEIGHT_LEARNERS = {
@@ -58,6 +62,7 @@ def _results(client, run_id: str) -> dict:
     return metric_histories(client, run_id, ignore)
 
 
+@SPARE
 @pytest.mark.parametrize("overrides", WEIGHT_LEARNERS.values(), ids=WEIGHT_LEARNERS.keys())
 def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, tiny_base, forks):
     tracker, client = Tracker(tracking_uri), mlflow.MlflowClient(tracking_uri)
@@ -83,11 +88,33 @@ def test_a_paradigm_whose_evaluation_writes_its_state_evaluates_in_place(overrid
     assert forks == []
 
 
-def test_a_run_of_more_threads_evaluates_in_place(tiny_base, forks):
-    """Two threads and a copy's two more would spin against each other on the machine's cores."""
-    overrides = ["threads=2", *WEIGHT_LEARNERS["full_ft-grpo"]]
-    execute(load_experiment(SMOKE, [TINY, *overrides]).runs()[0], None, progress=False)
+def test_a_local_grid_worker_evaluates_in_place(tiny_base, forks, monkeypatch):
+    """Two workers and their copies would spin against each other on the machine's cores."""
+    monkeypatch.setenv(background_evaluation.LOCAL_WORKERS_VARIABLE, "2")
+    execute(
+        load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0],
+        None,
+        progress=False,
+    )
     assert forks == []
+
+
+@pytest.mark.parametrize(
+    ("threads", "cores", "workers", "spare"),
+    [(1, 2, 1, True), (2, 2, 1, False), (1, 2, 2, False), (2, 4, 1, True), (1, 1, 1, False), (2, 8, 2, True)],
+)
+def test_a_copy_runs_only_on_cores_of_its_own(threads, cores, workers, spare):
+    assert background_evaluation.a_core_to_spare(threads, cores, workers) is spare
+
+
+def test_the_local_workers_say_how_many_they_are(monkeypatch):
+    from experiments.sweep.processes import cores_shared_here, worker_environment
+
+    monkeypatch.delenv(background_evaluation.LOCAL_WORKERS_VARIABLE, raising=False)
+    assert worker_environment(2)[background_evaluation.LOCAL_WORKERS_VARIABLE] == "2"
+    with cores_shared_here(2):
+        assert os.environ[background_evaluation.LOCAL_WORKERS_VARIABLE] == "2"
+    assert background_evaluation.LOCAL_WORKERS_VARIABLE not in os.environ
 
 
 def _diverges():

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
+from experiments.background_evaluation import LOCAL_WORKERS_VARIABLE
 from experiments.signals import sigterm_as_interrupt
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ def worker_environment(workers: int) -> dict[str, str]:
     env = dict(os.environ)
     for variable in _THREAD_VARIABLES:
         env.setdefault(variable, threads)
+    env[LOCAL_WORKERS_VARIABLE] = str(workers)  # no core is left for evaluating beside training
     return env
 
 
@@ -41,11 +43,11 @@ def cores_shared_here(workers: int) -> Iterator[None]:
     The variables are read when torch starts its thread pool; where torch is already loaded its
     thread count is set too. A thread count the user exported is kept; everything is restored after.
     """
-    saved = {variable: os.environ.get(variable) for variable in _THREAD_VARIABLES}
+    saved = {variable: os.environ.get(variable) for variable in (*_THREAD_VARIABLES, LOCAL_WORKERS_VARIABLE)}
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     share = worker_environment(workers)
-    for variable in _THREAD_VARIABLES:
+    for variable in saved:
         os.environ[variable] = share[variable]
     if torch is not None and saved["OMP_NUM_THREADS"] is None:
         torch.set_num_threads(int(share["OMP_NUM_THREADS"]))
