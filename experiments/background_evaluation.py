@@ -12,8 +12,9 @@ evaluation's own tensors.
 
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
 arrive in the order of their events. A copy that raises sends the exception, which the parent raises again
-(the copy's traceback in a note; :class:`BackgroundEvaluationFailed` when it does not pickle); a copy
-that dies without a word (killed, out of memory) is reported with its exit code.
+(caused by a :class:`BackgroundEvaluationFailed` that holds the copy's traceback, raised alone when the
+exception does not pickle); a copy that dies without a word (killed, out of memory) is reported with
+its exit code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -88,7 +90,14 @@ class BackgroundEvaluation:
         process = self._context.Process(
             target=_measure_and_send, args=(measure, sending), name="background-evaluation", daemon=True
         )
-        process.start()  # multiprocessing flushes stdout and stderr before it forks
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on any fork of a process with threads (a progress bar's monitor); the copy
+            # takes no lock another thread may hold: it computes with torch, which re-arms its own pools at
+            # a fork, and writes only to its pipe
+            warnings.filterwarnings(
+                "ignore", message=".*use of fork\\(\\) may lead to deadlocks", category=DeprecationWarning
+            )
+            process.start()  # multiprocessing flushes stdout and stderr before it forks
         sending.close()  # the copy holds the only sending end: its death ends the pipe
         self._in_flight = _InFlight(process, receiving, label)
 
@@ -117,10 +126,10 @@ class BackgroundEvaluation:
             error, details = payload
             if error is None:  # an exception pickle could not carry
                 raise BackgroundEvaluationFailed(f"the evaluation at {flight.label} raised:\n{details}")
-            error.add_note(
-                f"(raised by the background evaluation at {flight.label}; its traceback:)\n{details}"
+            copy = BackgroundEvaluationFailed(
+                f"the evaluation at {flight.label} raised in the copy:\n{details}"
             )
-            raise error
+            raise error from copy
         return flight.label, payload
 
     def close(self) -> None:

@@ -256,13 +256,18 @@ def execute(
     evaluations, for every paradigm and algorithm whatever its batch size. ``on_eval`` sees every
     evaluation (a sweep's pruner uses it). An evaluation never changes the weights, so its greedy answers
     come from the session's answer cache where an identical call was answered with the same weights
-    (``answer_cache=False``: always generated; the metrics are the same).
+    (``answer_cache=False``: always generated; the metrics are the same). With ``evaluation.background``,
+    no ``on_eval`` and a core to spare, a paradigm whose evaluation writes no state
+    (``Paradigm.evaluation_writes_no_state``) is evaluated in a forked copy of the run while it trains on
+    (``experiments.background_evaluation``; the same metrics), all but the last evaluation.
     """
     reset_peak_rss()  # cost/peak_rss_bytes: this run's peak where possible (its peak_rss_scope tag)
     # an evaluation that writes nothing of the run, with cores to spare: a copy answers it beside training,
-    # the first one with the untouched base's probe (on the base's copy the KL reads, evaluator.reference)
+    # the first one with the untouched base's probe (on the base's copy the KL reads, evaluator.reference).
+    # Not when on_eval may stop the run (a sweep's pruner): it must stop at the event it would in place.
     in_background = (
         config.evaluation.background
+        and on_eval is None
         and PARADIGMS[config.paradigm.name].evaluation_writes_no_state
         and background_evaluation.a_core_to_spare(config.threads or torch.get_num_threads())
     )

@@ -88,6 +88,14 @@ def test_a_paradigm_whose_evaluation_writes_its_state_evaluates_in_place(overrid
     assert forks == []
 
 
+def test_a_run_whose_evaluations_may_stop_it_evaluates_in_place(tiny_base, forks):
+    """A sweep's pruner stops a trial at the evaluation it reads: in a copy, that would come later."""
+    seen = []
+    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0]
+    execute(config, None, progress=False, on_eval=lambda events, values: seen.append(events))
+    assert forks == [] and seen[0] == 0 and len(seen) > 2
+
+
 def test_a_local_grid_worker_evaluates_in_place(tiny_base, forks, monkeypatch):
     """Two workers and their copies would spin against each other on the machine's cores."""
     monkeypatch.setenv(background_evaluation.LOCAL_WORKERS_VARIABLE, "2")
@@ -126,7 +134,9 @@ def test_what_the_copy_raises_is_raised_here_with_its_traceback():
     background.start(_diverges, 8)
     with pytest.raises(Diverged, match="became nan") as raised:
         background.collect()
-    assert any("_diverges" in note and "at 8" in note for note in raised.value.__notes__)
+    cause = raised.value.__cause__
+    assert isinstance(cause, background_evaluation.BackgroundEvaluationFailed)
+    assert "at 8" in str(cause) and "_diverges" in str(cause)  # where, and the copy's traceback
     assert not background.pending
 
 
