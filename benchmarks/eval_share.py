@@ -22,6 +22,8 @@ share is then what training waited (``cost/evaluation_wait_seconds``: starting t
 still answering when the next is due, and the last evaluation), ``evaluation_seconds_logged`` what the
 evaluations took wherever they ran (``cost/evaluation_seconds``), and the parts, questions and calls
 count the evaluations made in place only (``evaluations_in_copies`` says how many were not).
+``peak_pss_with_copies_bytes`` is the most memory the run and its copies held together, sampled every
+0.25 s (``benchmarks/process_memory.py``), beside the run's own ``cost/peak_rss_bytes``.
 
 Also counted: the questions each part answered (``evaluation_questions``, every evaluation's, to set
 beside the run's ``feedback_events``, each one sampled answer), the part calls, how many of them the
@@ -53,6 +55,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from process_memory import PeakMemory
 
 from experiments import background_evaluation, evaluation
 from experiments import metrics as m
@@ -265,7 +269,7 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
     timings = Timings()
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    with timings.installed():
+    with timings.installed(), PeakMemory() as memory:
         final = execute(config, None, progress=False, answer_cache=answer_cache)
     wall = time.perf_counter() - started
     evaluating = sum(timings.evaluations)
@@ -300,6 +304,8 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "evaluation_rows_generated": timings.generated_rows,
         "questions_answered": {part: timings.questions.get(part, 0) for part in QUESTION_PARTS},
         "evaluation_questions": sum(timings.questions.values()),
+        "peak_rss_bytes": final[m.PEAK_RSS_BYTES],
+        "peak_pss_with_copies_bytes": memory.peak_bytes,
         "final_personal_accuracy": final.get("eval/personal_accuracy"),
         "final_general_accuracy": final.get("eval/general_accuracy"),
         "load_average_1min": [load, os.getloadavg()[0]],
