@@ -268,6 +268,7 @@ def execute(
     in_background = (
         config.evaluation.background
         and on_eval is None
+        and config.paradigm.uses_algorithm  # the base's probe is then answered on the KL's reference copy
         and PARADIGMS[config.paradigm.name].evaluation_writes_no_state
         and background_evaluation.a_core_to_spare(config.threads or torch.get_num_threads())
     )

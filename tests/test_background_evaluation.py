@@ -26,6 +26,8 @@ WEIGHT_LEARNERS = {
     "adapter-grpo": ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=2"],
     "full_ft-reinforce": ["paradigm.name=full_ft", "algorithm.name=reinforce"],
     "adapter-sft": ["paradigm.name=adapter", "algorithm.name=sft"],
+    # three drift phases: evaluations at each phase's end, items answered in their own phase's world
+    "full_ft-reinforce-drift": ["paradigm.name=full_ft", "algorithm.name=reinforce", "task.suite=drift"],
 }
 #: Paradigms whose evaluation writes their state (retrieval counters): always evaluated in place.
 IN_PLACE = {
