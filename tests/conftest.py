@@ -143,11 +143,14 @@ def chat_twice():
     return model, tokenizer, tool
 
 
-def metric_histories(client, run_id: str, ignore: set[str]) -> dict[str, list[tuple[int, float]]]:
-    """Every metric of run ``run_id`` but those in ``ignore``, as its (step, value) history."""
+def metric_histories(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of run ``run_id`` but the machine's (``experiments.metrics.measures_the_machine``:
+    seconds, memory, latencies, which differ between any two runs), as its (step, value) history."""
+    from experiments.metrics import measures_the_machine
+
     run = client.get_run(run_id)
     return {
         key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
         for key in run.data.metrics
-        if key not in ignore
+        if not measures_the_machine(key)
     }

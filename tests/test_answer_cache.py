@@ -15,7 +15,6 @@ from experiments.tracking import Tracker
 from paradigms.agent import GenerationSettings
 from tests.chat_model import chat_tokenizer, tiny_chat_model
 from tests.conftest import SMOKE, TINY, metric_histories
-from tests.test_determinism import NOISY_MEMORY
 
 GREEDY = GenerationSettings(max_new_tokens=16, temperature=0.0)
 
@@ -71,9 +70,9 @@ def test_a_run_logs_the_same_metrics_with_and_without_the_cache(
     without, generated_without = _run(config, tracker, False, monkeypatch)
     cached, generated_with = _run(config, tracker, True, monkeypatch)
     client = mlflow.MlflowClient(tracking_uri)
-    expected = metric_histories(client, without, NOISY_MEMORY)
+    expected = metric_histories(client, without)
     assert "eval/general_accuracy" in expected and "eval/personal_accuracy" in expected
-    assert metric_histories(client, cached, NOISY_MEMORY) == expected
+    assert metric_histories(client, cached) == expected
     name = next(k for k, v in PARADIGMS.items() if v == overrides)
     if name in SHARES:
         assert generated_with < generated_without, (generated_with, generated_without)

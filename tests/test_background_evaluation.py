@@ -8,7 +8,7 @@ import pytest
 
 from experiments import background_evaluation
 from experiments.config import load_experiment
-from experiments.metrics import EVALUATION_WAIT_SECONDS, measures_the_machine
+from experiments.metrics import EVALUATION_WAIT_SECONDS
 from experiments.run import execute
 from experiments.tracking import Tracker
 from paradigms.session import Diverged
@@ -59,9 +59,7 @@ def _tracked(config, tracker: Tracker, name: str) -> str:
 
 
 def _results(client, run_id: str) -> dict:
-    run = client.get_run(run_id)
-    ignore = {key for key in run.data.metrics if measures_the_machine(key)}
-    return metric_histories(client, run_id, ignore)
+    return metric_histories(client, run_id)
 
 
 @SPARE
