@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from experiments.peak_memory import release_freed_memory
+
 
 class BackgroundEvaluationFailed(RuntimeError):
     """An evaluation in the forked copy raised or died; the message says which and how."""
@@ -86,6 +88,9 @@ class BackgroundEvaluation:
     def start(self, measure: Callable[[], Any], label: Any = None) -> None:
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
+        # memory the run freed but its allocator kept would stay mapped in the copy too, and the run's next
+        # allocations would write it and duplicate it page by page: hand it back first
+        release_freed_memory()
         receiving, sending = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_measure_and_send, args=(measure, sending), name="background-evaluation", daemon=True
