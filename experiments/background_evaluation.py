@@ -8,9 +8,9 @@ session's world and the random state. It answers the same questions the same way
 metrics, while the run goes on training in the parent. On this 2-core machine a run uses one torch
 thread; the copy uses the other core. ``fork`` shares the parent's pages until either side writes them,
 so the copy costs the memory the parent's training writes meanwhile and the evaluation's own tensors;
-memory the parent freed but its allocator kept is handed back before each fork, which on a SmolLM2 GRPO
-run took the two processes' peak from 17.0 GiB to 11.0 GiB, against 10.2 GiB for the run alone
-(``docs/performance.md``).
+memory the parent freed but its allocator kept is handed back before a fork when there is much of it
+(:data:`RELEASE_FROM_BYTES`), which on a SmolLM2 GRPO run took the two processes' peak from 17.0 GiB to
+11.0 GiB, against 10.2 GiB for the run alone (``docs/performance.md``).
 
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
 arrive in the order of their events. A copy that raises sends the exception, which the parent raises again
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from experiments.peak_memory import release_freed_memory
+from experiments.peak_memory import freed_but_kept_bytes, release_freed_memory
 
 
 class BackgroundEvaluationFailed(RuntimeError):
@@ -43,6 +43,12 @@ class _InFlight:
     connection: Connection
     label: Any
 
+
+#: Freed memory the C allocator keeps from which it is handed back before a fork. A SmolLM2 GRPO step left
+#: 7.4 GiB there at the fork after it, which the copy would pin while the run wrote it again; the builtin
+#: base's steps leave ~30-55 MiB, where handing it back only made the run's next allocations fault pages in
+#: (its runs took longer beside their copies).
+RELEASE_FROM_BYTES = 256 * 2**20
 
 #: Set for local workers (``experiments.sweep.processes``): how many run on this machine's cores at once.
 LOCAL_WORKERS_VARIABLE = "HARNESS_LOCAL_WORKERS"
@@ -91,8 +97,10 @@ class BackgroundEvaluation:
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
         # memory the run freed but its allocator kept would stay mapped in the copy too, and the run's next
-        # allocations would write it and duplicate it page by page: hand it back first
-        release_freed_memory()
+        # allocations would write it and duplicate it page by page: hand it back first, when there is much
+        kept = freed_but_kept_bytes()
+        if kept is None or kept >= RELEASE_FROM_BYTES:
+            release_freed_memory()
         receiving, sending = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_measure_and_send, args=(measure, sending), name="background-evaluation", daemon=True

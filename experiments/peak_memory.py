@@ -33,6 +33,35 @@ def peak_rss_scope() -> str:
     return "run" if os.access(_CLEAR_REFS, os.W_OK) and _high_water_mark() is not None else "process"
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def freed_but_kept_bytes() -> int | None:
+    """Bytes the process has freed that the C allocator keeps in its arenas (glibc >= 2.33's
+    ``mallinfo2().fordblks``, every arena); None where it cannot be read."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.argtypes, mallinfo2.restype = [], _MallInfo2
+    return int(mallinfo2().fordblks)
+
+
 def release_freed_memory() -> None:
     """Hand the memory the process has freed back to the system (glibc's ``malloc_trim(0)``; a no-op
     elsewhere). Costs well under a millisecond when there is little to give back."""

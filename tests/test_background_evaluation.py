@@ -159,3 +159,28 @@ def test_the_result_comes_back_whole():
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: ({"eval/personal_accuracy": 0.5}, 1.0, 0.25), 24)
     assert background.collect() == (24, ({"eval/personal_accuracy": 0.5}, 1.0, 0.25))
+
+
+@pytest.mark.parametrize(("threshold", "released"), [(0, 1), (2**62, 0)])
+def test_freed_memory_is_handed_back_before_a_fork_when_there_is_much(threshold, released, monkeypatch):
+    if background_evaluation.freed_but_kept_bytes() is None:
+        pytest.skip("the C library does not say what it keeps (not glibc >= 2.33)")
+    calls = []
+    monkeypatch.setattr(background_evaluation, "RELEASE_FROM_BYTES", threshold)
+    monkeypatch.setattr(background_evaluation, "release_freed_memory", lambda: calls.append(1))
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: 0, 0)
+    assert background.collect() == (0, 0) and len(calls) == released
+
+
+def test_what_the_allocator_keeps_is_read():
+    from experiments.peak_memory import freed_but_kept_bytes, release_freed_memory
+
+    if freed_but_kept_bytes() is None:
+        pytest.skip("the C library does not say what it keeps (not glibc >= 2.33)")
+    chunks = [bytearray(64 * 1024) for _ in range(2000)]  # 125 MiB in chunks the arenas serve
+    del chunks[:-1]  # all but the last, so the arena's top stays in use and the rest stays kept
+    assert freed_but_kept_bytes() >= 64 * 2**20
+    del chunks
+    release_freed_memory()
+    assert freed_but_kept_bytes() < 64 * 2**20
