@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import signal
 import traceback
 import warnings
 from collections.abc import Callable
@@ -103,7 +105,10 @@ class BackgroundEvaluation:
             release_freed_memory()
         receiving, sending = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=_measure_and_send, args=(measure, sending), name="background-evaluation", daemon=True
+            target=_measure_and_send,
+            args=(measure, sending, receiving),
+            name="background-evaluation",
+            daemon=True,
         )
         with warnings.catch_warnings():
             # Python 3.12+ warns on any fork of a process with threads (a progress bar's monitor); the copy
@@ -112,7 +117,12 @@ class BackgroundEvaluation:
             warnings.filterwarnings(
                 "ignore", message=".*use of fork\\(\\) may lead to deadlocks", category=DeprecationWarning
             )
-            process.start()  # multiprocessing flushes stdout and stderr before it forks
+            try:
+                process.start()  # multiprocessing flushes stdout and stderr before it forks
+            except BaseException:  # no copy (fork refused: out of memory, too many processes)
+                receiving.close()
+                sending.close()
+                raise
         sending.close()  # the copy holds the only sending end: its death ends the pipe
         self._in_flight = _InFlight(process, receiving, label)
 
@@ -122,28 +132,38 @@ class BackgroundEvaluation:
 
     def collect(self) -> tuple[Any, Any]:
         """Wait for the evaluation in flight; its ``(label, result)``. Raises what the evaluation raised,
-        or :class:`BackgroundEvaluationFailed` when it died."""
+        or :class:`BackgroundEvaluationFailed` when it died. Interrupted while waiting (Ctrl-C), the copy is
+        stopped before the interrupt goes on."""
         if self._in_flight is None:
             raise RuntimeError("no evaluation in flight")
-        flight, self._in_flight = self._in_flight, None
+        flight = self._in_flight
         try:
             status, payload = flight.connection.recv()
         except EOFError:
+            self._in_flight = None
+            flight.connection.close()
             flight.process.join()
             raise BackgroundEvaluationFailed(
                 f"the evaluation at {flight.label} died with exit code {flight.process.exitcode} "
                 "before it answered (out of memory? set evaluation.background=false to evaluate in place)"
             ) from None
-        finally:
-            flight.connection.close()
+        except BaseException:
+            self.close()
+            raise
+        self._in_flight = None
+        flight.connection.close()
         flight.process.join()
         if status == "error":
-            error, details = payload
-            if error is None:  # an exception pickle could not carry
-                raise BackgroundEvaluationFailed(f"the evaluation at {flight.label} raised:\n{details}")
+            pickled, details = payload
             copy = BackgroundEvaluationFailed(
                 f"the evaluation at {flight.label} raised in the copy:\n{details}"
             )
+            try:
+                error = pickle.loads(pickled) if pickled is not None else None
+            except Exception:  # an exception that pickles but does not unpickle (several __init__ arguments)
+                error = None
+            if error is None:
+                raise copy
             raise error from copy
         return flight.label, payload
 
@@ -158,14 +178,22 @@ class BackgroundEvaluation:
         flight.process.join()
 
 
-def _measure_and_send(measure: Callable[[], Any], sending: Connection) -> None:
-    """The forked copy's whole life: measure, send the result or the traceback, return (and exit)."""
+def _measure_and_send(measure: Callable[[], Any], sending: Connection, receiving: Connection) -> None:
+    """The forked copy's whole life: measure, send the result or the exception, return (and exit).
+
+    The copy leaves interrupts to the run: Ctrl-C reaches the whole process group, and the run then stops
+    the copy (``close``: SIGTERM, which ends it at once). It closes its inherited receiving end, so that a
+    run that died unannounced leaves it writing into a pipe nobody reads, which ends it too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    receiving.close()
     try:
         sending.send(("ok", measure()))
     except BaseException as error:  # everything goes back to the parent, which raises it
         details = traceback.format_exc()
         try:
-            sending.send(("error", (error, details)))
+            pickled = pickle.dumps(error)
         except Exception:  # the exception does not pickle: its text does
-            sending.send(("error", (None, details)))
+            pickled = None
+        sending.send(("error", (pickled, details)))
     sending.close()

@@ -7,6 +7,7 @@ batch and evaluates every ``evaluation.every`` feedback events, then save the pa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -31,7 +32,7 @@ from experiments.peak_memory import peak_rss_bytes, reset_peak_rss
 from experiments.seeding import TORCH_THREADS_TAG, isolated_rng, seed_everything
 from experiments.tracking import TrackedRun, Tracker, group_labels
 from paradigms import PARADIGMS
-from paradigms.backbone import Backbone, load_backbone
+from paradigms.backbone import Backbone, load_backbone, resolve_device
 from paradigms.base import Paradigm
 from paradigms.compute import forward_flops, parameter_count
 from paradigms.cpu_kernels import CPU_CAPABILITY_TAG
@@ -268,6 +269,7 @@ def execute(
     in_background = (
         config.evaluation.background
         and on_eval is None
+        and resolve_device(config.device).type == "cpu"  # CUDA and Metal do not survive a fork
         and config.paradigm.uses_algorithm  # the base's probe is then answered on the KL's reference copy
         and PARADIGMS[config.paradigm.name].evaluation_writes_no_state
         and background_evaluation.a_core_to_spare(config.threads or torch.get_num_threads())
@@ -318,12 +320,12 @@ def execute(
         """The evaluation at ``events``: its metrics, its own seconds, its rollouts' seconds and the base's
         probe scores when it measured them. Reads the run and writes nothing of it but the session's
         answer cache and seconds, and the evaluator's base scores (the same in place or in a copy)."""
-        started, generating = time.perf_counter(), session.generation_seconds
+        base, generating = None, session.generation_seconds
         # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
         with isolated_rng(), session.fixed_weights():
-            base = None
             if evaluator.base_general_accuracy is None:  # not measured before the run (in_background)
                 base = evaluator.measure_base(evaluator.reference, paradigm.tokenizer)
+            started = time.perf_counter()  # the base's probe is not an evaluation's time, as in place
             results = evaluator.evaluate(paradigm, state["stream_phase"])
         seconds = time.perf_counter() - started
         results[m.GENERATED_TOKENS] = float(state["generated"])
@@ -375,7 +377,7 @@ def execute(
 
     def evaluate(events: int, last: bool = False) -> None:
         """Evaluate the policy as it is at ``events``: in place, or in a forked copy while training goes
-        on (``in_background``; never the last evaluation, which the run waits for anyway)."""
+        on (``in_background``; not the evaluation after training, which the run waits for anyway)."""
         if background.pending:
             collect()  # one in flight at a time: metrics are logged in the order of their events
         started = time.perf_counter()
@@ -383,10 +385,14 @@ def execute(
         while state["next_eval"] <= events:
             state["next_eval"] += config.evaluation.every
         if in_background and not last:
-            background.start(lambda: measure(events), events)
-            consumed.mark(events)
-            state["waited_seconds"] += time.perf_counter() - started
-            return
+            try:
+                background.start(lambda: measure(events), events)
+            except OSError:  # no copy to be had (the fork was refused): this one in place
+                pass
+            else:
+                consumed.mark(events)
+                state["waited_seconds"] += time.perf_counter() - started
+                return
         measured = measure(events)
         consumed.mark(events)
         record(events, measured, time.perf_counter() - started, in_copy=False)
@@ -429,6 +435,11 @@ def execute(
             collect()
         if state["last_eval"] != session.events:  # the end of the run, wherever the schedule fell
             evaluate(session.events, last=True)  # (GRPO may stop short of the budget by less than a batch)
+    except Exception:
+        if background.pending:  # the run failed after an evaluation in flight: log it, as in place it was
+            with contextlib.suppress(Exception):
+                collect()
+        raise
     finally:
         background.close()
         bar.close()

@@ -184,3 +184,99 @@ def test_what_the_allocator_keeps_is_read():
     del chunks
     release_freed_memory()
     assert freed_but_kept_bytes() < 64 * 2**20
+
+
+def test_a_run_on_a_device_that_does_not_survive_a_fork_evaluates_in_place(tiny_base, forks, monkeypatch):
+    import torch
+
+    import experiments.run as run_module
+
+    monkeypatch.setattr(run_module, "resolve_device", lambda device: torch.device("mps"))
+    execute(
+        load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0],
+        None,
+        progress=False,
+    )
+    assert forks == []
+
+
+@SPARE
+@pytest.mark.parametrize("background", ["true", "false"])
+def test_a_run_that_fails_after_an_evaluation_logs_it_either_way(
+    background, tracking_uri, tiny_base, monkeypatch
+):
+    """In place, the evaluation after the first batch is logged before the second one fails; in a copy too."""
+    from paradigms.session import Session
+
+    record, first = Session.record, []
+
+    def failing(self, interaction, train_metrics=None):
+        if self.events:
+            raise RuntimeError("the second batch failed")
+        record(self, interaction, train_metrics)
+        first.append(self.events)
+
+    monkeypatch.setattr(Session, "record", failing)
+    overrides = [TINY, ONE_THREAD, f"evaluation.background={background}", "budget.feedback_events=48"]
+    config = load_experiment(SMOKE, [*overrides, *WEIGHT_LEARNERS["full_ft-reinforce"]]).runs()[0]
+    tracker, client = Tracker(tracking_uri), mlflow.MlflowClient(tracking_uri)
+    run = tracker.start_run("background-evaluation", f"fails-{background}")
+    with pytest.raises(RuntimeError, match="second batch failed"):
+        execute(config, run, progress=False)
+    run.finish("FAILED")
+    steps = [m.step for m in client.get_metric_history(run.run_id, "eval/personal_accuracy")]
+    assert steps == [0, *first]
+
+
+class _TwoArguments(Exception):
+    """Pickles, but does not unpickle: ``__init__`` wants two arguments and ``args`` holds one."""
+
+    def __init__(self, first, second):
+        super().__init__(f"{first} and {second}")
+
+
+def _raises_two_arguments():
+    raise _TwoArguments("a", "b")
+
+
+def test_an_exception_that_does_not_unpickle_comes_back_as_its_traceback():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(_raises_two_arguments, 4)
+    with pytest.raises(background_evaluation.BackgroundEvaluationFailed, match="_TwoArguments: a and b"):
+        background.collect()
+    assert not background.pending
+
+
+def test_an_interrupt_while_waiting_stops_the_copy():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: __import__("time").sleep(60), 0)
+    flight = background._in_flight
+
+    class Interrupted:
+        def recv(self):
+            raise KeyboardInterrupt
+
+        def close(self):
+            flight.connection.close()
+
+    background._in_flight = background_evaluation._InFlight(flight.process, Interrupted(), 0)
+    with pytest.raises(KeyboardInterrupt):
+        background.collect()
+    assert not flight.process.is_alive() and not background.pending
+
+
+def test_the_copy_leaves_ctrl_c_to_the_run():
+    """Ctrl-C reaches the whole process group; the copy ignores it and the run stops it (SIGTERM, at once)."""
+    import signal
+    import time
+
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: time.sleep(60), 0)
+    process = background._in_flight.process
+    time.sleep(0.5)  # the copy has set its handlers
+    os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.3)
+    assert process.is_alive()
+    started = time.perf_counter()
+    background.close()
+    assert not process.is_alive() and time.perf_counter() - started < 5
