@@ -114,8 +114,8 @@ class EvaluationConfig(_Section):
     background: bool = Field(
         True,
         description="Evaluate a paradigm whose evaluation writes no state (full_ft, adapter) in a forked "
-        "copy of the run while it trains on (one torch thread only; same metrics): "
-        "experiments/background_evaluation.py.",
+        "copy of the run while it trains on, on the CPU when the copy has cores of its own and no sweep "
+        "reads the evaluations (same metrics): experiments/background_evaluation.py.",
     )
 
 

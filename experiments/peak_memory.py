@@ -51,27 +51,30 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+def _c_library_function(name: str, argtypes: list, restype):
+    """The C library's function ``name`` with its signature set, or None where it has none (not glibc:
+    macOS, musl; an older glibc)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
 def freed_but_kept_bytes() -> int | None:
     """Bytes the process has freed that the C allocator keeps in its arenas (glibc >= 2.33's
     ``mallinfo2().fordblks``, every arena); None where it cannot be read."""
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    mallinfo2.argtypes, mallinfo2.restype = [], _MallInfo2
-    return int(mallinfo2().fordblks)
+    mallinfo2 = _c_library_function("mallinfo2", [], _MallInfo2)
+    return int(mallinfo2().fordblks) if mallinfo2 is not None else None
 
 
 def release_freed_memory() -> None:
     """Hand the memory the process has freed back to the system (glibc's ``malloc_trim(0)``; a no-op
     elsewhere). Costs well under a millisecond when there is little to give back."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl without it): nothing to trim
-        return
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
+    trim = _c_library_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+    if trim is not None:  # elsewhere: nothing to trim
+        trim(0)
 
 
 def reset_peak_rss() -> bool:
