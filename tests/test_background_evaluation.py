@@ -58,10 +58,6 @@ def _tracked(config, tracker: Tracker, name: str) -> str:
     return run.run_id
 
 
-def _results(client, run_id: str) -> dict:
-    return metric_histories(client, run_id)
-
-
 @SPARE
 @pytest.mark.parametrize("overrides", WEIGHT_LEARNERS.values(), ids=WEIGHT_LEARNERS.keys())
 def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, tiny_base, forks):
@@ -71,12 +67,12 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     assert forks == []
     beside = load_experiment(SMOKE, [TINY, ONE_THREAD, *overrides]).runs()[0]
     beside_id = _tracked(beside, tracker, "beside")
-    expected = _results(client, in_place_id)
+    expected = metric_histories(client, in_place_id)
     assert "eval/personal_accuracy" in expected and "eval/kl_to_base" in expected
     evaluations = [step for step, _ in expected["eval/personal_accuracy"]]
     # every evaluation but the last ran in a copy; the last is the one the run waits for anyway
     assert forks == evaluations[:-1], (forks, evaluations)
-    assert _results(client, beside_id) == expected
+    assert metric_histories(client, beside_id) == expected
     assert beside.config_hash() == in_place.config_hash()  # where it evaluated is not a config
     waited = client.get_metric_history(beside_id, EVALUATION_WAIT_SECONDS)
     assert [m.step for m in waited] == evaluations
