@@ -13,7 +13,9 @@ memory the parent freed but its allocator kept is handed back before a fork when
 11.0 GiB, against 10.2 GiB for the run alone (``docs/performance.md``).
 
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
-arrive in the order of their events. A copy that raises sends the exception, which the parent raises again
+arrive in the order of their events. Collecting does not wait for the copy to exit (the kernel takes
+milliseconds to tear a large copy down): a copy that has answered is reaped at the next start, or by
+``close``. A copy that raises sends the exception, which the parent raises again
 (caused by a :class:`BackgroundEvaluationFailed` that holds the copy's traceback, raised alone when the
 exception does not pickle); a copy that dies without a word (killed, out of memory) is reported with
 its exit code.
@@ -90,6 +92,13 @@ class BackgroundEvaluation:
     def __init__(self) -> None:
         self._context = multiprocessing.get_context("fork")
         self._in_flight: _InFlight | None = None
+        self._exiting: list[multiprocessing.process.BaseProcess] = []  # answered, not yet reaped
+
+    def _reap(self, wait: bool) -> None:
+        """Reap the copies that have answered: those that have exited (``wait``: all of them)."""
+        for process in self._exiting:
+            process.join(None if wait else 0)
+        self._exiting = [process for process in self._exiting if process.exitcode is None]
 
     @property
     def pending(self) -> bool:
@@ -98,6 +107,7 @@ class BackgroundEvaluation:
     def start(self, measure: Callable[[], Any], label: Any = None) -> None:
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
+        self._reap(wait=False)
         # memory the run freed but its allocator kept would stay mapped in the copy too, and the run's next
         # allocations would write it and duplicate it page by page: hand it back first, when there is much
         kept = freed_but_kept_bytes()
@@ -152,7 +162,8 @@ class BackgroundEvaluation:
             raise
         self._in_flight = None
         flight.connection.close()
-        flight.process.join()
+        self._exiting.append(flight.process)  # it has answered; its exit is not the run's wait
+        self._reap(wait=False)
         if status == "error":
             pickled, details = payload
             copy = BackgroundEvaluationFailed(
@@ -168,14 +179,14 @@ class BackgroundEvaluation:
         return flight.label, payload
 
     def close(self) -> None:
-        """Stop the evaluation in flight, if any, without its result."""
-        if self._in_flight is None:
-            return
-        flight, self._in_flight = self._in_flight, None
-        flight.connection.close()
-        if flight.process.is_alive():
-            flight.process.terminate()
-        flight.process.join()
+        """Stop the evaluation in flight, if any, without its result, and reap every copy."""
+        if self._in_flight is not None:
+            flight, self._in_flight = self._in_flight, None
+            flight.connection.close()
+            if flight.process.is_alive():
+                flight.process.terminate()
+            self._exiting.append(flight.process)
+        self._reap(wait=True)
 
 
 def _measure_and_send(measure: Callable[[], Any], sending: Connection, receiving: Connection) -> None:

@@ -157,6 +157,31 @@ def test_the_result_comes_back_whole():
     assert background.collect() == (24, ({"eval/personal_accuracy": 0.5}, 1.0, 0.25))
 
 
+def _answer_then_linger(release):
+    """Answer at once, then keep the copy alive after it sent its answer until ``release`` is set, at most
+    30 s (its exit stands in for the kernel tearing a large copy down)."""
+    from multiprocessing import util
+
+    util.Finalize(None, release.wait, args=(30,), exitpriority=0)  # runs as the copy exits, after answering
+    return "answered"
+
+
+def test_collecting_does_not_wait_for_the_copy_to_exit_and_close_reaps_it():
+    import multiprocessing
+
+    release = multiprocessing.get_context("fork").Event()
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: _answer_then_linger(release), 32)
+    process = background._in_flight.process
+    assert background.collect() == (32, "answered")
+    assert process.is_alive() and not background.pending  # collected while the copy still exits
+    background.start(lambda: "next", 40)  # a copy that has not exited does not hold up the next one
+    assert background.collect() == (40, "next")
+    release.set()
+    background.close()
+    assert process.exitcode == 0 and not multiprocessing.active_children()
+
+
 @pytest.mark.parametrize(("threshold", "released"), [(0, 1), (2**62, 0)])
 def test_freed_memory_is_handed_back_before_a_fork_when_there_is_much(threshold, released, monkeypatch):
     if background_evaluation.freed_but_kept_bytes() is None:
