@@ -14,8 +14,8 @@ memory the parent freed but its allocator kept is handed back before a fork when
 
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
 arrive in the order of their events. Collecting does not wait for the copy to exit (the kernel takes
-milliseconds to tear a large copy down): a copy that has answered is reaped at the next start, or by
-``close``. A copy that raises sends the exception, which the parent raises again
+milliseconds to tear a large copy down): multiprocessing reaps the copies that have exited at the next
+start, and ``close`` waits for the rest. A copy that raises sends the exception, which the parent raises again
 (caused by a :class:`BackgroundEvaluationFailed` that holds the copy's traceback, raised alone when the
 exception does not pickle); a copy that dies without a word (killed, out of memory) is reported with
 its exit code.
@@ -92,13 +92,7 @@ class BackgroundEvaluation:
     def __init__(self) -> None:
         self._context = multiprocessing.get_context("fork")
         self._in_flight: _InFlight | None = None
-        self._exiting: list[multiprocessing.process.BaseProcess] = []  # answered, not yet reaped
-
-    def _reap(self, wait: bool) -> None:
-        """Reap the copies that have answered: those that have exited (``wait``: all of them)."""
-        for process in self._exiting:
-            process.join(None if wait else 0)
-        self._exiting = [process for process in self._exiting if process.exitcode is None]
+        self._done: list[multiprocessing.process.BaseProcess] = []  # answered or stopped: close() joins them
 
     @property
     def pending(self) -> bool:
@@ -107,7 +101,6 @@ class BackgroundEvaluation:
     def start(self, measure: Callable[[], Any], label: Any = None) -> None:
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
-        self._reap(wait=False)
         # memory the run freed but its allocator kept would stay mapped in the copy too, and the run's next
         # allocations would write it and duplicate it page by page: hand it back first, when there is much
         kept = freed_but_kept_bytes()
@@ -162,8 +155,7 @@ class BackgroundEvaluation:
             raise
         self._in_flight = None
         flight.connection.close()
-        self._exiting.append(flight.process)  # it has answered; its exit is not the run's wait
-        self._reap(wait=False)
+        self._done.append(flight.process)  # it has answered; its exit is not the run's wait
         if status == "error":
             pickled, details = payload
             copy = BackgroundEvaluationFailed(
@@ -185,8 +177,10 @@ class BackgroundEvaluation:
             flight.connection.close()
             if flight.process.is_alive():
                 flight.process.terminate()
-            self._exiting.append(flight.process)
-        self._reap(wait=True)
+            self._done.append(flight.process)
+        for process in self._done:
+            process.join()
+        self._done.clear()
 
 
 def _measure_and_send(measure: Callable[[], Any], sending: Connection, receiving: Connection) -> None:
