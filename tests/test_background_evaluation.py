@@ -1,17 +1,24 @@
 """Evaluations in a forked copy of the run (``evaluation.background``) log exactly the metrics evaluations in
 place log, only for paradigms whose evaluation writes no state, and bring the copy's errors home."""
 
+import multiprocessing
 import os
+import signal
+import time
+from multiprocessing import util
 
 import mlflow
 import pytest
+import torch
 
+import experiments.run as run_module
 from experiments import background_evaluation
 from experiments.config import load_experiment
 from experiments.metrics import EVALUATION_WAIT_SECONDS
+from experiments.peak_memory import freed_but_kept_bytes, release_freed_memory
 from experiments.run import execute
 from experiments.tracking import Tracker
-from paradigms.session import Diverged
+from paradigms.session import Diverged, Session
 from tests.conftest import SMOKE, TINY, metric_histories
 
 pytestmark = pytest.mark.skipif(not background_evaluation.available(), reason="this platform cannot fork")
@@ -145,7 +152,7 @@ def test_a_copy_that_dies_is_reported_with_its_exit_code():
 
 def test_an_unwanted_copy_is_stopped():
     background = background_evaluation.BackgroundEvaluation()
-    background.start(lambda: __import__("time").sleep(60), 0)
+    background.start(lambda: time.sleep(60), 0)
     process = background._in_flight.process
     background.close()
     assert not process.is_alive() and not background.pending
@@ -160,15 +167,11 @@ def test_the_result_comes_back_whole():
 def _answer_then_linger(release):
     """Answer at once, then keep the copy alive after it sent its answer until ``release`` is set, at most
     30 s (its exit stands in for the kernel tearing a large copy down)."""
-    from multiprocessing import util
-
     util.Finalize(None, release.wait, args=(30,), exitpriority=0)  # runs as the copy exits, after answering
     return "answered"
 
 
 def test_collecting_does_not_wait_for_the_copy_to_exit_and_close_reaps_it():
-    import multiprocessing
-
     release = multiprocessing.get_context("fork").Event()
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: _answer_then_linger(release), 32)
@@ -195,8 +198,6 @@ def test_freed_memory_is_handed_back_before_a_fork_when_there_is_much(threshold,
 
 
 def test_what_the_allocator_keeps_is_read():
-    from experiments.peak_memory import freed_but_kept_bytes, release_freed_memory
-
     if freed_but_kept_bytes() is None:
         pytest.skip("the C library does not say what it keeps (not glibc >= 2.33)")
     chunks = [bytearray(64 * 1024) for _ in range(2000)]  # 125 MiB in chunks the arenas serve
@@ -208,10 +209,6 @@ def test_what_the_allocator_keeps_is_read():
 
 
 def test_a_run_on_a_device_that_does_not_survive_a_fork_evaluates_in_place(tiny_base, forks, monkeypatch):
-    import torch
-
-    import experiments.run as run_module
-
     monkeypatch.setattr(run_module, "resolve_device", lambda device: torch.device("mps"))
     execute(
         load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0],
@@ -227,8 +224,6 @@ def test_a_run_that_fails_after_an_evaluation_logs_it_either_way(
     background, tracking_uri, tiny_base, monkeypatch
 ):
     """In place, the evaluation after the first batch is logged before the second one fails; in a copy too."""
-    from paradigms.session import Session
-
     record, first = Session.record, []
 
     def failing(self, interaction, train_metrics=None):
@@ -270,7 +265,7 @@ def test_an_exception_that_does_not_unpickle_comes_back_as_its_traceback():
 
 def test_an_interrupt_while_waiting_stops_the_copy():
     background = background_evaluation.BackgroundEvaluation()
-    background.start(lambda: __import__("time").sleep(60), 0)
+    background.start(lambda: time.sleep(60), 0)
     flight = background._in_flight
 
     class Interrupted:
@@ -288,9 +283,6 @@ def test_an_interrupt_while_waiting_stops_the_copy():
 
 def test_the_copy_leaves_ctrl_c_to_the_run():
     """Ctrl-C reaches the whole process group; the copy ignores it and the run stops it (SIGTERM, at once)."""
-    import signal
-    import time
-
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: time.sleep(60), 0)
     process = background._in_flight.process
