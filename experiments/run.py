@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ from tasks.worlds import WorldView, builtin_world
 #: The artifact holding, at every evaluation, the user questions answered and their digest
 #: (``experiments.consumed``): equal for every paradigm at an equal number of questions.
 STREAM_CONSUMED_FILE = "stream_consumed.json"
+
+#: One evaluation as ``execute`` measures it, in place or in a forked copy: its metrics, its own seconds, its
+#: rollouts' seconds, the untouched base's probe scores when it measured them, and what the paradigm keeps
+#: for later evaluations (``Paradigm.evaluation_keeps``).
+Measured = tuple[dict[str, float], float, float, dict[str, float] | None, dict[str, Any]]
 
 
 class RunFailed(RuntimeError):
@@ -316,10 +322,11 @@ def execute(
         if run is not None:
             run.log_metrics(values, step)
 
-    def measure(events: int) -> tuple[dict[str, float], float, float, dict[str, float] | None]:
-        """The evaluation at ``events``: its metrics, its own seconds, its rollouts' seconds and the base's
-        probe scores when it measured them. Reads the run and writes nothing of it but the session's
-        answer cache and seconds, and the evaluator's base scores (the same in place or in a copy)."""
+    def measure(events: int) -> Measured:
+        """The evaluation at ``events``: its metrics, its own seconds, its rollouts' seconds, the base's
+        probe scores when it measured them and what the paradigm keeps for later evaluations. Reads the
+        run and writes nothing of it but the session's answer cache and seconds, the evaluator's base
+        scores and the paradigm's kept values (the same in place or in a copy)."""
         base, generating = None, session.generation_seconds
         # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
         with isolated_rng(), session.fixed_weights():
@@ -337,22 +344,18 @@ def execute(
         results[m.USER_QUESTIONS] = float(consumed.questions)
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
-        return results, seconds, session.generation_seconds - generating, base
+        return results, seconds, session.generation_seconds - generating, base, paradigm.evaluation_keeps()
 
-    def record(
-        events: int,
-        measured: tuple[dict[str, float], float, float, dict[str, float] | None],
-        waited: float,
-        in_copy: bool,
-    ) -> None:
+    def record(events: int, measured: Measured, waited: float, in_copy: bool) -> None:
         """Log the evaluation at ``events`` (``waited``: the seconds training stood still for it)."""
-        results, seconds, generating, base = measured
+        results, seconds, generating, base, kept = measured
         # a copy's rollout seconds are the run's too; its peak is its own, and the run's may be higher
         if in_copy:
             session.generation_seconds += generating
             results[m.PEAK_RSS_BYTES] = max(results[m.PEAK_RSS_BYTES], float(peak_rss_bytes()))
             if base is not None:  # the copy measured the base: every later evaluation compares with it
                 evaluator.use_base(base)
+            paradigm.adopt_evaluation_keeps(kept)  # (a hybrid's question vectors: not embedded again)
         state["evaluation_seconds"] += seconds
         state["waited_seconds"] += waited
         results[m.EVALUATION_WAIT_SECONDS] = state["waited_seconds"]

@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from paradigms.backbone import Backbone
 from paradigms.sections import ParadigmSettings
@@ -30,8 +30,9 @@ class Paradigm(ABC):
     #: general probe without them: ``eval/general_accuracy_without_notes``).
     notes_in_prompt: ClassVar[bool] = False
     #: Whether an evaluation leaves every part of the paradigm's state as it found it (no retrieval
-    #: counters or latencies, no index built on demand, no tool-policy table touched): a forked copy of
-    #: the run can then evaluate it while the run trains on (``experiments.background_evaluation``).
+    #: counters or latencies, no index built on demand, no tool-policy table touched), but for what it
+    #: keeps for later evaluations and hands over (:meth:`evaluation_keeps`): a forked copy of the run can
+    #: then evaluate it while the run trains on (``experiments.background_evaluation``).
     evaluation_writes_no_state: ClassVar[bool] = False
 
     def __init__(self, settings: ParadigmSettings, backbone: Backbone, algorithm=None):
@@ -57,6 +58,16 @@ class Paradigm(ABC):
     def bind(self, session: Session) -> None:
         """Attach the session (called by the runner before ``train`` and the first evaluation)."""
         self.session = session
+
+    def evaluation_keeps(self) -> dict[str, Any]:
+        """What evaluations computed and keep for the next ones (picklable; exact, so keeping it changes no
+        metric, only how long later evaluations take): a forked copy that evaluated hands it back, and the
+        run adopts it (:meth:`adopt_evaluation_keeps`). None here."""
+        return {}
+
+    def adopt_evaluation_keeps(self, kept: dict[str, Any]) -> None:
+        """Keep what an evaluation in a forked copy of the run computed (:meth:`evaluation_keeps`)."""
+        return None  # nothing is kept here
 
     @abstractmethod
     def train(self, session: Session) -> None:

@@ -170,13 +170,29 @@ def test_blocks_do_not_nest(tiny_base):
         pass
 
 
-def test_memory_embeds_an_evaluation_question_once(tiny_base, monkeypatch):
+#: The paradigms that retrieve notes: memory, and hybrid's memory part (writing what every route sends it).
+RETRIEVING = {
+    "memory": ["paradigm.name=memory"],
+    "hybrid": [
+        "paradigm.name=hybrid",
+        "algorithm.name=reinforce",
+        "paradigm.route=both",
+        "paradigm.memory.reflection=template",
+    ],
+}
+
+
+@pytest.mark.parametrize("overrides", RETRIEVING.values(), ids=RETRIEVING.keys())
+def test_an_evaluation_question_is_embedded_once(overrides, tiny_base, monkeypatch):
     """The evaluator's questions are embedded at the first evaluation that retrieves, never again; the
-    notes retrieved are the ones a fresh embedding finds."""
-    config = load_experiment(SMOKE, [TINY, "paradigm.name=memory"]).runs()[0]
+    notes retrieved are the ones a fresh embedding finds, and the reads add no retrieval latency (the
+    stream's). The hybrid's memory part too (it once embedded them at every evaluation: the runner binds
+    the session to the hybrid, not to its memory)."""
+    config = load_experiment(SMOKE, [TINY, *overrides]).runs()[0]
     parts = assemble(config, progress=False)
-    memory, session = parts.paradigm, parts.session
-    memory.train(session)  # fills the store
+    paradigm, session = parts.paradigm, parts.session
+    memory = getattr(paradigm, "memory", paradigm)
+    paradigm.train(session)  # fills the store
     assert len(memory.store) > 0 and memory.embedder.fixed
     embedded: list[str] = []
     embed = memory.embedder.embed
@@ -187,12 +203,14 @@ def test_memory_embeds_an_evaluation_question_once(tiny_base, monkeypatch):
 
     monkeypatch.setattr(memory.embedder, "embed", counted)
     items = parts.evaluator.general
-    first = memory.context_for(items)
+    latencies = list(memory.latencies_ms)  # the stream's retrievals'
+    first = paradigm.context_for(items)
     questions = len({i.query.question for i in items})
     assert len(embedded) == questions and any(first)
-    assert memory.context_for(items) == first and len(embedded) == questions
+    assert paradigm.context_for(items) == first and len(embedded) == questions
     session.answers = None  # without kept answers, every question is embedded again: the same notes
-    assert memory.context_for(items) == first and len(embedded) == questions + len(items)
+    assert paradigm.context_for(items) == first and len(embedded) == questions + len(items)
+    assert memory.latencies_ms == latencies  # the evaluator's reads are measurement, not the user's cost
 
 
 def test_runs_of_one_user_share_the_untouched_base_s_first_evaluation(tiny_base):

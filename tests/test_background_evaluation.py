@@ -35,12 +35,19 @@ WEIGHT_LEARNERS = {
     "adapter-sft": ["paradigm.name=adapter", "algorithm.name=sft"],
     # three drift phases: evaluations at each phase's end, items answered in their own phase's world
     "full_ft-reinforce-drift": ["paradigm.name=full_ft", "algorithm.name=reinforce", "task.suite=drift"],
+    # the adapter and a memory written with everything: the copy hands back the question vectors it embeds
+    "hybrid-grpo": [
+        "paradigm.name=hybrid",
+        "algorithm.name=grpo",
+        "algorithm.group_size=2",
+        "paradigm.route=both",
+    ],
 }
-#: Paradigms whose evaluation writes their state (retrieval counters): always evaluated in place.
+#: Paradigms without an algorithm, whose weights never change: always evaluated in place (the untouched
+#: base's probe is measured before the run; unchanged answers come from the answer cache).
 IN_PLACE = {
     "frozen": [],
     "memory": ["paradigm.name=memory"],
-    "hybrid-grpo": ["paradigm.name=hybrid", "algorithm.name=grpo", "algorithm.group_size=2"],
 }
 
 
@@ -85,8 +92,38 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     assert [m.step for m in waited] == evaluations
 
 
+@SPARE
+def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, monkeypatch):
+    """A hybrid's copy embeds the evaluator's questions for its memory part and hands the vectors back: the
+    run's own (last) evaluation embeds none of them again."""
+    from experiments.evaluation import Evaluator
+    from paradigms.memory.embedders import MiniLMEmbedder
+
+    run, evaluating, embedded = os.getpid(), [False], []
+    embed, evaluate = MiniLMEmbedder.embed, Evaluator.evaluate
+
+    def counted_embed(self, texts):
+        if os.getpid() == run and evaluating[0]:  # (a copy's counts stay in the copy)
+            embedded.extend(texts)
+        return embed(self, texts)
+
+    def flagged_evaluate(self, *args, **kwargs):
+        evaluating[0] = True
+        try:
+            return evaluate(self, *args, **kwargs)
+        finally:
+            evaluating[0] = False
+
+    monkeypatch.setattr(MiniLMEmbedder, "embed", counted_embed)
+    monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
+    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["hybrid-grpo"]]).runs()[0]
+    execute(config, None, progress=False)
+    assert len(forks) >= 2  # evaluation 0 (an empty store: nothing to embed) and at least one after
+    assert embedded == []
+
+
 @pytest.mark.parametrize("overrides", IN_PLACE.values(), ids=IN_PLACE.keys())
-def test_a_paradigm_whose_evaluation_writes_its_state_evaluates_in_place(overrides, tiny_base, forks):
+def test_a_paradigm_without_an_algorithm_evaluates_in_place(overrides, tiny_base, forks):
     execute(load_experiment(SMOKE, [TINY, ONE_THREAD, *overrides]).runs()[0], None, progress=False)
     assert forks == []
 

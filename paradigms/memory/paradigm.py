@@ -61,9 +61,9 @@ class Memory(Paradigm):
             question = self.protocol.question_text(item.query)
             query = question if update_counts else self._question_vector(question)
             hits = self.store.search(query, self.settings.top_k, update_counts=update_counts)
-            self.latencies_ms.append(1000 * (time.perf_counter() - started))
             kept = [record for record, score in hits if score >= self.settings.min_similarity]
-            if update_counts:
+            if update_counts:  # the stream's retrievals, what answering the user costs
+                self.latencies_ms.append(1000 * (time.perf_counter() - started))
                 self.retrieved += len(kept)
                 self.relevant += sum(_relevant(record.key, item) for record in kept)
             contexts.append([record.text for record in kept])
@@ -92,6 +92,13 @@ class Memory(Paradigm):
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The top-k memories for each question; evaluation leaves retrieval counts untouched."""
         return self.retrieve(items, update_counts=False)
+
+    def evaluation_keeps(self) -> dict[str, dict[str, np.ndarray]]:
+        """The evaluator's question vectors computed so far (``_question_vector``)."""
+        return {"question_vectors": self._question_vectors}
+
+    def adopt_evaluation_keeps(self, kept: dict[str, dict[str, np.ndarray]]) -> None:
+        self._question_vectors.update(kept.get("question_vectors", {}))
 
     # -- learning ------------------------------------------------------------------------------
     def train(self, session: Session) -> None:
