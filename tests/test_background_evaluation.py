@@ -118,7 +118,7 @@ def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, monkeypatch):
     monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
     config = load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["hybrid-grpo"]]).runs()[0]
     execute(config, None, progress=False)
-    assert len(forks) >= 2  # evaluation 0 (an empty store: nothing to embed) and at least one after
+    assert len(forks) >= 2  # evaluation 0 (which embeds them) and at least one after
     assert embedded == []
 
 
