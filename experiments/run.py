@@ -47,10 +47,18 @@ from tasks.worlds import WorldView, builtin_world
 #: (``experiments.consumed``): equal for every paradigm at an equal number of questions.
 STREAM_CONSUMED_FILE = "stream_consumed.json"
 
-#: One evaluation as ``execute`` measures it, in place or in a forked copy: its metrics, its own seconds, its
-#: rollouts' seconds, the untouched base's probe scores when it measured them, and what the paradigm keeps
-#: for later evaluations (``Paradigm.evaluation_keeps``).
-Measured = tuple[dict[str, float], float, float, dict[str, float] | None, dict[str, Any]]
+
+@dataclass
+class Measured:
+    """One evaluation as ``execute`` measures it, in place or in a forked copy of the run (which sends it
+    back whole): what the run logs and what it keeps of the evaluation's work."""
+
+    results: dict[str, float]  # the metrics
+    seconds: float  # the evaluation's own
+    generating: float  # its rollouts' seconds (``cost/generation_seconds`` counts them)
+    base: dict[str, float] | None  # the untouched base's probe scores, when it measured them
+    kept: dict[str, Any]  # what the paradigm keeps for later evaluations (``Paradigm.evaluation_keeps``)
+    answers: list  # the requests it stored in the answer cache (``AnswerCache.stored_since``)
 
 
 class RunFailed(RuntimeError):
@@ -269,18 +277,19 @@ def execute(
     (``experiments.background_evaluation``; the same metrics), all but the last evaluation.
     """
     reset_peak_rss()  # cost/peak_rss_bytes: this run's peak where possible (its peak_rss_scope tag)
-    # an evaluation that writes nothing of the run, with cores to spare: a copy answers it beside training,
-    # the first one with the untouched base's probe (on the base's copy the KL reads, evaluator.reference).
+    # an evaluation that writes nothing of the run, with cores to spare: a copy answers it beside training.
     # Not when on_eval may stop the run (a sweep's pruner): it must stop at the event it would in place.
     in_background = (
         config.evaluation.background
         and on_eval is None
         and resolve_device(config.device).type == "cpu"  # CUDA and Metal do not survive a fork
-        and config.paradigm.uses_algorithm  # the base's probe is then answered on the KL's reference copy
         and PARADIGMS[config.paradigm.name].evaluation_writes_no_state
         and background_evaluation.a_core_to_spare(config.threads or torch.get_num_threads())
     )
-    parts = assemble(config, tracker, progress, answer_cache, measure_base=not in_background)
+    # a paradigm that changes weights keeps a copy of the base for the KL (evaluator.reference): the first
+    # copy answers the untouched base's probe on it; the others' model is the base, probed before the run
+    base_in_copy = in_background and config.paradigm.uses_algorithm
+    parts = assemble(config, tracker, progress, answer_cache, measure_base=not base_in_copy)
     paradigm, session, evaluator = parts.paradigm, parts.session, parts.evaluator
     if run is not None:
         run.log_dict({"seeds": parts.seeds}, "seeds.json")
@@ -323,11 +332,11 @@ def execute(
             run.log_metrics(values, step)
 
     def measure(events: int) -> Measured:
-        """The evaluation at ``events``: its metrics, its own seconds, its rollouts' seconds, the base's
-        probe scores when it measured them and what the paradigm keeps for later evaluations. Reads the
-        run and writes nothing of it but the session's answer cache and seconds, the evaluator's base
-        scores and the paradigm's kept values (the same in place or in a copy)."""
+        """The evaluation at ``events`` (:class:`Measured`). Reads the run and writes nothing of it but the
+        session's answer cache and seconds, the evaluator's base scores and what the paradigm keeps for
+        later evaluations: the same in place or in a copy, which hands these back."""
         base, generating = None, session.generation_seconds
+        stored = len(session.answers.stored) if session.answers is not None else 0
         # the evaluation schedule must not change what training draws; the weights are fixed meanwhile
         with isolated_rng(), session.fixed_weights():
             if evaluator.base_general_accuracy is None:  # not measured before the run (in_background)
@@ -344,18 +353,30 @@ def execute(
         results[m.USER_QUESTIONS] = float(consumed.questions)
         if drifts and state["stream_phase"] is not None:
             results[m.STREAM_PHASE] = float(state["stream_phase"])
-        return results, seconds, session.generation_seconds - generating, base, paradigm.evaluation_keeps()
+        return Measured(
+            results,
+            seconds,
+            session.generation_seconds - generating,
+            base,
+            paradigm.evaluation_keeps(),
+            session.answers.stored_since(stored) if session.answers is not None else [],
+        )
 
     def record(events: int, measured: Measured, waited: float, in_copy: bool) -> None:
         """Log the evaluation at ``events`` (``waited``: the seconds training stood still for it)."""
-        results, seconds, generating, base, kept = measured
-        # a copy's rollout seconds are the run's too; its peak is its own, and the run's may be higher
+        results, seconds = measured.results, measured.seconds
+        # what a copy did for the run: its rollout seconds are the run's too, its stored answers and kept
+        # values serve later evaluations; its peak is its own, and the run's may be higher
         if in_copy:
-            session.generation_seconds += generating
+            session.generation_seconds += measured.generating
             results[m.PEAK_RSS_BYTES] = max(results[m.PEAK_RSS_BYTES], float(peak_rss_bytes()))
-            if base is not None:  # the copy measured the base: every later evaluation compares with it
-                evaluator.use_base(base)
-            paradigm.adopt_evaluation_keeps(kept)  # (a hybrid's question vectors: not embedded again)
+            if (
+                measured.base is not None
+            ):  # the copy measured the base: every later evaluation compares with it
+                evaluator.use_base(measured.base)
+            paradigm.adopt_evaluation_keeps(measured.kept)  # (a memory's question vectors)
+            if session.answers is not None:
+                session.answers.adopt(measured.answers)
         state["evaluation_seconds"] += seconds
         state["waited_seconds"] += waited
         results[m.EVALUATION_WAIT_SECONDS] = state["waited_seconds"]

@@ -196,6 +196,8 @@ class AnswerCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
+        #: Every request this cache stored, in order (``stored_since``: what a forked copy hands back).
+        self.stored: list[Hashable] = []
         self._entries = SHARED if entries is None else entries
         self._digests: dict[int, tuple[object, str]] | None = None
 
@@ -260,7 +262,23 @@ class AnswerCache:
         None)."""
         if key is None:
             return
-        self._entries[key] = copy.deepcopy(list(episodes))
+        self._keep(key, copy.deepcopy(list(episodes)))
+        self.stored.append(key)
+
+    def stored_since(self, count: int) -> list[tuple[Hashable, list[Episode]]]:
+        """The requests stored after the first ``count`` of :attr:`stored`, with their episodes (those the
+        store has dropped since left out): what an evaluation in a forked copy of the run stored, and hands
+        back for the run to store too (:meth:`adopt`)."""
+        return [(key, self._entries[key]) for key in self.stored[count:] if key in self._entries]
+
+    def adopt(self, entries: Sequence[tuple[Hashable, list[Episode]]]) -> None:
+        """Store requests answered elsewhere (:meth:`stored_since` in a forked copy; the episodes are this
+        cache's from now on)."""
+        for key, episodes in entries:
+            self._keep(key, list(episodes))
+
+    def _keep(self, key: Hashable, episodes: list[Episode]) -> None:
+        self._entries[key] = episodes
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -19,6 +19,8 @@ def answer_stream(paradigm: Paradigm, session: Session) -> None:
 
 class Frozen(Paradigm):
     Settings = FrozenSettings
+    #: its evaluation answers with the base and a tool policy's greedy decisions: it writes nothing
+    evaluation_writes_no_state = True
 
     def train(self, session: Session) -> None:
         answer_stream(self, session)

@@ -22,6 +22,8 @@ from tasks.protocols import USER_SUBJECT, Statement
 class Oracle(Paradigm):
     Settings = OracleSettings
     notes_in_prompt = True
+    #: its evaluation answers with the base and the profile as notes: it writes nothing
+    evaluation_writes_no_state = True
 
     def context_for(self, items: Sequence[Item]) -> list[list[str]]:
         """The profile in force now (facts and format preferences): whole, or the entry each item asks."""

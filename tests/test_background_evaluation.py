@@ -28,7 +28,8 @@ SPARE = pytest.mark.skipif(
 )
 
 ONE_THREAD = "threads=1"  # a copy evaluates only beside a one-thread run (the other core is its)
-WEIGHT_LEARNERS = {
+#: Every paradigm: their evaluations write nothing of the run but what the copy hands back.
+IN_COPIES = {
     "full_ft-grpo": ["paradigm.name=full_ft", "algorithm.name=grpo", "algorithm.group_size=2"],
     "adapter-grpo": ["paradigm.name=adapter", "algorithm.name=grpo", "algorithm.group_size=2"],
     "full_ft-reinforce": ["paradigm.name=full_ft", "algorithm.name=reinforce"],
@@ -42,11 +43,10 @@ WEIGHT_LEARNERS = {
         "algorithm.group_size=2",
         "paradigm.route=both",
     ],
-}
-#: Paradigms without an algorithm, whose weights never change: always evaluated in place (the untouched
-#: base's probe is measured before the run; unchanged answers come from the answer cache).
-IN_PLACE = {
+    # the base as it is (its unchanged answers come back from the copies to the answer cache)
     "frozen": [],
+    "frozen-tool_policy": ["paradigm.tool_policy=qlearning"],
+    "oracle": ["paradigm.name=oracle"],
     "memory": ["paradigm.name=memory"],
 }
 
@@ -73,7 +73,7 @@ def _tracked(config, tracker: Tracker, name: str) -> str:
 
 
 @SPARE
-@pytest.mark.parametrize("overrides", WEIGHT_LEARNERS.values(), ids=WEIGHT_LEARNERS.keys())
+@pytest.mark.parametrize("overrides", IN_COPIES.values(), ids=IN_COPIES.keys())
 def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, tiny_base, forks):
     tracker, client = Tracker(tracking_uri), mlflow.MlflowClient(tracking_uri)
     in_place = load_experiment(SMOKE, [TINY, ONE_THREAD, "evaluation.background=false", *overrides]).runs()[0]
@@ -82,7 +82,8 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     beside = load_experiment(SMOKE, [TINY, ONE_THREAD, *overrides]).runs()[0]
     beside_id = _tracked(beside, tracker, "beside")
     expected = metric_histories(client, in_place_id)
-    assert "eval/personal_accuracy" in expected and "eval/kl_to_base" in expected
+    assert "eval/personal_accuracy" in expected
+    assert ("eval/kl_to_base" in expected) is in_place.paradigm.uses_algorithm
     evaluations = [step for step, _ in expected["eval/personal_accuracy"]]
     # every evaluation but the last ran in a copy; the last is the one the run waits for anyway
     assert forks == evaluations[:-1], (forks, evaluations)
@@ -116,22 +117,53 @@ def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, monkeypatch):
 
     monkeypatch.setattr(MiniLMEmbedder, "embed", counted_embed)
     monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
-    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["hybrid-grpo"]]).runs()[0]
+    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["hybrid-grpo"]]).runs()[0]
     execute(config, None, progress=False)
     assert len(forks) >= 2  # evaluation 0 (which embeds them) and at least one after
     assert embedded == []
 
 
-@pytest.mark.parametrize("overrides", IN_PLACE.values(), ids=IN_PLACE.keys())
-def test_a_paradigm_without_an_algorithm_evaluates_in_place(overrides, tiny_base, forks):
-    execute(load_experiment(SMOKE, [TINY, ONE_THREAD, *overrides]).runs()[0], None, progress=False)
+@SPARE
+def test_the_run_keeps_the_answers_a_copy_stored(tiny_base, forks, monkeypatch):
+    """A frozen run's copies answer with the base and hand their stored answers back: the run's own (last)
+    evaluation is served them whole and generates nothing."""
+    import paradigms.session as session_module
+    from experiments.evaluation import Evaluator
+
+    run, evaluating, generated = os.getpid(), [False], []
+    rollout, evaluate = session_module.rollout, Evaluator.evaluate
+
+    def counted_rollout(model, tokenizer, queries, *args, **kwargs):
+        if os.getpid() == run and evaluating[0]:
+            generated.extend(queries)
+        return rollout(model, tokenizer, queries, *args, **kwargs)
+
+    def flagged_evaluate(self, *args, **kwargs):
+        evaluating[0] = True
+        try:
+            return evaluate(self, *args, **kwargs)
+        finally:
+            evaluating[0] = False
+
+    monkeypatch.setattr(session_module, "rollout", counted_rollout)
+    monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
+    execute(load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["frozen"]]).runs()[0], None, progress=False)
+    assert len(forks) >= 2
+    assert generated == []
+
+
+def test_a_paradigm_whose_evaluation_writes_its_state_evaluates_in_place(tiny_base, forks, monkeypatch):
+    from paradigms.frozen import Frozen
+
+    monkeypatch.setattr(Frozen, "evaluation_writes_no_state", False)
+    execute(load_experiment(SMOKE, [TINY, ONE_THREAD]).runs()[0], None, progress=False)
     assert forks == []
 
 
 def test_a_run_whose_evaluations_may_stop_it_evaluates_in_place(tiny_base, forks):
     """A sweep's pruner stops a trial at the evaluation it reads: in a copy, that would come later."""
     seen = []
-    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0]
+    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["full_ft-grpo"]]).runs()[0]
     execute(config, None, progress=False, on_eval=lambda events, values: seen.append(events))
     assert forks == [] and seen[0] == 0 and len(seen) > 2
 
@@ -140,7 +172,7 @@ def test_a_local_grid_worker_evaluates_in_place(tiny_base, forks, monkeypatch):
     """Two workers and their copies would spin against each other on the machine's cores."""
     monkeypatch.setenv(background_evaluation.LOCAL_WORKERS_VARIABLE, "2")
     execute(
-        load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0],
+        load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["full_ft-grpo"]]).runs()[0],
         None,
         progress=False,
     )
@@ -248,7 +280,7 @@ def test_what_the_allocator_keeps_is_read():
 def test_a_run_on_a_device_that_does_not_survive_a_fork_evaluates_in_place(tiny_base, forks, monkeypatch):
     monkeypatch.setattr(run_module, "resolve_device", lambda device: torch.device("mps"))
     execute(
-        load_experiment(SMOKE, [TINY, ONE_THREAD, *WEIGHT_LEARNERS["full_ft-grpo"]]).runs()[0],
+        load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["full_ft-grpo"]]).runs()[0],
         None,
         progress=False,
     )
@@ -271,7 +303,7 @@ def test_a_run_that_fails_after_an_evaluation_logs_it_either_way(
 
     monkeypatch.setattr(Session, "record", failing)
     overrides = [TINY, ONE_THREAD, f"evaluation.background={background}", "budget.feedback_events=48"]
-    config = load_experiment(SMOKE, [*overrides, *WEIGHT_LEARNERS["full_ft-reinforce"]]).runs()[0]
+    config = load_experiment(SMOKE, [*overrides, *IN_COPIES["full_ft-reinforce"]]).runs()[0]
     tracker, client = Tracker(tracking_uri), mlflow.MlflowClient(tracking_uri)
     run = tracker.start_run("background-evaluation", f"fails-{background}")
     with pytest.raises(RuntimeError, match="second batch failed"):

@@ -33,6 +33,9 @@ from tasks.items import Item
 class Memory(Paradigm):
     Settings = MemorySettings
     notes_in_prompt = True
+    #: its evaluation retrieves without recording (no counts, no latencies) and writes nothing but the
+    #: evaluator's question vectors, which a forked copy hands back (``evaluation_keeps``)
+    evaluation_writes_no_state = True
 
     def __init__(self, settings: MemorySettings, backbone, algorithm=None):
         super().__init__(settings, backbone, algorithm)
