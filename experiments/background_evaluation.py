@@ -1,10 +1,10 @@
 """An evaluation that runs beside training, in a forked copy of the run.
 
 The runner evaluates a policy whose weights are fixed for the length of the evaluation. For a paradigm
-whose evaluation reads its state and writes none (``Paradigm.evaluation_writes_no_state``: the weight
-learners, whose evaluation is a rollout and a KL), a copy of the process made by ``fork`` at the
-evaluation's event holds exactly what the run holds there: the weights, the evaluation items, the
-session's world and the random state. It answers the same questions the same way and returns the same
+whose evaluation reads its state and writes none (``Paradigm.evaluation_writes_no_state``: every one
+here; an evaluation is a rollout, with retrieved notes for a memory, and a KL where weights move), a copy
+of the process made by ``fork`` at the evaluation's event holds exactly what the run holds there: the
+weights, the memory, the evaluation items, the session's world and the random state. It answers the same questions the same way and returns the same
 metrics, while the run goes on training in the parent. On this 2-core machine a run uses one torch
 thread; the copy uses the other core. ``fork`` shares the parent's pages until either side writes them,
 so the copy costs the memory the parent's training writes meanwhile and the evaluation's own tensors;

@@ -113,8 +113,8 @@ class EvaluationConfig(_Section):
     )
     background: bool = Field(
         True,
-        description="Evaluate a paradigm whose evaluation writes no state (full_ft, adapter) in a forked "
-        "copy of the run while it trains on, on the CPU when the copy has cores of its own and no sweep "
+        description="Evaluate in a forked copy of the run while it trains on (every paradigm: an "
+        "evaluation writes nothing of the run), on the CPU when the copy has cores of its own and no sweep "
         "reads the evaluations (same metrics): experiments/background_evaluation.py.",
     )
 

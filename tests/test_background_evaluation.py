@@ -1,5 +1,6 @@
 """Evaluations in a forked copy of the run (``evaluation.background``) log exactly the metrics evaluations in
-place log, only for paradigms whose evaluation writes no state, and bring the copy's errors home."""
+place log, only for paradigms whose evaluation writes no state (every one, handing back what later
+evaluations reuse), and bring the copy's errors home."""
 
 import multiprocessing
 import os
