@@ -4,13 +4,14 @@ The runner evaluates a policy whose weights are fixed for the length of the eval
 whose evaluation reads its state and writes none (``Paradigm.evaluation_writes_no_state``: every one
 here; an evaluation is a rollout, with retrieved notes for a memory, and a KL where weights move), a copy
 of the process made by ``fork`` at the evaluation's event holds exactly what the run holds there: the
-weights, the memory, the evaluation items, the session's world and the random state. It answers the same questions the same way and returns the same
-metrics, while the run goes on training in the parent. On this 2-core machine a run uses one torch
-thread; the copy uses the other core. ``fork`` shares the parent's pages until either side writes them,
-so the copy costs the memory the parent's training writes meanwhile and the evaluation's own tensors;
-memory the parent freed but its allocator kept is handed back before a fork when there is much of it
-(:data:`RELEASE_FROM_BYTES`), which on a SmolLM2 GRPO run took the two processes' peak from 17.0 GiB to
-11.0 GiB, against 10.2 GiB for the run alone (``docs/performance.md``).
+weights, the memory, the evaluation items, the session's world and the random state. It answers the same
+questions the same way and returns the same metrics (and hands back what later evaluations reuse: the
+answers it stored, a memory's question vectors), while the run goes on training in the parent. On this
+2-core machine a run uses one torch thread; the copy uses the other core. ``fork`` shares the parent's
+pages until either side writes them, so the copy costs the memory the parent's training writes meanwhile
+and the evaluation's own tensors; memory the parent freed but its allocator kept is handed back before a
+fork when there is much of it (:data:`RELEASE_FROM_BYTES`), which on a SmolLM2 GRPO run took the two
+processes' peak from 17.0 GiB to 11.0 GiB, against 10.2 GiB for the run alone (``docs/performance.md``).
 
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
 arrive in the order of their events. Collecting does not wait for the copy to exit (the kernel takes
