@@ -370,9 +370,7 @@ def execute(
         if in_copy:
             session.generation_seconds += measured.generating
             results[m.PEAK_RSS_BYTES] = max(results[m.PEAK_RSS_BYTES], float(peak_rss_bytes()))
-            if (
-                measured.base is not None
-            ):  # the copy measured the base: every later evaluation compares with it
+            if measured.base is not None:  # every later evaluation compares with the base it measured
                 evaluator.use_base(measured.base)
             paradigm.adopt_evaluation_keeps(measured.kept)  # (a memory's question vectors)
             if session.answers is not None:

@@ -62,7 +62,7 @@ class Paradigm(ABC):
     def evaluation_keeps(self) -> dict[str, Any]:
         """What evaluations computed and keep for the next ones (picklable; exact, so keeping it changes no
         metric, only how long later evaluations take): a forked copy that evaluated hands it back, and the
-        run adopts it (:meth:`adopt_evaluation_keeps`). None here."""
+        run adopts it (:meth:`adopt_evaluation_keeps`). Nothing here."""
         return {}
 
     def adopt_evaluation_keeps(self, kept: dict[str, Any]) -> None:
