@@ -599,15 +599,24 @@ class Tracker:
         """The run of one run config, as ``harness run``, a sweep's trial and a grid worker start it:
         named ``name`` (default ``config.run_name()``), tagged with :func:`child_tags` (the contract
         tags, ``group``) plus ``tags``, nested under ``parent``, the config flattened into params and
-        stored whole as ``config.yaml``."""
+        stored whole as ``config.yaml``. The run exists (RUNNING) before those are logged: interrupted
+        meanwhile (Ctrl-C, SIGTERM) it is closed KILLED, and FAILED on an error, before this raises, since
+        the caller never gets it to close."""
         run = self.start_run(
             experiment,
             name or config.run_name(),
             tags={**child_tags(config, group), **(tags or {})},
             parent=parent,
         )
-        run.log_params(config.flat())
-        run.log_dict(config.model_dump(mode="json"), "config.yaml")
+        try:
+            run.log_params(config.flat())
+            run.log_dict(config.model_dump(mode="json"), "config.yaml")
+        except (KeyboardInterrupt, SystemExit):
+            run.finish("KILLED", error="interrupted")
+            raise
+        except Exception as error:
+            run.finish("FAILED", error=f"{type(error).__name__}: {error}")
+            raise
         return run
 
     def find_runs(self, experiment: str, filter_string: str = "") -> list:

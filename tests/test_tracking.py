@@ -163,6 +163,26 @@ def test_a_terminated_run_is_marked_killed_not_left_running(tracking_uri, tiny_b
     assert children[0].data.tags["error"] == "interrupted"
 
 
+def test_a_child_interrupted_while_it_is_set_up_is_marked_killed(tracking_uri, tiny_base, monkeypatch):
+    """The child's run exists (RUNNING, what the test above waits for) before start_config_run has logged its
+    config and returned it: an interrupt there closes it too, not only the parent."""
+    from experiments.tracking import TrackedRun
+
+    log_dict = TrackedRun.log_dict
+
+    def interrupted_at_the_config(run, data, artifact_file):
+        if artifact_file == "config.yaml":
+            raise KeyboardInterrupt("signal 15")
+        return log_dict(run, data, artifact_file)
+
+    monkeypatch.setattr(TrackedRun, "log_dict", interrupted_at_the_config)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(load_experiment(SMOKE, [TINY]), Tracker(tracking_uri), progress=False)
+    parents, children = children_of(mlflow.MlflowClient(tracking_uri), "smoke")
+    assert [r.info.status for r in parents + children] == ["KILLED", "KILLED"]
+    assert children[0].data.tags["error"] == "interrupted"
+
+
 def test_experiments_open_on_runs_and_groups_read_paradigm_algorithm_variant(tracking_uri, tiny_base):
     experiment = load_experiment(SMOKE, [TINY, "seeds=[0, 1]"])
     run_experiment(experiment, Tracker(tracking_uri), progress=False)
