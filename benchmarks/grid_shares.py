@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from same_results import add_runs_arguments, read_runs
 
-from analysis.load import load_parquet, load_runs
 from experiments import metrics as m
 
 
@@ -49,22 +49,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=Path, help="a runs.parquet")
-    parser.add_argument("--tracking-uri", help="or an MLflow store ...")
-    parser.add_argument("--experiment", help="... and its experiment name")
+    add_runs_arguments(parser)
     parser.add_argument("--out", type=Path, help="write the rows here (JSON)")
     args = parser.parse_args()
-    if args.runs:
-        runs = load_parquet(args.runs)
-    elif args.tracking_uri and args.experiment:
-        runs = load_runs([args.experiment], args.tracking_uri)
-    else:
-        parser.error("give --runs, or --tracking-uri with --experiment")
-    result = {
-        "benchmark": "grid_shares",
-        "runs_from": str(args.runs or args.tracking_uri),
-        "rows": shares(runs),
-    }
+    runs, source = read_runs(parser, args)
+    result = {"benchmark": "grid_shares", "runs_from": source, "rows": shares(runs)}
     text = json.dumps(result, indent=2)
     for row in result["rows"]:
         print(

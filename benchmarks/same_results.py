@@ -57,23 +57,33 @@ def compare(rerun: pd.DataFrame, committed: pd.DataFrame) -> dict:
     }
 
 
+def add_runs_arguments(parser: argparse.ArgumentParser, whose: str = "a") -> None:
+    """``--runs`` (a ``runs.parquet``), or ``--tracking-uri`` with ``--experiment`` (a store): where the
+    runs are read from (:func:`read_runs`); ``whose`` names them in the help ("the re-run's")."""
+    parser.add_argument("--runs", type=Path, help=f"{whose} runs.parquet")
+    parser.add_argument("--tracking-uri", help=f"or {whose} MLflow store ...")
+    parser.add_argument("--experiment", help="... and its experiment name")
+
+
+def read_runs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[pd.DataFrame, str]:
+    """The tidy run table :func:`add_runs_arguments` points to, and where it came from."""
+    if args.runs:
+        return load_parquet(args.runs), str(args.runs)
+    if args.tracking_uri and args.experiment:
+        return load_runs([args.experiment], args.tracking_uri), args.tracking_uri
+    parser.error("give --runs, or --tracking-uri with --experiment")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=Path, help="the re-run's runs.parquet")
-    parser.add_argument("--tracking-uri", help="or the re-run's MLflow store ...")
-    parser.add_argument("--experiment", help="... and its experiment name")
+    add_runs_arguments(parser, "the re-run's")
     parser.add_argument("--against", type=Path, required=True, help="the committed runs.parquet")
     parser.add_argument("--out", type=Path, help="write the comparison here (JSON)")
     args = parser.parse_args()
-    if args.runs:
-        rerun = load_parquet(args.runs)
-    elif args.tracking_uri and args.experiment:
-        rerun = load_runs([args.experiment], args.tracking_uri)
-    else:
-        parser.error("give --runs, or --tracking-uri with --experiment")
-    result = {"rerun": str(args.runs or args.tracking_uri), "against": str(args.against)}
+    rerun, source = read_runs(parser, args)
+    result = {"rerun": source, "against": str(args.against)}
     result |= compare(rerun, load_parquet(args.against))
     text = json.dumps(result, indent=2)
     print(text)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing import util
 
 import mlflow
@@ -94,30 +95,38 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     assert [m.step for m in waited] == evaluations
 
 
-@SPARE
-def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, monkeypatch):
-    """A hybrid's copy embeds the evaluator's questions for its memory part and hands the vectors back: the
-    run's own (last) evaluation embeds none of them again."""
+@pytest.fixture
+def evaluating_in_the_run(monkeypatch) -> Callable[[], bool]:
+    """Whether this process (the run, not a copy of it) is inside an evaluation now."""
     from experiments.evaluation import Evaluator
-    from paradigms.memory.embedders import MiniLMEmbedder
 
-    run, evaluating, embedded = os.getpid(), [False], []
-    embed, evaluate = MiniLMEmbedder.embed, Evaluator.evaluate
-
-    def counted_embed(self, texts):
-        if os.getpid() == run and evaluating[0]:  # (a copy's counts stay in the copy)
-            embedded.extend(texts)
-        return embed(self, texts)
+    run, inside, evaluate = os.getpid(), [False], Evaluator.evaluate
 
     def flagged_evaluate(self, *args, **kwargs):
-        evaluating[0] = True
+        inside[0] = True
         try:
             return evaluate(self, *args, **kwargs)
         finally:
-            evaluating[0] = False
+            inside[0] = False
+
+    monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
+    return lambda: os.getpid() == run and inside[0]  # (a copy's counts stay in the copy)
+
+
+@SPARE
+def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, evaluating_in_the_run, monkeypatch):
+    """A hybrid's copy embeds the evaluator's questions for its memory part and hands the vectors back: the
+    run's own (last) evaluation embeds none of them again."""
+    from paradigms.memory.embedders import MiniLMEmbedder
+
+    embedded, embed = [], MiniLMEmbedder.embed
+
+    def counted_embed(self, texts):
+        if evaluating_in_the_run():
+            embedded.extend(texts)
+        return embed(self, texts)
 
     monkeypatch.setattr(MiniLMEmbedder, "embed", counted_embed)
-    monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
     config = load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["hybrid-grpo"]]).runs()[0]
     execute(config, None, progress=False)
     assert len(forks) >= 2  # evaluation 0 (which embeds them) and at least one after
@@ -125,29 +134,19 @@ def test_the_run_keeps_what_a_copy_embedded(tiny_base, forks, monkeypatch):
 
 
 @SPARE
-def test_the_run_keeps_the_answers_a_copy_stored(tiny_base, forks, monkeypatch):
+def test_the_run_keeps_the_answers_a_copy_stored(tiny_base, forks, evaluating_in_the_run, monkeypatch):
     """A frozen run's copies answer with the base and hand their stored answers back: the run's own (last)
     evaluation is served them whole and generates nothing."""
     import paradigms.session as session_module
-    from experiments.evaluation import Evaluator
 
-    run, evaluating, generated = os.getpid(), [False], []
-    rollout, evaluate = session_module.rollout, Evaluator.evaluate
+    generated, rollout = [], session_module.rollout
 
     def counted_rollout(model, tokenizer, queries, *args, **kwargs):
-        if os.getpid() == run and evaluating[0]:
+        if evaluating_in_the_run():
             generated.extend(queries)
         return rollout(model, tokenizer, queries, *args, **kwargs)
 
-    def flagged_evaluate(self, *args, **kwargs):
-        evaluating[0] = True
-        try:
-            return evaluate(self, *args, **kwargs)
-        finally:
-            evaluating[0] = False
-
     monkeypatch.setattr(session_module, "rollout", counted_rollout)
-    monkeypatch.setattr(Evaluator, "evaluate", flagged_evaluate)
     execute(load_experiment(SMOKE, [TINY, ONE_THREAD, *IN_COPIES["frozen"]]).runs()[0], None, progress=False)
     assert len(forks) >= 2
     assert generated == []
