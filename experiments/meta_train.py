@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from experiments import metrics as m
 from experiments.config import Experiment, flatten, meta_settings
-from experiments.run import _describe_error, load_seeded_backbone, make_session
+from experiments.errors import describe_error
+from experiments.run import load_seeded_backbone, make_session
 from experiments.tracking import Tracker
 from paradigms import PARADIGMS
 from paradigms.meta import MetaIteration, meta_train
@@ -117,6 +118,6 @@ def run_meta_training(
         run.finish("KILLED", error="interrupted")
         raise
     except Exception as error:
-        run.finish("FAILED", error=_describe_error(error))
+        run.finish("FAILED", error=describe_error(error))
         raise
     return run.run_id, iterations

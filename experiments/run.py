@@ -28,6 +28,7 @@ from experiments.backbones import resolve_backbone
 from experiments.base import RECIPES
 from experiments.config import Experiment, RunConfig
 from experiments.consumed import ConsumedStream
+from experiments.errors import describe_error
 from experiments.evaluation import PARTS_TOGETHER_MAX_PARAMETERS, Evaluator, _mean
 from experiments.peak_memory import peak_rss_bytes, reset_peak_rss
 from experiments.seeding import TORCH_THREADS_TAG, isolated_rng, seed_everything
@@ -474,10 +475,6 @@ def execute(
     return state["final"]
 
 
-def _describe_error(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}".strip()
-
-
 def run_experiment(
     experiment: Experiment, tracker: Tracker, progress: bool = True, parent_name: str | None = None
 ) -> list[RunResult]:
@@ -510,9 +507,9 @@ def run_experiment(
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as error:  # a failed run is recorded and the experiment goes on
-                child.finish("FAILED", error=_describe_error(error))
+                child.finish("FAILED", error=describe_error(error))
                 results.append(
-                    RunResult(config.run_name(), child.run_id, "FAILED", error=_describe_error(error))
+                    RunResult(config.run_name(), child.run_id, "FAILED", error=describe_error(error))
                 )
             child = None
     except (KeyboardInterrupt, SystemExit):

@@ -44,7 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, describe_error
 from paradigms.backbone_files import file_lock
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -615,7 +615,7 @@ class Tracker:
             run.finish("KILLED", error="interrupted")
             raise
         except Exception as error:
-            run.finish("FAILED", error=f"{type(error).__name__}: {error}")
+            run.finish("FAILED", error=describe_error(error))
             raise
         return run
 

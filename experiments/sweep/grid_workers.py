@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from experiments.errors import describe_error
 from experiments.signals import sigterm_as_interrupt
 from experiments.sweep.bookkeeping import ensure_grid_parent
 from experiments.sweep.grid import (
@@ -200,7 +201,7 @@ class GridWorker:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # recorded; the grid goes on (a rerun of the command retries it)
-            described = f"{type(error).__name__}: {error}".strip()
+            described = describe_error(error)
             run.finish("FAILED", error=described)
             trial.set_user_attr("error", described[:1000])
             self.study.tell(trial, state=TrialState.FAIL)

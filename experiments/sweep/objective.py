@@ -16,6 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from experiments.config import RunConfig
+from experiments.errors import describe_error
 from experiments.sweep.plan import SweepPlan
 from experiments.sweep.recovery import WorkerLock, claim, retried_from
 from experiments.sweep.study import LIVE_STATES
@@ -86,7 +87,7 @@ class TrialRunner:
             self._close("KILLED", "FAIL", error="interrupted")
             raise
         except Exception as error:  # the run's own error: recorded, and the sweep goes on
-            described = f"{type(error).__name__}: {error}".strip()
+            described = describe_error(error)
             trial.set_user_attr("error", described[:1000])
             self._close("FAILED", "FAIL", error=described)
             return self._tell(trial, TrialState.FAIL)
