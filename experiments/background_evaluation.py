@@ -13,6 +13,15 @@ and the evaluation's own tensors; memory the parent freed but its allocator kept
 fork when there is much of it (:data:`RELEASE_FROM_BYTES`), which on a SmolLM2 GRPO run took the two
 processes' peak from 17.0 GiB to 11.0 GiB, against 10.2 GiB for the run alone (``docs/performance.md``).
 
+A copy may also stay for the run's length (``start(..., serve=...)``): after its first answer it waits for
+requests, each bringing it up to date with the run (``request``: a paradigm's weights and counters, the
+run's tallies, the random states) before it evaluates again. A fork costs ~14 ms of page-table copying for
+the ~450 MB an ML process holds, whatever the model: on the builtin base, 8 forks were ~4% of a GRPO
+run's wall time, where sending its 1.4 MB of weights takes ~1 ms. The runner keeps a copy only for a
+paradigm that can say all an evaluation reads of what training changes
+(``Paradigm.evaluation_state``) on a small backbone: a copy that stays holds the pages the run has
+rewritten since it was forked, which for a 10 GB SmolLM2 run would be most of them.
+
 At most one evaluation is in flight: the runner collects it before it starts the next one, so metrics
 arrive in the order of their events. Collecting does not wait for the copy to exit (the kernel takes
 milliseconds to tear a large copy down): multiprocessing reaps the copies that have exited at the next
@@ -32,6 +41,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -43,9 +53,15 @@ class BackgroundEvaluationFailed(RuntimeError):
 
 
 @dataclass
-class _InFlight:
+class _Copy:
     process: multiprocessing.process.BaseProcess
-    connection: Connection
+    answers: Connection  # the copy's results and errors
+    requests: Connection | None  # what a copy that stays for the run is sent (None: it answers once)
+
+
+@dataclass
+class _InFlight:
+    copy: _Copy
     label: Any
 
 
@@ -84,33 +100,51 @@ def a_core_to_spare(threads: int, cores: int | None = None, workers: int | None 
 class BackgroundEvaluation:
     """At most one call of a function in a forked copy of this process, and its result.
 
-    ``start(measure, label)`` forks; the copy calls ``measure()`` and sends back what it returns (a
-    picklable value) and exits. ``ready()`` says whether the result is there without waiting;
-    ``collect()`` waits for it and returns ``(label, result)``. ``close()`` stops a copy whose result is
-    no longer wanted (the run failed or was interrupted).
+    ``start(measure, label)`` forks; the copy calls ``measure()``, sends back what it returns (a picklable
+    value) and exits. With ``serve``, the copy stays instead (:attr:`standing`): ``request(update, label)``
+    has it call ``serve(update)`` and send that back, for as many requests as the run makes. ``ready()``
+    says whether the result is there without waiting; ``collect()`` waits for it and returns
+    ``(label, result)``. ``close()`` stops a copy whose result is no longer wanted (the run failed or was
+    interrupted) and the copy that stays.
     """
 
     def __init__(self) -> None:
         self._context = multiprocessing.get_context("fork")
         self._in_flight: _InFlight | None = None
+        self._standing: _Copy | None = None  # a copy that waits for requests between its answers
         self._done: list[multiprocessing.process.BaseProcess] = []  # answered or stopped: close() joins them
 
     @property
     def pending(self) -> bool:
         return self._in_flight is not None
 
-    def start(self, measure: Callable[[], Any], label: Any = None) -> None:
+    @property
+    def standing(self) -> bool:
+        """Whether a copy stays for requests (``start(..., serve=...)``) and has not failed or been closed."""
+        return self._standing is not None
+
+    def start(
+        self, measure: Callable[[], Any], label: Any = None, serve: Callable[[Any], Any] | None = None
+    ) -> None:
+        """Fork a copy that answers ``measure()``; with ``serve``, one that then stays for :meth:`request`
+        (replacing any that stayed before)."""
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before starting another")
+        self._dismiss_standing()
         # memory the run freed but its allocator kept would stay mapped in the copy too, and the run's next
         # allocations would write it and duplicate it page by page: hand it back first, when there is much
         kept = freed_but_kept_bytes()
         if kept is None or kept >= RELEASE_FROM_BYTES:
             release_freed_memory()
         receiving, sending = self._context.Pipe(duplex=False)
+        # the requests' pipe: the copy reads one end; the run's end is closed in the copy, so that closing
+        # it here (close()) or the run's death ends the copy's wait
+        request_reading, request_writing = (
+            self._context.Pipe(duplex=False) if serve is not None else (None, None)
+        )
         process = self._context.Process(
             target=_measure_and_send,
-            args=(measure, sending, receiving),
+            args=(measure, sending, receiving, serve, request_reading, request_writing),
             name="background-evaluation",
             daemon=True,
         )
@@ -124,15 +158,35 @@ class BackgroundEvaluation:
             try:
                 process.start()  # multiprocessing flushes stdout and stderr before it forks
             except BaseException:  # no copy (fork refused: out of memory, too many processes)
-                receiving.close()
-                sending.close()
+                for end in (receiving, sending, request_reading, request_writing):
+                    if end is not None:
+                        end.close()
                 raise
         sending.close()  # the copy holds the only sending end: its death ends the pipe
-        self._in_flight = _InFlight(process, receiving, label)
+        if request_reading is not None:
+            request_reading.close()  # the copy's end
+        copy = _Copy(process, receiving, request_writing)
+        self._in_flight = _InFlight(copy, label)
+        if serve is not None:
+            self._standing = copy
+
+    def request(self, update: Any, label: Any = None) -> None:
+        """Have the copy that stays call its ``serve(update)`` (``update`` is pickled now: the caller may
+        change what it holds at once). Raises ``OSError`` when that copy is gone (then none stays)."""
+        if self._in_flight is not None:
+            raise RuntimeError("an evaluation is still in flight: collect() it before requesting another")
+        if self._standing is None:
+            raise RuntimeError("no copy stays for requests: start(..., serve=...) first")
+        try:
+            self._standing.requests.send(update)
+        except OSError:  # it died between two requests (killed, out of memory)
+            self._dismiss_standing()
+            raise
+        self._in_flight = _InFlight(self._standing, label)
 
     def ready(self) -> bool:
         """Whether the evaluation in flight has answered (or died): ``collect`` would not wait."""
-        return self._in_flight is not None and self._in_flight.connection.poll()
+        return self._in_flight is not None and self._in_flight.copy.answers.poll()
 
     def collect(self) -> tuple[Any, Any]:
         """Wait for the evaluation in flight; its ``(label, result)``. Raises what the evaluation raised,
@@ -142,21 +196,21 @@ class BackgroundEvaluation:
             raise RuntimeError("no evaluation in flight")
         flight = self._in_flight
         try:
-            status, payload = flight.connection.recv()
+            status, payload = flight.copy.answers.recv()
         except EOFError:
             self._in_flight = None
-            flight.connection.close()
-            flight.process.join()
+            self._retire(flight.copy)
+            flight.copy.process.join()
             raise BackgroundEvaluationFailed(
-                f"the evaluation at {flight.label} died with exit code {flight.process.exitcode} "
+                f"the evaluation at {flight.label} died with exit code {flight.copy.process.exitcode} "
                 "before it answered (out of memory? set evaluation.background=false to evaluate in place)"
             ) from None
         except BaseException:
             self.close()
             raise
         self._in_flight = None
-        flight.connection.close()
-        self._done.append(flight.process)  # it has answered; its exit is not the run's wait
+        if flight.copy is not self._standing or status == "error":  # a copy that raised has ended
+            self._retire(flight.copy)  # it has answered; its exit is not the run's wait
         if status == "error":
             pickled, details = payload
             copy = BackgroundEvaluationFailed(
@@ -172,29 +226,70 @@ class BackgroundEvaluation:
         return flight.label, payload
 
     def close(self) -> None:
-        """Stop the evaluation in flight, if any, without its result, and reap every copy."""
+        """Stop the evaluation in flight, if any, without its result, dismiss the copy that stays, and reap
+        every copy."""
         if self._in_flight is not None:
             flight, self._in_flight = self._in_flight, None
-            flight.connection.close()
-            if flight.process.is_alive():
-                flight.process.terminate()
-            self._done.append(flight.process)
+            if flight.copy.process.is_alive():
+                flight.copy.process.terminate()
+            self._retire(flight.copy)
+        self._dismiss_standing()
         for process in self._done:
             process.join()
         self._done.clear()
 
+    def _dismiss_standing(self) -> None:
+        """Let the copy that stays go (it exits when its requests' pipe closes)."""
+        if self._standing is not None:
+            self._retire(self._standing)
 
-def _measure_and_send(measure: Callable[[], Any], sending: Connection, receiving: Connection) -> None:
-    """The forked copy's whole life: measure, send the result or the exception, return (and exit).
+    def _retire(self, copy: _Copy) -> None:
+        """Close the run's ends of ``copy``'s pipes and leave its process to :meth:`close` to reap."""
+        copy.answers.close()
+        if copy.requests is not None:
+            copy.requests.close()
+        if copy is self._standing:
+            self._standing = None
+        if copy.process not in self._done:
+            self._done.append(copy.process)
+
+
+def _measure_and_send(
+    measure: Callable[[], Any],
+    sending: Connection,
+    receiving: Connection,
+    serve: Callable[[Any], Any] | None = None,
+    requests: Connection | None = None,
+    run_end: Connection | None = None,
+) -> None:
+    """The forked copy's whole life: measure, send the result or the exception; with ``serve``, then answer
+    ``serve(update)`` for each update read from ``requests`` until that pipe ends; return (and exit).
 
     The copy leaves interrupts to the run: Ctrl-C reaches the whole process group, and the run then stops
-    the copy (``close``: SIGTERM, which ends it at once). It closes its inherited receiving end, so that a
-    run that died unannounced leaves it writing into a pipe nobody reads, which ends it too."""
+    the copy (``close``: SIGTERM, which ends it at once). It closes its inherited receiving end of the
+    answers and the run's end of the requests, so that a run that died unannounced leaves it writing into a
+    pipe nobody reads, or waiting on one nobody writes, which ends it too. A copy that raised ends: what it
+    holds may be half-updated."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     receiving.close()
+    if run_end is not None:
+        run_end.close()
+    answered = _answer(measure, sending)
+    while answered and serve is not None and requests is not None:
+        try:
+            update = requests.recv()
+        except EOFError:  # the run is done with this copy
+            break
+        answered = _answer(partial(serve, update), sending)
+    sending.close()
+
+
+def _answer(measure: Callable[[], Any], sending: Connection) -> bool:
+    """Send ``("ok", measure())``, or what it raised (``"error"``); whether it answered without raising."""
     try:
         sending.send(("ok", measure()))
+        return True
     except BaseException as error:  # everything goes back to the parent, which raises it
         details = traceback.format_exc()
         try:
@@ -202,4 +297,4 @@ def _measure_and_send(measure: Callable[[], Any], sending: Connection, receiving
         except Exception:  # the exception does not pickle: its text does
             pickled = None
         sending.send(("error", (pickled, details)))
-    sending.close()
+        return False

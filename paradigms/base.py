@@ -69,6 +69,17 @@ class Paradigm(ABC):
         """Keep what an evaluation in a forked copy of the run computed (:meth:`evaluation_keeps`)."""
         return None  # nothing is kept here
 
+    def evaluation_state(self) -> dict[str, Any] | None:
+        """Everything of this paradigm that training changes and an evaluation reads, picklable; None (here):
+        not said. A copy of the run forked at an earlier evaluation that loads it
+        (:meth:`load_evaluation_state`) evaluates the paradigm as the run would now, so the runner may keep
+        one copy for a run's evaluations instead of forking one for each (``experiments.run``)."""
+        return None
+
+    def load_evaluation_state(self, state: dict[str, Any]) -> None:
+        """Become, for evaluating, the paradigm :meth:`evaluation_state` was read from."""
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation state to load")
+
     @abstractmethod
     def train(self, session: Session) -> None:
         """Consume ``session`` until ``session.done``, calling ``session.record`` after each batch."""

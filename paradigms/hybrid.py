@@ -74,6 +74,10 @@ class Hybrid(Adapter):
     def adopt_evaluation_keeps(self, kept: dict) -> None:
         self.memory.adopt_evaluation_keeps(kept)
 
+    def evaluation_state(self) -> None:
+        """Not said: the memory part's store, index and counters change too (each evaluation forks)."""
+        return None
+
     def _base_only(self) -> AbstractContextManager:
         """The adapter switched off: what the memory part reads and writes with."""
         return self.policy.disable_adapter()

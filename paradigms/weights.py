@@ -10,6 +10,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -117,6 +118,27 @@ class WeightLearning(Paradigm):
     def after_update(self, interaction: Interaction, events: int) -> None:
         """Called once per learning batch after the weight update, before the batch is recorded (``events``:
         feedback events consumed once it is); nothing here, a hybrid writes its memory."""
+
+    def evaluation_state(self) -> dict[str, Any] | None:
+        """The policy's every tensor (parameters and buffers: whatever an update or a trainer changed), its
+        tool policy and the FLOP counters :meth:`train_flops` reads; the rest of what an evaluation reads
+        (the base it is compared with, the settings) does not change while it trains."""
+        return {
+            "policy": self.policy.state_dict(),
+            "tool_policy": self.tool_policy,
+            "update_flops": self.learner.update_flops,
+            "continual_flops": self.learner.continual.flops,
+            "warm_start_flops": self.warm_start.update_flops if self.warm_start is not None else None,
+        }
+
+    def load_evaluation_state(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.policy.load_state_dict(state["policy"], strict=True)  # into the same tensors, exactly
+        self.tool_policy = state["tool_policy"]
+        self.learner.update_flops = state["update_flops"]
+        self.learner.continual.flops = state["continual_flops"]
+        if self.warm_start is not None:
+            self.warm_start.update_flops = state["warm_start_flops"]
 
     def storage_bytes(self) -> int:
         """Bytes of what must be stored per user: the saved trainable state."""

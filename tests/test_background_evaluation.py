@@ -55,13 +55,34 @@ IN_COPIES = {
 
 @pytest.fixture
 def forks(monkeypatch) -> list[int]:
-    """The events of every evaluation started in a forked copy during the test."""
+    """The events of every evaluation started in a forked copy during the test (a new copy's, or one asked
+    of the copy that stays: :func:`forked`)."""
+    started: list[int] = []
+    start = background_evaluation.BackgroundEvaluation.start
+    request = background_evaluation.BackgroundEvaluation.request
+
+    def counted(self, measure, label=None, serve=None):
+        started.append(label)
+        return start(self, measure, label, serve)
+
+    def counted_request(self, update, label=None):
+        started.append(label)
+        return request(self, update, label)
+
+    monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "start", counted)
+    monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "request", counted_request)
+    return started
+
+
+@pytest.fixture
+def forked(monkeypatch) -> list[int]:
+    """The events at which a copy was forked during the test (not those asked of a copy that stays)."""
     started: list[int] = []
     start = background_evaluation.BackgroundEvaluation.start
 
-    def counted(self, measure, label=None):
+    def counted(self, measure, label=None, serve=None):
         started.append(label)
-        return start(self, measure, label)
+        return start(self, measure, label, serve)
 
     monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "start", counted)
     return started
@@ -74,8 +95,17 @@ def _tracked(config, tracker: Tracker, name: str) -> str:
     return run.run_id
 
 
+#: The paradigms whose evaluation state a copy forked earlier loads (``Paradigm.evaluation_state``).
+STANDING = ["full_ft-grpo", "adapter-grpo", "full_ft-reinforce", "adapter-sft", "full_ft-reinforce-drift"]
+#: Evaluations after every batch (16 events for reinforce): at least two in a copy for every arm, and
+#: weights that have moved at the second (a GRPO smoke run's first update shows at its third evaluation)
+OFTEN = ["evaluation.every=4", "budget.feedback_events=32"]
+#: Every arm as the smoke run evaluates it, and the arms served by one copy evaluating often
+LOGGED = {**IN_COPIES, **{f"{arm}-often": [*IN_COPIES[arm], *OFTEN] for arm in STANDING}}
+
+
 @SPARE
-@pytest.mark.parametrize("overrides", IN_COPIES.values(), ids=IN_COPIES.keys())
+@pytest.mark.parametrize("overrides", LOGGED.values(), ids=LOGGED.keys())
 def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, tiny_base, forks):
     tracker, client = Tracker(tracking_uri), mlflow.MlflowClient(tracking_uri)
     in_place = load_experiment(SMOKE, [TINY, ONE_THREAD, "evaluation.background=false", *overrides]).runs()[0]
@@ -93,6 +123,60 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     assert beside.config_hash() == in_place.config_hash()  # where it evaluated is not a config
     waited = client.get_metric_history(beside_id, EVALUATION_WAIT_SECONDS)
     assert [m.step for m in waited] == evaluations
+
+
+def _often(arm: str):
+    return load_experiment(SMOKE, [TINY, ONE_THREAD, *OFTEN, *IN_COPIES[arm]]).runs()[0]
+
+
+@SPARE
+@pytest.mark.parametrize("arm", STANDING)
+def test_one_copy_serves_every_evaluation_of_a_weight_learner(arm, tiny_base, forks, forked):
+    """Forked once, at evaluation 0; every later evaluation but the last is asked of the same copy."""
+    execute(_often(arm), None, progress=False)
+    assert forked == [0] and len(forks) >= 2, (forked, forks)
+
+
+@SPARE
+@pytest.mark.parametrize("arm", ["hybrid-grpo", "frozen", "memory"])
+def test_a_paradigm_without_an_evaluation_state_forks_a_copy_for_each(arm, tiny_base, forks, forked):
+    execute(_often(arm), None, progress=False)
+    assert forked == forks and len(forks) >= 2
+
+
+@SPARE
+def test_a_big_backbone_forks_a_copy_for_each(tiny_base, forks, forked, monkeypatch):
+    """A copy that stays holds the pages the run rewrites meanwhile: not for a model past the limit."""
+    monkeypatch.setattr(run_module, "STANDING_COPY_MAX_PARAMETERS", 0)
+    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *OFTEN, *IN_COPIES["full_ft-grpo"]]).runs()[0]
+    execute(config, None, progress=False)
+    assert forked == forks and len(forks) >= 2
+
+
+@SPARE
+@pytest.mark.parametrize("arm", STANDING)
+def test_the_copy_that_stays_computes_what_the_run_computes(arm, tiny_base, tmp_path, monkeypatch):
+    """At each evaluation the model the copy answers with has the run's exact tensors, configuration,
+    generation defaults and module states (``computation_digest``), and the same random state: whatever a
+    trainer changed of the model after the copy was forked, which a tiny run's metrics might not show."""
+    from experiments.evaluation import Evaluator
+    from paradigms.answer_cache import computation_digest
+
+    evaluate = Evaluator.evaluate
+
+    def digested_evaluate(self, paradigm, *args, **kwargs):
+        with (tmp_path / f"{os.environ['WHERE']}.txt").open("a") as out:
+            out.write(f"{self.session.events} {computation_digest(paradigm.model)} {torch.rand(1).item()}\n")
+        return evaluate(self, paradigm, *args, **kwargs)
+
+    monkeypatch.setattr(Evaluator, "evaluate", digested_evaluate)
+    for where, background in (("in-place", "false"), ("beside", "true")):
+        monkeypatch.setenv("WHERE", where)
+        overrides = [TINY, ONE_THREAD, *OFTEN, f"evaluation.background={background}", *IN_COPIES[arm]]
+        execute(load_experiment(SMOKE, overrides).runs()[0], None, progress=False)
+    in_place = (tmp_path / "in-place.txt").read_text().splitlines()
+    beside = (tmp_path / "beside.txt").read_text().splitlines()
+    assert len(in_place) >= 3 and sorted(beside) == sorted(in_place)
 
 
 @pytest.fixture
@@ -222,7 +306,7 @@ def test_a_copy_that_dies_is_reported_with_its_exit_code():
 def test_an_unwanted_copy_is_stopped():
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: time.sleep(60), 0)
-    process = background._in_flight.process
+    process = background._in_flight.copy.process
     background.close()
     assert not process.is_alive() and not background.pending
 
@@ -231,6 +315,64 @@ def test_the_result_comes_back_whole():
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: ({"eval/personal_accuracy": 0.5}, 1.0, 0.25), 24)
     assert background.collect() == (24, ({"eval/personal_accuracy": 0.5}, 1.0, 0.25))
+
+
+def _times(update):
+    if update == "raise":
+        raise ValueError("this update cannot be served")
+    return update * 10
+
+
+def test_a_copy_that_stays_answers_each_request_until_closed():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_times)
+    process = background._in_flight.copy.process
+    assert background.standing and background.collect() == (0, "first")
+    for events in (8, 16):
+        background.request(events, events)
+        assert background.collect() == (events, events * 10)
+    assert process.is_alive() and background.standing  # waiting for the next request
+    background.close()
+    assert process.exitcode == 0 and not background.standing and not multiprocessing.active_children()
+
+
+def test_a_copy_that_stays_and_raises_is_gone():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_times)
+    background.collect()
+    background.request("raise", 8)
+    with pytest.raises(ValueError, match="cannot be served"):
+        background.collect()
+    assert not background.standing  # what it holds may be half-updated: the next evaluation forks
+    background.close()
+    assert not multiprocessing.active_children()
+
+
+def test_a_request_to_a_copy_that_died_says_so_and_none_stays():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_times)
+    process = background._in_flight.copy.process
+    background.collect()
+    process.kill()
+    process.join()
+    with pytest.raises(OSError):
+        background.request(8, 8)
+    assert not background.standing and not background.pending
+    background.start(lambda: "next", 8)  # the runner evaluates in place, and the next evaluation forks
+    assert background.collect() == (8, "next")
+    background.close()
+
+
+def test_a_new_copy_dismisses_the_one_that_stayed():
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_times)
+    process = background._in_flight.copy.process
+    background.collect()
+    background.start(lambda: "second", 8)
+    assert background.collect() == (8, "second") and not background.standing
+    process.join(timeout=30)
+    assert process.exitcode == 0  # its requests' pipe ended: it left on its own
+    background.close()
 
 
 def _answer_then_linger(release):
@@ -244,7 +386,7 @@ def test_collecting_does_not_wait_for_the_copy_to_exit_and_close_reaps_it():
     release = multiprocessing.get_context("fork").Event()
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: _answer_then_linger(release), 32)
-    process = background._in_flight.process
+    process = background._in_flight.copy.process
     assert background.collect() == (32, "answered")
     assert process.is_alive() and not background.pending  # collected while the copy still exits
     background.start(lambda: "next", 40)  # a copy that has not exited does not hold up the next one
@@ -335,26 +477,28 @@ def test_an_exception_that_does_not_unpickle_comes_back_as_its_traceback():
 def test_an_interrupt_while_waiting_stops_the_copy():
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: time.sleep(60), 0)
-    flight = background._in_flight
+    copy = background._in_flight.copy
 
     class Interrupted:
         def recv(self):
             raise KeyboardInterrupt
 
         def close(self):
-            flight.connection.close()
+            copy.answers.close()
 
-    background._in_flight = background_evaluation._InFlight(flight.process, Interrupted(), 0)
+    background._in_flight = background_evaluation._InFlight(
+        background_evaluation._Copy(copy.process, Interrupted(), None), 0
+    )
     with pytest.raises(KeyboardInterrupt):
         background.collect()
-    assert not flight.process.is_alive() and not background.pending
+    assert not copy.process.is_alive() and not background.pending
 
 
 def test_the_copy_leaves_ctrl_c_to_the_run():
     """Ctrl-C reaches the whole process group; the copy ignores it and the run stops it (SIGTERM, at once)."""
     background = background_evaluation.BackgroundEvaluation()
     background.start(lambda: time.sleep(60), 0)
-    process = background._in_flight.process
+    process = background._in_flight.copy.process
     time.sleep(0.5)  # the copy has set its handlers
     os.kill(process.pid, signal.SIGINT)
     time.sleep(0.3)
