@@ -16,12 +16,13 @@ with the evaluator's parts timed from outside (its methods wrapped for the lengt
 - ``evaluation_share``: (``measure_base`` + the seconds training stood still for evaluations) / ``wall``;
   with every evaluation in place (the default here) that is (``measure_base`` + ``evaluations``) / ``wall``.
 
-``--background`` lets a ``full_ft`` or ``adapter`` run evaluate in a forked copy beside training, as a
+``--background`` lets a run evaluate in a forked copy beside training, as a
 one-thread run does by default (``evaluation.background``, ``experiments/background_evaluation.py``): the
 share is then what training waited (``cost/evaluation_wait_seconds``: starting the copies, waiting for one
 still answering when the next is due, and the last evaluation), ``evaluation_seconds_logged`` what the
 evaluations took wherever they ran (``cost/evaluation_seconds``), and the parts, questions and calls
-count the evaluations made in place only (``evaluations_in_copies`` says how many were not).
+count the evaluations made in place only (``evaluations_in_copies`` says how many were not, ``copies_forked``
+in how many copies: one for a weight learner's run, whose copy stays and is sent each evaluation's state).
 ``peak_pss_with_copies_bytes`` is the most memory the run and its copies held together, sampled every
 0.25 s (``benchmarks/process_memory.py``), beside the run's own ``cost/peak_rss_bytes``.
 
@@ -98,6 +99,7 @@ class Timings:
         self.rollouts = 0
         self.evaluations: list[float] = []
         self.in_copies = 0
+        self.forks = 0
         self.measure_base = 0.0
 
     @staticmethod
@@ -176,15 +178,22 @@ class Timings:
                 timings.calls["kl_to_base"] += 1
 
         start = background_evaluation.BackgroundEvaluation.start
+        request = background_evaluation.BackgroundEvaluation.request
 
-        def counted_start(background, measure, label=None):
+        def counted_start(background, measure, label=None, serve=None):
             timings.in_copies += 1
-            return start(background, measure, label)
+            timings.forks += 1
+            return start(background, measure, label, serve)
+
+        def counted_request(background, update, label=None):
+            timings.in_copies += 1
+            return request(background, update, label)
 
         cls.measure_base, cls._answer_all, cls.evaluate = timed_measure_base, timed_answer_all, timed_evaluate
         evaluation.kl_to_reference = timed_kl
         session_module.rollout = counted_rollout
         background_evaluation.BackgroundEvaluation.start = counted_start
+        background_evaluation.BackgroundEvaluation.request = counted_request
         try:
             yield self
         finally:
@@ -192,6 +201,7 @@ class Timings:
             evaluation.kl_to_reference = saved[3]
             session_module.rollout = rollout
             background_evaluation.BackgroundEvaluation.start = start
+            background_evaluation.BackgroundEvaluation.request = request
 
 
 def _hits(session) -> int:
@@ -291,6 +301,7 @@ def measure(config, answer_cache: bool, shared: bool = False) -> dict:
         "evaluation_seconds_logged": final[m.EVALUATION_SECONDS],
         "evaluations": len(timings.evaluations) + timings.in_copies,
         "evaluations_in_copies": timings.in_copies,
+        "copies_forked": timings.forks,
         "seconds_per_evaluation": timings.evaluations,
         "evaluation_share": (timings.measure_base + waited) / wall,
         "training_share": 1 - (timings.measure_base + waited) / wall,
@@ -361,7 +372,8 @@ def main() -> None:
                     f"wall {row['wall_seconds']:7.1f}s "
                     f"base {row['measure_base_seconds']:5.1f}s "
                     f"evals {row['evaluation_seconds_logged']:6.1f}s "
-                    f"({row['evaluations']}, {row['evaluations_in_copies']} in copies) waited "
+                    f"({row['evaluations']}, {row['evaluations_in_copies']} in "
+                    f"{row['copies_forked']} copies) waited "
                     f"{row['evaluation_wait_seconds']:6.1f}s share {row['evaluation_share']:.2f} | {parts}",
                     flush=True,
                 )
