@@ -33,6 +33,7 @@ its exit code.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -70,6 +71,12 @@ class _InFlight:
 #: base's steps leave ~30-55 MiB, where handing it back only made the run's next allocations fault pages in
 #: (its runs took longer beside their copies).
 RELEASE_FROM_BYTES = 256 * 2**20
+
+#: What tells the copy that stays to go (a request is never empty: it is a pickle).
+_DISMISSED = b""
+
+#: How long ``close`` waits for a copy that answered, or was told to go, to exit before it stops it.
+JOIN_SECONDS = 30.0
 
 #: Set for local workers (``experiments.sweep.processes``): how many run on this machine's cores at once.
 LOCAL_WORKERS_VARIABLE = "HARNESS_LOCAL_WORKERS"
@@ -171,18 +178,23 @@ class BackgroundEvaluation:
             self._standing = copy
 
     def request(self, update: Any, label: Any = None) -> None:
-        """Have the copy that stays call its ``serve(update)`` (``update`` is pickled now: the caller may
-        change what it holds at once). Raises ``OSError`` when that copy is gone (then none stays)."""
+        """Have the copy that stays call its ``serve(update)``. ``update`` is pickled here, its tensors'
+        bytes copied (plain ``pickle``: ``Connection.send``'s pickler would move a tensor's storage to shared
+        memory and send a handle, so the copy would read what the run writes after this returns), so the
+        caller may change what it holds at once. Raises ``OSError`` when that copy is gone (then none
+        stays)."""
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before requesting another")
         if self._standing is None:
             raise RuntimeError("no copy stays for requests: start(..., serve=...) first")
+        payload = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
+        self._in_flight = _InFlight(self._standing, label)  # an interrupt while sending: close() stops it
         try:
-            self._standing.requests.send(update)
+            self._standing.requests.send_bytes(payload)
         except OSError:  # it died between two requests (killed, out of memory)
+            self._in_flight = None
             self._dismiss_standing()
             raise
-        self._in_flight = _InFlight(self._standing, label)
 
     def ready(self) -> bool:
         """Whether the evaluation in flight has answered (or died): ``collect`` would not wait."""
@@ -235,12 +247,18 @@ class BackgroundEvaluation:
             self._retire(flight.copy)
         self._dismiss_standing()
         for process in self._done:
-            process.join()
+            process.join(timeout=JOIN_SECONDS)
+            if process.is_alive():  # (not seen: a copy answered or was told to go, or was stopped)
+                process.terminate()
+                process.join()
         self._done.clear()
 
     def _dismiss_standing(self) -> None:
-        """Let the copy that stays go (it exits when its requests' pipe closes)."""
+        """Let the copy that stays go: it is told to (an empty request) and exits; its requests' pipe
+        ending does too."""
         if self._standing is not None:
+            with contextlib.suppress(OSError):  # (it is gone already)
+                self._standing.requests.send_bytes(_DISMISSED)
             self._retire(self._standing)
 
     def _retire(self, copy: _Copy) -> None:
@@ -263,7 +281,8 @@ def _measure_and_send(
     run_end: Connection | None = None,
 ) -> None:
     """The forked copy's whole life: measure, send the result or the exception; with ``serve``, then answer
-    ``serve(update)`` for each update read from ``requests`` until that pipe ends; return (and exit).
+    ``serve(update)`` for each update read from ``requests`` until the run dismisses it (an empty request)
+    or that pipe ends; return (and exit).
 
     The copy leaves interrupts to the run: Ctrl-C reaches the whole process group, and the run then stops
     the copy (``close``: SIGTERM, which ends it at once). It closes its inherited receiving end of the
@@ -278,10 +297,12 @@ def _measure_and_send(
     answered = _answer(measure, sending)
     while answered and serve is not None and requests is not None:
         try:
-            update = requests.recv()
-        except EOFError:  # the run is done with this copy
+            payload = requests.recv_bytes()
+        except (EOFError, OSError):  # the run is done with this copy (or died, or was cut off mid-request)
             break
-        answered = _answer(partial(serve, update), sending)
+        if payload == _DISMISSED:
+            break
+        answered = _answer(partial(serve, pickle.loads(payload)), sending)
     sending.close()
 
 

@@ -20,6 +20,7 @@ from experiments.metrics import EVALUATION_WAIT_SECONDS
 from experiments.peak_memory import freed_but_kept_bytes, release_freed_memory
 from experiments.run import execute
 from experiments.tracking import Tracker
+from paradigms import answer_cache
 from paradigms.session import Diverged, Session
 from tests.conftest import SMOKE, TINY, metric_histories
 
@@ -111,6 +112,7 @@ def test_a_copy_logs_what_an_evaluation_in_place_logs(overrides, tracking_uri, t
     in_place = load_experiment(SMOKE, [TINY, ONE_THREAD, "evaluation.background=false", *overrides]).runs()[0]
     in_place_id = _tracked(in_place, tracker, "in-place")
     assert forks == []
+    answer_cache.SHARED.clear()  # the copies generate their answers, not find the run's in place stored
     beside = load_experiment(SMOKE, [TINY, ONE_THREAD, *overrides]).runs()[0]
     beside_id = _tracked(beside, tracker, "beside")
     expected = metric_histories(client, in_place_id)
@@ -155,10 +157,13 @@ def test_a_big_backbone_forks_a_copy_for_each(tiny_base, forks, forked, monkeypa
 
 @SPARE
 @pytest.mark.parametrize("arm", STANDING)
-def test_the_copy_that_stays_computes_what_the_run_computes(arm, tiny_base, tmp_path, monkeypatch):
+def test_the_copy_that_stays_computes_what_the_run_computes(
+    arm, tiny_base, tmp_path, forks, forked, monkeypatch
+):
     """At each evaluation the model the copy answers with has the run's exact tensors, configuration,
-    generation defaults and module states (``computation_digest``), and the same random state: whatever a
-    trainer changed of the model after the copy was forked, which a tiny run's metrics might not show."""
+    generation defaults, module classes and adapter states (``computation_digest``), and the same random
+    state: whatever a trainer changed of the model after the copy was forked, which a tiny run's metrics
+    might not show."""
     from experiments.evaluation import Evaluator
     from paradigms.answer_cache import computation_digest
 
@@ -174,6 +179,7 @@ def test_the_copy_that_stays_computes_what_the_run_computes(arm, tiny_base, tmp_
         monkeypatch.setenv("WHERE", where)
         overrides = [TINY, ONE_THREAD, *OFTEN, f"evaluation.background={background}", *IN_COPIES[arm]]
         execute(load_experiment(SMOKE, overrides).runs()[0], None, progress=False)
+    assert forked == [0] and len(forks) >= 2  # one copy, asked at least once
     in_place = (tmp_path / "in-place.txt").read_text().splitlines()
     beside = (tmp_path / "beside.txt").read_text().splitlines()
     assert len(in_place) >= 3 and sorted(beside) == sorted(in_place)
@@ -334,6 +340,43 @@ def test_a_copy_that_stays_answers_each_request_until_closed():
     assert process.is_alive() and background.standing  # waiting for the next request
     background.close()
     assert process.exitcode == 0 and not background.standing and not multiprocessing.active_children()
+
+
+def _sum_later(update):
+    time.sleep(0.3)  # the run has changed its tensor meanwhile
+    return float(update["weights"].sum())
+
+
+def test_a_request_is_what_the_run_held_when_it_asked():
+    """The update's tensors are copied when it is sent, not shared: training on after the request does not
+    change what the copy evaluates."""
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_sum_later)
+    background.collect()
+    weights = torch.zeros(4)
+    background.request({"weights": weights}, 8)
+    weights.add_(1.0)  # the next optimizer step
+    assert background.collect() == (8, 0.0)
+    assert not weights.is_shared()
+    background.close()
+
+
+def test_the_copy_that_stays_goes_when_dismissed_though_its_pipe_lives_on():
+    """A process forked meanwhile by other means holds the run's end of the requests' pipe too: the copy is
+    told to go, and close() does not wait for that process."""
+    background = background_evaluation.BackgroundEvaluation()
+    background.start(lambda: "first", 0, serve=_times)
+    process = background._in_flight.copy.process
+    background.collect()
+    holder = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,), daemon=True)
+    holder.start()  # inherits every descriptor of the run, the requests' pipe among them
+    try:
+        started = time.monotonic()
+        background.close()
+        assert process.exitcode == 0 and time.monotonic() - started < background_evaluation.JOIN_SECONDS
+    finally:
+        holder.terminate()
+        holder.join()
 
 
 def test_a_copy_that_stays_and_raises_is_gone():
