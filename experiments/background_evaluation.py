@@ -34,10 +34,12 @@ its exit code.
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -179,15 +181,13 @@ class BackgroundEvaluation:
 
     def request(self, update: Any, label: Any = None) -> None:
         """Have the copy that stays call its ``serve(update)``. ``update`` is pickled here, its tensors'
-        bytes copied (plain ``pickle``: ``Connection.send``'s pickler would move a tensor's storage to shared
-        memory and send a handle, so the copy would read what the run writes after this returns), so the
-        caller may change what it holds at once. Raises ``OSError`` when that copy is gone (then none
-        stays)."""
+        bytes copied (:func:`_pickled_copy`), so the caller may change what it holds at once. Raises
+        ``OSError`` when that copy is gone (then none stays)."""
         if self._in_flight is not None:
             raise RuntimeError("an evaluation is still in flight: collect() it before requesting another")
         if self._standing is None:
             raise RuntimeError("no copy stays for requests: start(..., serve=...) first")
-        payload = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _pickled_copy(update)
         self._in_flight = _InFlight(self._standing, label)  # an interrupt while sending: close() stops it
         try:
             self._standing.requests.send_bytes(payload)
@@ -270,6 +270,34 @@ class BackgroundEvaluation:
             self._standing = None
         if copy.process not in self._done:
             self._done.append(copy.process)
+
+
+class _CopyingPickler(pickle.Pickler):
+    """Pickles a dense torch tensor as a copy of its bytes, with its dtype and shape. ``Connection.send``'s
+    pickler (torch's reductions) would move its storage to shared memory and send a handle, so a copy would
+    read what the run writes after sending; plain ``pickle`` copies too, but through a ``torch.save`` per
+    storage: 2.3 ms for an ``adapter`` policy's 49 tensors (1.6 MB) on the builtin base, against 0.6 ms."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")  # (no tensor without it; this module does not import it)
+        if torch is None or not isinstance(obj, torch.Tensor) or obj.layout != torch.strided:
+            return NotImplemented
+        tensor = obj.detach().cpu().contiguous()
+        as_bytes = tensor.reshape(-1).view(torch.uint8).numpy()  # (a view: pickling copies it)
+        return _tensor_from_bytes, (as_bytes, tensor.dtype, tuple(tensor.shape))
+
+
+def _tensor_from_bytes(as_bytes: Any, dtype: Any, shape: tuple[int, ...]) -> Any:
+    import torch
+
+    return torch.from_numpy(as_bytes).view(dtype).reshape(shape)
+
+
+def _pickled_copy(value: Any) -> bytes:
+    """``value`` pickled, every tensor in it copied as it is now (:class:`_CopyingPickler`)."""
+    buffer = io.BytesIO()
+    _CopyingPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
 
 
 def _measure_and_send(

@@ -361,6 +361,27 @@ def test_a_request_is_what_the_run_held_when_it_asked():
     background.close()
 
 
+def test_a_request_carries_tensors_exactly_whatever_their_dtype_and_shape():
+    import pickle
+
+    tensors = {
+        "float32": torch.randn(3, 5),
+        "bfloat16": torch.randn(4, 2).to(torch.bfloat16),
+        "int64": torch.arange(7),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+        "strided": torch.arange(12.0).reshape(3, 4).t(),  # not contiguous
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+    }
+    back = pickle.loads(background_evaluation._pickled_copy({"policy": tensors, "flops": 1.5}))
+    assert back["flops"] == 1.5
+    for name, tensor in tensors.items():
+        copy = back["policy"][name]
+        assert copy.dtype == tensor.dtype and copy.shape == tensor.shape, name
+        assert torch.equal(copy, tensor.detach()) and not copy.requires_grad, name
+
+
 def test_the_copy_that_stays_goes_when_dismissed_though_its_pipe_lives_on():
     """A process forked meanwhile by other means holds the run's end of the requests' pipe too: the copy is
     told to go, and close() does not wait for that process."""
