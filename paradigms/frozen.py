@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from paradigms.base import Paradigm
 from paradigms.session import Session
@@ -24,6 +25,13 @@ class Frozen(Paradigm):
 
     def train(self, session: Session) -> None:
         answer_stream(self, session)
+
+    def evaluation_state(self) -> dict[str, Any]:
+        """Its tool policy, which learns as the stream goes (None without one); the base does not change."""
+        return {"tool_policy": self.tool_policy}
+
+    def load_evaluation_state(self, state: dict[str, Any]) -> None:
+        self.tool_policy = state["tool_policy"]
 
     def save(self, directory: Path) -> list[Path]:
         return self.save_tool_policy(directory)

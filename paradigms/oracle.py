@@ -10,6 +10,7 @@ preference): the ceiling for a backbone that reads one note reliably but a whole
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from paradigms.base import Paradigm
 from paradigms.frozen import answer_stream
@@ -36,6 +37,13 @@ class Oracle(Paradigm):
 
     def train(self, session: Session) -> None:
         answer_stream(self, session)
+
+    def evaluation_state(self) -> dict[str, Any]:
+        """Nothing of its own changes: the profile it reads is the session's, as of the session's clock."""
+        return {}
+
+    def load_evaluation_state(self, state: dict[str, Any]) -> None:
+        return None  # (nothing to load)
 
 
 def _about(statement: Statement, item: Item) -> bool:

@@ -97,7 +97,16 @@ def _tracked(config, tracker: Tracker, name: str) -> str:
 
 
 #: The paradigms whose evaluation state a copy forked earlier loads (``Paradigm.evaluation_state``).
-STANDING = ["full_ft-grpo", "adapter-grpo", "full_ft-reinforce", "adapter-sft", "full_ft-reinforce-drift"]
+STANDING = [
+    "full_ft-grpo",
+    "adapter-grpo",
+    "full_ft-reinforce",
+    "adapter-sft",
+    "full_ft-reinforce-drift",
+    "frozen",
+    "frozen-tool_policy",
+    "oracle",
+]
 #: Evaluations after every batch (16 events for reinforce): at least two in a copy for every arm, and
 #: weights that have moved at the second (a GRPO smoke run's first update shows at its third evaluation)
 OFTEN = ["evaluation.every=4", "budget.feedback_events=32"]
@@ -133,14 +142,14 @@ def _often(arm: str):
 
 @SPARE
 @pytest.mark.parametrize("arm", STANDING)
-def test_one_copy_serves_every_evaluation_of_a_weight_learner(arm, tiny_base, forks, forked):
+def test_one_copy_serves_every_evaluation_of_a_paradigm_that_says_its_state(arm, tiny_base, forks, forked):
     """Forked once, at evaluation 0; every later evaluation but the last is asked of the same copy."""
     execute(_often(arm), None, progress=False)
     assert forked == [0] and len(forks) >= 2, (forked, forks)
 
 
 @SPARE
-@pytest.mark.parametrize("arm", ["hybrid-grpo", "frozen", "memory"])
+@pytest.mark.parametrize("arm", ["hybrid-grpo", "memory"])
 def test_a_paradigm_without_an_evaluation_state_forks_a_copy_for_each(arm, tiny_base, forks, forked):
     execute(_often(arm), None, progress=False)
     assert forked == forks and len(forks) >= 2
@@ -315,6 +324,18 @@ def test_an_unwanted_copy_is_stopped():
     process = background._in_flight.copy.process
     background.close()
     assert not process.is_alive() and not background.pending
+
+
+def test_the_copy_collects_none_of_what_it_holds_of_the_run():
+    """A full collection in the copy would walk every object of the run and write the pages they are on."""
+    import gc
+
+    background = background_evaluation.BackgroundEvaluation()
+    held = len(gc.get_objects())
+    background.start(gc.get_freeze_count, 0)
+    assert background.collect()[1] >= held > 0
+    assert gc.get_freeze_count() == 0  # the run's own collector is as it was
+    background.close()
 
 
 def test_the_result_comes_back_whole():
