@@ -10,8 +10,9 @@ A run's peak would still start from what the runs before it left resident: glibc
 run freed in its arenas. After a SmolLM2 GRPO run that was most of a 4 GB resident set, so the
 next run's logged peak included it. :func:`reset_peak_rss` hands such memory back first
 (``malloc_trim``, where the C library is glibc). What earlier runs left for Python's collector (reference
-cycles not yet collected) still counts until the collector frees it, after which the run reuses it; a full
-collection at each run's start (~0.3 s with the ML stack loaded) is not made for that.
+cycles: a run's paradigm, model and trainer) is collected before each run of a process that makes several
+(``experiments.run.run_of_several``: a grid, a grid worker, a sweep's trials), so it is not counted either;
+a caller of ``execute`` alone (a benchmark's repeats) collects for itself.
 """
 
 from __future__ import annotations

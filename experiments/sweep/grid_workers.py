@@ -178,7 +178,7 @@ class GridWorker:
         _say(f"trial {number}: another worker judged this one dead and queued its run again; moving on")
 
     def _execute(self, trial: optuna.Trial, index: int) -> None:
-        from experiments.run import execute, prepare_backbones
+        from experiments.run import execute, prepare_backbones, run_of_several
         from experiments.tracking import group_labels
 
         config = self.plan.configs[index]
@@ -197,7 +197,8 @@ class GridWorker:
         trial.set_user_attr("mlflow_run_id", run.run_id)
         self._current = (trial._trial_id, run)
         try:
-            final = execute(config, run, self.tracker, self.progress)
+            with run_of_several():
+                final = execute(config, run, self.tracker, self.progress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # recorded; the grid goes on (a rerun of the command retries it)

@@ -5,7 +5,6 @@ mid-way) unwinds through it."""
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,8 +90,6 @@ class TrialRunner:
             trial.set_user_attr("error", described[:1000])
             self._close("FAILED", "FAIL", error=described)
             return self._tell(trial, TrialState.FAIL)
-        finally:
-            gc.collect()  # a trial's model and optimizer go before the next one is built
         self._close("FINISHED", "COMPLETE")
         self.parent.log_metrics(
             {f"sweep/{k}": v for k, v in zip(self.plan.metrics, values, strict=True)}, trial.number
@@ -186,6 +183,7 @@ def _prepare_backbone(config: RunConfig, tracker: Tracker) -> None:
 
 
 def _execute(config: RunConfig, run: TrackedRun, tracker: Tracker, on_eval: Callable) -> dict[str, float]:
-    from experiments.run import execute  # the runner imports torch; keep `config show` light
+    from experiments.run import execute, run_of_several  # the runner imports torch; keep `config show` light
 
-    return execute(config, run, tracker, progress=False, on_eval=on_eval)
+    with run_of_several():  # (the trials before it collected first: their models and optimizers)
+        return execute(config, run, tracker, progress=False, on_eval=on_eval)

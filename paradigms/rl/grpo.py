@@ -20,7 +20,6 @@ The trainer owns the optimization loop; the harness supplies:
 
 from __future__ import annotations
 
-import gc
 import math
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 
+from paradigms.collector import older_objects_frozen
 from paradigms.rl import batching
 from paradigms.rl.learner import Learner
 from paradigms.rl.settings import GRPOSettings
@@ -193,7 +193,10 @@ class GRPO(Learner):
             )
             trainer.remove_callback(PrinterCallback)  # the runner reports; no dicts on stdout
             try:
-                with completion_positions_only(), _older_objects_frozen():
+                # Trainer.train starts with accelerate's free_memory, a full gc.collect(): ~0.3 s over every
+                # object of the ML stack and MLflow, more than a whole builtin GRPO step; what it could free
+                # was made during training
+                with completion_positions_only(), older_objects_frozen():
                     trainer.train()
             finally:
                 release_engine(getattr(trainer, "vllm_generation", None))
@@ -226,22 +229,6 @@ def completion_positions_only() -> Iterator[None]:
         yield
     finally:
         fused_head._use_triton = decide
-
-
-@contextmanager
-def _older_objects_frozen() -> Iterator[None]:
-    """Within the block, the garbage collector skips every object that existed before it (``gc.freeze``).
-
-    ``Trainer.train`` starts with accelerate's ``free_memory``, a full ``gc.collect()``: in a process that
-    has imported the ML stack and MLflow it walks every object there is, ~0.3 s, more than a whole GRPO
-    step on the builtin base (``benchmarks/rl_overhead.py``). What it could free was made during
-    training; what came before is looked at again after the block.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _stream_key(position: int, question: str) -> str:
