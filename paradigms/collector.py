@@ -1,8 +1,9 @@
 """The garbage collector skipping what existed before a block (``gc.freeze``), in nested blocks too.
 
 A full collection walks every object the process holds: ~0.3 s once the ML stack and MLflow are loaded,
-0.36-0.48 s late in a grid's process (a ``gc`` callback's log over the comparison's seed-0 grid), more than
-a builtin GRPO step or evaluation. Inside :func:`older_objects_frozen` it looks only at what the block made.
+0.35-0.49 s late in a grid's process (``benchmarks/gc_pauses.py`` over the comparison's seed-0 grid),
+more than a builtin GRPO step or evaluation. Inside :func:`older_objects_frozen` it looks only at what the
+block made.
 """
 
 from __future__ import annotations
