@@ -22,7 +22,8 @@ share is then what training waited (``cost/evaluation_wait_seconds``: starting t
 still answering when the next is due, and the last evaluation), ``evaluation_seconds_logged`` what the
 evaluations took wherever they ran (``cost/evaluation_seconds``), and the parts, questions and calls
 count the evaluations made in place only (``evaluations_in_copies`` says how many were not, ``copies_forked``
-in how many copies: one for a weight learner's run, whose copy stays and is sent each evaluation's state).
+in how many copies: one for a run whose paradigm says its evaluation state, the copy staying and being
+sent each evaluation's state).
 ``peak_pss_with_copies_bytes`` is the most memory the run and its copies held together, sampled every
 0.25 s (``benchmarks/process_memory.py``), beside the run's own ``cost/peak_rss_bytes``.
 

@@ -17,7 +17,7 @@ A copy may also stay for the run's length (``start(..., serve=...)``): after its
 requests, each bringing it up to date with the run (``request``: a paradigm's weights and counters, the
 run's tallies, the random states) before it evaluates again. A fork costs ~14 ms of page-table copying for
 the ~450 MB an ML process holds, whatever the model: on the builtin base, 8 forks were ~4% of a GRPO
-run's wall time, where sending its 1.4 MB of weights takes ~1 ms. The runner keeps a copy only for a
+run's wall time, where sending an adapter policy's 1.6 MB takes ~2-3 ms. The runner keeps a copy only for a
 paradigm that can say all an evaluation reads of what training changes
 (``Paradigm.evaluation_state``) on a small backbone: a copy that stays holds the pages the run has
 rewritten since it was forked, which for a 10 GB SmolLM2 run would be most of them.

@@ -50,7 +50,7 @@ from tasks.worlds import WorldView, builtin_world
 #: Backbones up to this many parameters have one forked copy evaluate every evaluation of a run in turn,
 #: brought up to date at each (``Paradigm.evaluation_state``), when the paradigm can say what that takes:
 #: a fork is ~14 ms of page-table copying for the ~450 MB any ML process holds (8 forks: ~4% of a builtin
-#: GRPO run) and the builtin base's state ~1 ms to send. A copy that stays holds the pages the run rewrites
+#: GRPO run) and the builtin base's state ~2-3 ms to send. A copy that stays holds the pages the run rewrites
 #: meanwhile, which in a 10 GB SmolLM2 run (optimizer state, activations) would double its memory: bigger
 #: backbones fork a copy for each evaluation, whose time there is minutes.
 STANDING_COPY_MAX_PARAMETERS = 10_000_000

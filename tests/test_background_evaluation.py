@@ -54,23 +54,29 @@ IN_COPIES = {
 }
 
 
-@pytest.fixture
-def forks(monkeypatch) -> list[int]:
-    """The events of every evaluation started in a forked copy during the test (a new copy's, or one asked
-    of the copy that stays: :func:`forked`)."""
-    started: list[int] = []
+def _record_forks(monkeypatch, started: list[int]) -> None:
+    """Append the event of every copy forked from now on to ``started``."""
     start = background_evaluation.BackgroundEvaluation.start
-    request = background_evaluation.BackgroundEvaluation.request
 
     def counted(self, measure, label=None, serve=None):
         started.append(label)
         return start(self, measure, label, serve)
 
+    monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "start", counted)
+
+
+@pytest.fixture
+def forks(monkeypatch) -> list[int]:
+    """The events of every evaluation started in a forked copy during the test (a new copy's, or one asked
+    of the copy that stays: :func:`forked`)."""
+    started: list[int] = []
+    _record_forks(monkeypatch, started)
+    request = background_evaluation.BackgroundEvaluation.request
+
     def counted_request(self, update, label=None):
         started.append(label)
         return request(self, update, label)
 
-    monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "start", counted)
     monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "request", counted_request)
     return started
 
@@ -79,13 +85,7 @@ def forks(monkeypatch) -> list[int]:
 def forked(monkeypatch) -> list[int]:
     """The events at which a copy was forked during the test (not those asked of a copy that stays)."""
     started: list[int] = []
-    start = background_evaluation.BackgroundEvaluation.start
-
-    def counted(self, measure, label=None, serve=None):
-        started.append(label)
-        return start(self, measure, label, serve)
-
-    monkeypatch.setattr(background_evaluation.BackgroundEvaluation, "start", counted)
+    _record_forks(monkeypatch, started)
     return started
 
 
@@ -159,8 +159,7 @@ def test_a_paradigm_without_an_evaluation_state_forks_a_copy_for_each(arm, tiny_
 def test_a_big_backbone_forks_a_copy_for_each(tiny_base, forks, forked, monkeypatch):
     """A copy that stays holds the pages the run rewrites meanwhile: not for a model past the limit."""
     monkeypatch.setattr(run_module, "STANDING_COPY_MAX_PARAMETERS", 0)
-    config = load_experiment(SMOKE, [TINY, ONE_THREAD, *OFTEN, *IN_COPIES["full_ft-grpo"]]).runs()[0]
-    execute(config, None, progress=False)
+    execute(_often("full_ft-grpo"), None, progress=False)
     assert forked == forks and len(forks) >= 2
 
 
